@@ -1,0 +1,459 @@
+// Package config loads the wardend configuration file,
+// /etc/warden/agent.yaml.
+//
+// Every key is optional except oidc.issuer and oidc.client_id; Default lists
+// the values used for the rest. Unknown keys are errors, with the line they
+// are on, because a misspelt key would otherwise silently fall back to a
+// default.
+package config
+
+import (
+	"bytes"
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultPath is where wardend looks for its configuration unless told
+// otherwise with --config.
+const DefaultPath = "/etc/warden/agent.yaml"
+
+// Config is the agent configuration.
+type Config struct {
+	// HostID names this host in events. Load defaults it to the hostname.
+	HostID string
+	// OIDC says which identity provider's tokens wardend accepts.
+	OIDC OIDC
+	// CgroupRoot is the cgroup v2 directory the BPF programs attach to; ""
+	// means the cgroup2 mount found in /proc/self/mountinfo. Tests point it
+	// at a subtree.
+	CgroupRoot string
+	// ProxyListen is the IP:port of the L7 proxy. The kernel rewrites
+	// connections to privileged targets to this address.
+	ProxyListen string
+	// Socket is the unix socket the warden CLI talks to.
+	Socket string
+	// PolicyFile is the policy wardend enforces and watches for changes.
+	PolicyFile string
+	// NATS says where events are published.
+	NATS NATS
+	// SpoolDir holds events not yet acknowledged by NATS.
+	SpoolDir string
+	// KeyFile is the agent's ed25519 key for signing events.
+	KeyFile string
+	// MetricsListen is the host:port of the Prometheus endpoint; ""
+	// disables it.
+	MetricsListen string
+	// LogLevel is one of trace, debug, info, warn, error.
+	LogLevel string
+	// StateDir holds state that must survive a restart, such as the
+	// bindings of sessions to identities.
+	StateDir string
+	// BPFPinDir is where the BPF maps and links are pinned so enforcement
+	// and bindings survive a restart. If it is not on a bpffs, wardend
+	// mounts a private bpffs instance there.
+	BPFPinDir string
+}
+
+// OIDC configures verification of ID tokens.
+type OIDC struct {
+	// Issuer is the IdP's issuer URL, exactly as in its tokens' iss claim.
+	Issuer string
+	// ClientID is the audience tokens must be issued for.
+	ClientID string
+	// GroupsClaim names the claim that holds the user's groups.
+	GroupsClaim string
+	// CAFile is a PEM bundle to trust for the IdP instead of the system
+	// roots; "" uses the system roots.
+	CAFile string
+}
+
+// NATS configures event publishing.
+type NATS struct {
+	// URL is the NATS server, or a comma-separated list of servers.
+	URL string
+}
+
+// Default returns the configuration used for every key the file leaves
+// out. HostID is empty here; Load fills it from the hostname.
+func Default() Config {
+	return Config{
+		OIDC:          OIDC{GroupsClaim: "groups"},
+		ProxyListen:   "127.0.0.1:15001",
+		Socket:        "/run/warden/agent.sock",
+		PolicyFile:    "/etc/warden/policy.yaml",
+		NATS:          NATS{URL: "nats://127.0.0.1:4222"},
+		SpoolDir:      "/var/lib/warden/spool",
+		KeyFile:       "/var/lib/warden/agent.key",
+		MetricsListen: "127.0.0.1:9464",
+		LogLevel:      "info",
+		StateDir:      "/var/lib/warden",
+		BPFPinDir:     "/sys/fs/bpf/warden",
+	}
+}
+
+// Load reads the configuration at path over the defaults, fills in HostID
+// from the hostname if the file leaves it empty, and validates the result.
+// Errors name the file and, where they can, the line and column.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("agent config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse is Load for data already read; source names it in errors.
+func Parse(data []byte, source string) (Config, error) {
+	c := Default()
+	d := decoder{source: source}
+	d.decode(data, &c)
+	if c.HostID == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return Config{}, fmt.Errorf("%s: host_id is not set and the hostname is unavailable: %w", source, err)
+		}
+		c.HostID = h
+	}
+	if !d.broken {
+		// Validate even after unknown-key errors: "isuer" misspelt is
+		// clearer next to "oidc.issuer is required".
+		for _, p := range c.problems() {
+			d.problem(p.key, p.msg)
+		}
+	}
+	if len(d.errs) > 0 {
+		// File order, so the operator can fix them top to bottom; errors
+		// about defaults (line 0) come first.
+		slices.SortStableFunc(d.errs, func(a, b posError) int { return cmp.Compare(a.line, b.line) })
+		errs := make([]error, len(d.errs))
+		for i, e := range d.errs {
+			errs[i] = e.err
+		}
+		return Config{}, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+// Validate checks c as Load does. Use it after overriding values, for
+// example from command-line flags.
+func (c Config) Validate() error {
+	var errs []error
+	for _, p := range c.problems() {
+		errs = append(errs, fmt.Errorf("%s %s", p.key, p.msg))
+	}
+	return errors.Join(errs...)
+}
+
+// problem is a validation failure of the key at the dotted path key.
+type problem struct{ key, msg string }
+
+var logLevels = []string{"trace", "debug", "info", "warn", "error"}
+
+func (c Config) problems() []problem {
+	var ps []problem
+	add := func(key, format string, args ...any) {
+		ps = append(ps, problem{key, fmt.Sprintf(format, args...)})
+	}
+	if c.HostID == "" || strings.ContainsFunc(c.HostID, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		add("host_id", "%q must be non-empty with no spaces or control characters", c.HostID)
+	}
+	if err := checkIssuer(c.OIDC.Issuer); err != nil {
+		add("oidc.issuer", "%v", err)
+	}
+	if c.OIDC.ClientID == "" {
+		add("oidc.client_id", "is required: tokens are only accepted if issued for this client")
+	}
+	if c.OIDC.GroupsClaim == "" {
+		add("oidc.groups_claim", "must not be empty")
+	}
+	if err := checkProxyListen(c.ProxyListen); err != nil {
+		add("proxy_listen", "%v", err)
+	}
+	if c.MetricsListen != "" {
+		if err := checkListen(c.MetricsListen); err != nil {
+			add("metrics_listen", "%v", err)
+		}
+	}
+	if err := checkNATS(c.NATS.URL); err != nil {
+		add("nats.url", "%v", err)
+	}
+	if !slices.Contains(logLevels, c.LogLevel) {
+		add("log_level", "%q is not one of %s", c.LogLevel, strings.Join(logLevels, ", "))
+	}
+	paths := []struct {
+		key, val string
+		optional bool
+	}{
+		{"socket", c.Socket, false},
+		{"policy_file", c.PolicyFile, false},
+		{"spool_dir", c.SpoolDir, false},
+		{"key_file", c.KeyFile, false},
+		{"state_dir", c.StateDir, false},
+		{"bpf_pin_dir", c.BPFPinDir, false},
+		{"cgroup_root", c.CgroupRoot, true},
+		{"oidc.ca_file", c.OIDC.CAFile, true},
+	}
+	for _, p := range paths {
+		switch {
+		case p.val == "" && p.optional:
+		case p.val == "":
+			add(p.key, "must not be empty")
+		case !filepath.IsAbs(p.val):
+			// wardend runs from /, so a relative path would silently
+			// depend on the working directory.
+			add(p.key, "%q must be an absolute path", p.val)
+		}
+	}
+	return ps
+}
+
+// checkIssuer requires https, except on loopback, where plain http is what
+// a local test IdP serves and nothing can intercept it.
+func checkIssuer(s string) error {
+	if s == "" {
+		return errors.New("is required: the URL of the OIDC identity provider")
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return fmt.Errorf("%q is not an absolute URL", s)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("%q: an issuer URL has no query, fragment or user info (OpenID Connect Discovery 1.0, section 2)", s)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if isLoopback(u.Hostname()) {
+			return nil
+		}
+		return fmt.Errorf("%q must use https: the token signing keys are fetched from the issuer, and over plain http anyone on the path could substitute their own and forge identities (http is accepted only for loopback hosts, for local testing)", s)
+	default:
+		return fmt.Errorf("%q must be an https URL", s)
+	}
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+// checkProxyListen requires a concrete IP, because the BPF programs rewrite
+// connections to exactly this address; "0.0.0.0" or a name cannot be a
+// destination.
+func checkProxyListen(s string) error {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not IP:port (for example 127.0.0.1:15001)", s)
+	}
+	if ap.Addr().IsUnspecified() || ap.Addr().Zone() != "" {
+		return fmt.Errorf("%q: the kernel redirects connections to this address, so it must be a concrete IP, not a wildcard or zoned address", s)
+	}
+	if ap.Port() == 0 {
+		return fmt.Errorf("%q: port must be from 1 to 65535", s)
+	}
+	return nil
+}
+
+// checkListen accepts anything net.Listen would, with an explicit port.
+func checkListen(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %v", s, err)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("%q: port must be a number from 1 to 65535", s)
+	}
+	return nil
+}
+
+var natsSchemes = []string{"nats", "tls", "ws", "wss"}
+
+func checkNATS(s string) error {
+	if s == "" {
+		return errors.New("is required: events that are never published are an audit gap")
+	}
+	for _, part := range strings.Split(s, ",") {
+		u, err := url.Parse(strings.TrimSpace(part))
+		if err != nil || u.Host == "" || !slices.Contains(natsSchemes, u.Scheme) {
+			// Do not echo the value: a NATS URL may carry a password.
+			return fmt.Errorf("each comma-separated server must be a URL with scheme %s and a host", strings.Join(natsSchemes, ", "))
+		}
+	}
+	return nil
+}
+
+// decoder reads the YAML onto a Config, recording the position of every key
+// so that validation errors can point at it.
+type decoder struct {
+	source string
+	errs   []posError
+	broken bool                  // the YAML did not parse as a mapping, so values are unknown
+	pos    map[string]*yaml.Node // dotted key -> value node
+}
+
+// posError is an error and the line it is about, for sorting.
+type posError struct {
+	line int
+	err  error
+}
+
+func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
+	d.add(n.Line, fmt.Errorf("%s:%d:%d: %s", d.source, n.Line, n.Column, fmt.Sprintf(format, args...)))
+}
+
+func (d *decoder) add(line int, err error) { d.errs = append(d.errs, posError{line, err}) }
+
+// problem records a validation problem with the key's position if the file
+// set it, or with the file name alone if the value is a default.
+func (d *decoder) problem(key, msg string) {
+	if n, ok := d.pos[key]; ok {
+		d.errorf(n, "%s %s", key, msg)
+		return
+	}
+	d.add(0, fmt.Errorf("%s: %s %s", d.source, key, msg))
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
+
+// contextErrors are the yaml.v3 parser errors that report the zero-based
+// line of the enclosing list or mapping (yaml.v3 v3.0.1, parser.fail), where
+// every other error reports a one-based line.
+var contextErrors = []string{
+	"did not find expected key",
+	"did not find expected '-' indicator",
+	"did not find expected ',' or ']'",
+	"did not find expected ',' or '}'",
+	"found undefined tag handle",
+}
+
+func (d *decoder) syntaxError(err error) {
+	msg := err.Error()
+	m := yamlLine.FindStringSubmatch(msg)
+	if m == nil {
+		d.add(0, fmt.Errorf("%s: invalid YAML: %s", d.source, strings.TrimPrefix(msg, "yaml: ")))
+		return
+	}
+	line, _ := strconv.Atoi(m[1])
+	msg = msg[len(m[0]):]
+	if slices.Contains(contextErrors, msg) {
+		line++
+	}
+	d.add(line, fmt.Errorf("%s:%d: invalid YAML: %s", d.source, line, msg))
+}
+
+func (d *decoder) decode(data []byte, c *Config) {
+	d.pos = make(map[string]*yaml.Node)
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return // an empty file means all defaults; validation says what is missing
+		}
+		d.broken = true
+		d.syntaxError(err)
+		return
+	}
+	if err := dec.Decode(new(yaml.Node)); !errors.Is(err, io.EOF) {
+		d.broken = true
+		d.add(0, fmt.Errorf("%s: more than one YAML document", d.source))
+		return
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return // a file of only comments
+	}
+	if root.Kind != yaml.MappingNode {
+		d.broken = true
+	}
+	d.mapping(root, "", map[string]any{
+		"host_id":     &c.HostID,
+		"cgroup_root": &c.CgroupRoot,
+		"oidc": map[string]any{
+			"issuer":       &c.OIDC.Issuer,
+			"client_id":    &c.OIDC.ClientID,
+			"groups_claim": &c.OIDC.GroupsClaim,
+			"ca_file":      &c.OIDC.CAFile,
+		},
+		"proxy_listen":   &c.ProxyListen,
+		"socket":         &c.Socket,
+		"policy_file":    &c.PolicyFile,
+		"nats":           map[string]any{"url": &c.NATS.URL},
+		"spool_dir":      &c.SpoolDir,
+		"key_file":       &c.KeyFile,
+		"metrics_listen": &c.MetricsListen,
+		"log_level":      &c.LogLevel,
+		"state_dir":      &c.StateDir,
+		"bpf_pin_dir":    &c.BPFPinDir,
+	})
+}
+
+// mapping decodes n according to schema, whose values are *string for a
+// scalar key or a nested schema for a mapping key. prefix is the dotted path
+// of n.
+func (d *decoder) mapping(n *yaml.Node, prefix string, schema map[string]any) {
+	for n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, "%s: want a mapping of keys", cmp.Or(strings.TrimSuffix(prefix, "."), "configuration"))
+		return
+	}
+	known := make([]string, 0, len(schema))
+	for k := range schema {
+		known = append(known, k)
+	}
+	slices.Sort(known)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		for v.Kind == yaml.AliasNode {
+			v = v.Alias
+		}
+		key := prefix + k.Value
+		target, ok := schema[k.Value]
+		if !ok {
+			d.errorf(k, "unknown key %q (want one of %s)", key, strings.Join(known, ", "))
+			continue
+		}
+		if _, dup := d.pos[key]; dup {
+			d.errorf(k, "key %q is repeated (first at line %d)", key, d.pos[key].Line)
+			continue
+		}
+		d.pos[key] = v
+		switch t := target.(type) {
+		case *string:
+			switch {
+			case v.Kind == yaml.ScalarNode && v.Tag == "!!null":
+				*t = "" // "key:" with no value, as for ca_file in the documented example
+			case v.Kind == yaml.ScalarNode:
+				*t = v.Value
+			default:
+				d.errorf(v, "%s: want a string", key)
+			}
+		case map[string]any:
+			if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+				continue // "nats:" with nothing under it: defaults
+			}
+			d.mapping(v, key+".", t)
+		}
+	}
+}

@@ -1,0 +1,542 @@
+// Package daemon wires wardend together: the BPF enforcer, login sessions,
+// policy, the proxy, the control socket, metrics and event recording.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/rs/zerolog"
+
+	"github.com/wardenhq/warden/agent/config"
+	"github.com/wardenhq/warden/agent/control"
+	"github.com/wardenhq/warden/agent/metrics"
+	"github.com/wardenhq/warden/agent/procinfo"
+	"github.com/wardenhq/warden/agent/proxy"
+	"github.com/wardenhq/warden/agent/session"
+	"github.com/wardenhq/warden/agent/targets"
+	"github.com/wardenhq/warden/bpf/loader"
+	"github.com/wardenhq/warden/pkg/cgroupv2"
+	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/idtoken"
+	"github.com/wardenhq/warden/pkg/policy"
+)
+
+// Messages users read when the proxy refuses them. They carry the fix.
+const (
+	MsgUnbound = "warden: no verified identity for this session; run 'warden login'"
+	MsgExpired = "warden: your login has expired; run 'warden login' again"
+)
+
+// Recorder receives every event the agent produces.
+type Recorder interface {
+	Emit(*event.Event)
+}
+
+// Agent cgroup and session directory names under the cgroup root.
+const (
+	agentCgroupName    = "warden.agent"
+	sessionsCgroupName = "warden.sessions"
+)
+
+// resolveInterval is how often DNS-named targets are looked up again.
+const resolveInterval = 30 * time.Second
+
+// Daemon is a running wardend.
+type Daemon struct {
+	cfg      config.Config
+	log      zerolog.Logger
+	rec      Recorder
+	host     event.Host
+	enf      *loader.Enforcer
+	sessions *session.Manager
+	verifier *idtoken.Verifier
+	watcher  *policy.Watcher
+	metrics  *metrics.Metrics
+	proxy    *proxy.Proxy
+	control  *control.Server
+
+	mu     sync.RWMutex
+	policy *policy.Policy
+	table  *targets.Table
+}
+
+// protocolErrors lists the protocols whose codec refuses with a message of
+// its own; the kernel sends unbound clients of these to the proxy.
+var protocolErrors = map[string]bool{policy.ProtocolPostgres: true}
+
+// Run starts the daemon and blocks until ctx is done. Each value received
+// on reload re-reads the policy file (SIGHUP). BPF programs stay attached
+// (pinned) after Run returns, so enforcement outlives the process.
+func Run(ctx context.Context, cfg config.Config, rec Recorder, log zerolog.Logger, reload <-chan os.Signal) error {
+	d, err := start(ctx, cfg, rec, log)
+	if err != nil {
+		return err
+	}
+	return d.run(ctx, reload)
+}
+
+func start(ctx context.Context, cfg config.Config, rec Recorder, log zerolog.Logger) (d *Daemon, err error) {
+	hostname, _ := os.Hostname()
+	d = &Daemon{cfg: cfg, log: log, rec: rec, host: event.Host{ID: cfg.HostID, Name: hostname}}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+
+	root := cfg.CgroupRoot
+	if root == "" {
+		if root, err = cgroupv2.Mount(); err != nil {
+			return nil, fmt.Errorf("find cgroup root: %w", err)
+		}
+	}
+	// The agent moves itself into a cgroup of its own, which the programs
+	// exempt, so the proxy's upstream dials are never redirected back.
+	agentCgroup := filepath.Join(root, agentCgroupName)
+	if err := cgroupv2.Create(agentCgroup); err != nil {
+		return nil, err
+	}
+	if err := cgroupv2.Move(agentCgroup, os.Getpid()); err != nil {
+		return nil, err
+	}
+	agentCgroupID, err := cgroupv2.ID(agentCgroup)
+	if err != nil {
+		return nil, err
+	}
+
+	d.enf, err = loader.Load(loader.Options{CgroupPath: root, PinDir: cfg.BPFPinDir})
+	if err != nil {
+		return nil, err
+	}
+	if err := d.enf.Exempt(agentCgroupID); err != nil {
+		return nil, err
+	}
+	d.metrics = metrics.New(d.enf.Counters)
+
+	listeners, port, err := listenProxy(cfg.ProxyListen)
+	if err != nil {
+		return nil, err
+	}
+	proxyV4 := netip.MustParseAddrPort(listeners[0].Addr().String()).Addr()
+	if err := d.enf.SetProxy(proxyV4, netip.IPv6Loopback(), port); err != nil {
+		return nil, err
+	}
+	d.proxy = proxy.New(proxy.Options{
+		Listeners:  listeners,
+		Attributor: d.enf,
+		Authorize:  d.authorize,
+		Codecs:     map[string]proxy.Codec{policy.ProtocolPostgres: proxy.Postgres{}},
+		Fallback:   proxy.Relay{},
+		Recorder:   rec,
+		Metrics:    d.metrics,
+		Log:        log.With().Str("component", "proxy").Logger(),
+	})
+
+	d.verifier, err = idtoken.NewVerifier(ctx, idtoken.Config{
+		Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, GroupsClaim: cfg.OIDC.GroupsClaim, CAFile: cfg.OIDC.CAFile,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	sessions, expired, err := session.Open(session.Options{
+		Dir:       filepath.Join(root, sessionsCgroupName),
+		StateFile: filepath.Join(cfg.StateDir, "sessions.json"),
+		Kernel:    d.enf,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.sessions = sessions
+	for _, s := range expired {
+		d.emitSession(event.SessionExpired, s, nil)
+	}
+
+	d.watcher, err = policy.NewWatcher(cfg.PolicyFile, policy.WatchOptions{
+		OnLoad: func(p *policy.Policy) {
+			if err := d.applyPolicy(ctx, p); err != nil {
+				d.log.Error().Err(err).Str("policy", cfg.PolicyFile).Msg("policy loaded but not applied")
+			}
+		},
+		OnError: func(err error) {
+			d.metrics.PolicyReloadErrors.Inc()
+			d.log.Error().Err(err).Msg("policy rejected; the previous policy stays in force")
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if d.table == nil {
+		return nil, errors.New("the initial policy could not be applied")
+	}
+
+	d.control, err = control.Listen(cfg.Socket, d, log.With().Str("component", "control").Logger())
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Daemon) run(ctx context.Context, reload <-chan os.Signal) error {
+	defer d.close()
+	d.emit(&event.Event{Type: event.AgentStart, Data: map[string]any{
+		"cgroup_root": d.cfg.CgroupRoot, "proxy": d.cfg.ProxyListen, "policy_digest": d.currentPolicy().Digest,
+	}})
+	d.log.Info().Str("proxy", d.cfg.ProxyListen).Str("socket", d.cfg.Socket).Msg("wardend running")
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	spawn := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	spawn("proxy", d.proxy.Serve)
+	spawn("control", d.control.Serve)
+	spawn("policy watcher", d.watcher.Run)
+	spawn("sessions", d.maintainSessions)
+	spawn("denials", d.readDenials)
+	spawn("kernel losses", d.watchKernelLosses)
+	spawn("resolver", d.refreshTargets)
+	spawn("reload", func(ctx context.Context) error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-reload:
+				d.log.Info().Msg("reloading policy on request")
+				d.watcher.Reload() // outcome reported through the watcher callbacks
+			}
+		}
+	})
+	if d.cfg.MetricsListen != "" {
+		spawn("metrics", func(ctx context.Context) error { return d.metrics.Serve(ctx, d.cfg.MetricsListen) })
+	}
+	<-ctx.Done()
+	wg.Wait()
+	close(errc)
+	d.emit(&event.Event{Type: event.AgentStop})
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Daemon) close() {
+	if d.enf != nil {
+		if err := d.enf.Close(); err != nil {
+			d.log.Warn().Err(err).Msg("close bpf handles")
+		}
+	}
+}
+
+func listenProxy(addr string) ([]net.Listener, uint16, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().Is4() {
+		return nil, 0, fmt.Errorf("proxy_listen %q: want an IPv4 address and port", addr)
+	}
+	ln4, err := net.Listen("tcp4", addr)
+	if err != nil {
+		return nil, 0, fmt.Errorf("proxy listen on %s: %w", addr, err)
+	}
+	port := uint16(ln4.Addr().(*net.TCPAddr).Port)
+	// IPv6 targets are redirected to [::1] on the same port. Without IPv6
+	// on loopback those connections fail, which is closed, not open.
+	ln6, err := net.Listen("tcp6", netip.AddrPortFrom(netip.IPv6Loopback(), port).String())
+	if err != nil {
+		return []net.Listener{ln4}, port, nil
+	}
+	return []net.Listener{ln4, ln6}, port, nil
+}
+
+// applyPolicy recomputes the kernel's target and access tables.
+func (d *Daemon) applyPolicy(ctx context.Context, p *policy.Policy) error {
+	local, err := targets.LocalAddrs()
+	if err != nil {
+		return err
+	}
+	table, err := targets.Build(ctx, p, targets.Options{Resolver: net.DefaultResolver, LocalAddrs: local, ProtocolErrors: protocolErrors})
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.enf.SyncTargets(table.Entries); err != nil {
+		return err
+	}
+	d.policy, d.table = p, table
+	if err := d.syncAccessLocked(); err != nil {
+		return err
+	}
+	d.log.Info().Str("policy", p.Source).Str("digest", p.Digest).Int("targets", len(p.Targets)).Int("kernel_entries", len(table.Entries)).Msg("policy applied")
+	return nil
+}
+
+func (d *Daemon) syncAccess() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.syncAccessLocked()
+}
+
+func (d *Daemon) syncAccessLocked() error {
+	allowed := map[uint32][]uint32{}
+	sessions := d.sessions.List()
+	for _, s := range sessions {
+		for _, name := range d.policy.TargetsFor(s.Identity.Groups) {
+			allowed[s.IdentityID] = append(allowed[s.IdentityID], targets.ID(name))
+		}
+	}
+	d.metrics.SessionsActive.Set(float64(len(sessions)))
+	return d.enf.SyncAccess(allowed)
+}
+
+func (d *Daemon) currentPolicy() *policy.Policy {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.policy
+}
+
+func (d *Daemon) target(id uint32) (event.Target, bool) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	t, ok := d.table.ByID[id]
+	if !ok {
+		return event.Target{Name: fmt.Sprintf("unknown-%d", id)}, false
+	}
+	return event.Target{Name: t.Name, Protocol: t.Protocol, Address: t.Address}, true
+}
+
+// authorize attributes a redirected connection and re-checks the kernel's
+// verdict against the current sessions and policy: the kernel decided at
+// connect(), the session or policy may have changed since.
+func (d *Daemon) authorize(info loader.ConnInfo) proxy.Attribution {
+	att := proxy.Attribution{Kernel: info, Process: procinfo.Describe(d.host.ID, int(info.TGID), info.UID)}
+	att.Process.CgroupID = info.CgroupID
+	tgt, known := d.target(info.TargetID)
+	att.Target = tgt
+	deny := func(rule, reason string) proxy.Attribution {
+		att.Decision = event.Decision{Action: event.Deny, Rule: rule, Reason: reason}
+		return att
+	}
+	if !known {
+		return deny("policy", fmt.Sprintf("warden: target id %d is no longer in the policy", info.TargetID))
+	}
+	switch info.Verdict {
+	case loader.VerdictUnbound:
+		return deny("identity", MsgUnbound)
+	case loader.VerdictExpired:
+		return deny("identity", MsgExpired)
+	case loader.VerdictAllowed:
+	default:
+		return deny("kernel", fmt.Sprintf("warden: connection refused (%s)", info.Verdict))
+	}
+	s, ok := d.sessions.ByIdentity(info.IdentityID)
+	if !ok || s.CgroupID != info.SessionCgroupID {
+		return deny("identity", MsgUnbound)
+	}
+	att.Identity = identityOf(s)
+	att.SessionID = s.ID
+	if !time.Now().Before(s.Expires) {
+		return deny("identity", MsgExpired)
+	}
+	if !slices.Contains(d.currentPolicy().TargetsFor(s.Identity.Groups), tgt.Name) {
+		return deny("access", accessDenied(s, tgt.Name))
+	}
+	att.Decision = event.Decision{Action: event.Allow, Rule: "access"}
+	return att
+}
+
+func accessDenied(s *session.Session, target string) string {
+	return fmt.Sprintf("warden: %s (groups: %s) has no access to target %q; ask for a group listed in its access entry",
+		s.Identity.Subject, strings.Join(s.Identity.Groups, ", "), target)
+}
+
+func identityOf(s *session.Session) *event.Identity {
+	groups := s.Identity.Groups
+	if groups == nil {
+		groups = []string{}
+	}
+	return &event.Identity{
+		Sub: s.Identity.Subject, Email: s.Identity.Email, Name: s.Identity.Name,
+		Groups: groups, Issuer: s.Identity.Issuer, SessionID: s.ID,
+	}
+}
+
+// readDenials turns the kernel's EPERM decisions into events.
+func (d *Daemon) readDenials(ctx context.Context) error {
+	rd, err := d.enf.Denials()
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		rd.Close()
+	}()
+	for {
+		den, err := rd.Read()
+		if errors.Is(err, ringbuf.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			d.log.Error().Err(err).Msg("read denial")
+			d.emitLoss(1, "denial record unreadable", "bpf")
+			continue
+		}
+		d.recordDenial(den)
+	}
+}
+
+func (d *Daemon) recordDenial(den loader.Denial) {
+	tgt, _ := d.target(den.TargetID)
+	dec := event.Decision{Action: event.Deny, Rule: "access"}
+	var id *event.Identity
+	switch den.Verdict {
+	case loader.VerdictNotAllowed:
+		if s, ok := d.sessions.ByIdentity(den.IdentityID); ok {
+			id = identityOf(s)
+			dec.Reason = accessDenied(s, tgt.Name)
+		} else {
+			dec.Reason = fmt.Sprintf("warden: identity has no access to target %q", tgt.Name)
+		}
+	case loader.VerdictExpired:
+		dec.Rule, dec.Reason = "identity", MsgExpired
+	case loader.VerdictUnbound:
+		dec.Rule, dec.Reason = "identity", MsgUnbound
+	default:
+		dec.Rule, dec.Reason = "kernel", fmt.Sprintf("warden: connection refused (%s)", den.Verdict)
+	}
+	d.metrics.Denied(tgt.Name, den.Verdict.String())
+	proc := procinfo.Describe(d.host.ID, int(den.TGID), den.UID)
+	proc.CgroupID = den.CgroupID
+	if proc.Binary == "" {
+		proc.Binary = den.Comm
+	}
+	d.emit(&event.Event{
+		Type: event.NetConnect, Identity: id, Process: proc, Target: &tgt, Decision: &dec,
+		Data: map[string]any{"original_dst": den.OrigDst.String(), "verdict": den.Verdict.String(), "via": "kernel", "errno": "EPERM"},
+	})
+}
+
+// watchKernelLosses reports records the BPF programs could not deliver.
+func (d *Daemon) watchKernelLosses(ctx context.Context) error {
+	lossCounters := []string{"denial_lost", "conn_lost", "storage_failed"}
+	seen := map[string]uint64{}
+	if c, err := d.enf.Counters(); err == nil {
+		for _, n := range lossCounters {
+			seen[n] = c[n]
+		}
+	}
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		c, err := d.enf.Counters()
+		if err != nil {
+			d.log.Error().Err(err).Msg("read kernel counters")
+			continue
+		}
+		for _, n := range lossCounters {
+			if c[n] > seen[n] {
+				d.emitLoss(c[n]-seen[n], n, "bpf")
+				seen[n] = c[n]
+			}
+		}
+	}
+}
+
+func (d *Daemon) emitLoss(count uint64, reason, source string) {
+	d.log.Warn().Uint64("count", count).Str("reason", reason).Msg("records lost")
+	d.emit(&event.Event{Type: event.AgentLoss, Data: map[string]any{"count": count, "reason": reason, "source": source}})
+}
+
+// maintainSessions expires sessions on time and removes empty session
+// cgroups. The kernel refuses an expired binding on its own; this makes it
+// visible and tidy.
+func (d *Daemon) maintainSessions(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	reap := time.NewTicker(30 * time.Second)
+	defer reap.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-reap.C:
+			d.sessions.Reap()
+		case now := <-t.C:
+			expired, err := d.sessions.Expire(now)
+			if err != nil {
+				d.log.Error().Err(err).Msg("expire sessions")
+			}
+			for _, s := range expired {
+				d.log.Info().Str("session", s.ID).Str("sub", s.Identity.Subject).Msg("session expired")
+				d.emitSession(event.SessionExpired, s, nil)
+			}
+			if len(expired) > 0 {
+				if err := d.syncAccess(); err != nil {
+					d.log.Error().Err(err).Msg("sync access after expiry")
+				}
+			}
+		}
+	}
+}
+
+// refreshTargets re-resolves DNS-named targets periodically.
+func (d *Daemon) refreshTargets(ctx context.Context) error {
+	t := time.NewTicker(resolveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		p := d.currentPolicy()
+		if !hasNamedTargets(p) {
+			continue
+		}
+		if err := d.applyPolicy(ctx, p); err != nil {
+			d.log.Warn().Err(err).Msg("re-resolve targets; keeping the previous addresses")
+		}
+	}
+}
+
+func hasNamedTargets(p *policy.Policy) bool {
+	for _, t := range p.Targets {
+		if ep, err := t.Endpoint(); err == nil && ep.IsName() {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Daemon) emit(e *event.Event) { d.rec.Emit(e) }
+
+func (d *Daemon) emitSession(typ event.Type, s *session.Session, proc *event.Process) {
+	d.emit(&event.Event{Type: typ, Identity: identityOf(s), Process: proc, Data: map[string]any{
+		"uid": s.UID, "cgroup": s.Cgroup, "login_time": s.LoginTime, "expires": s.Expires,
+	}})
+}

@@ -1,0 +1,74 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/wardenhq/warden/agent/control"
+	"github.com/wardenhq/warden/agent/procinfo"
+	"github.com/wardenhq/warden/agent/session"
+	"github.com/wardenhq/warden/pkg/event"
+)
+
+// Login verifies the token and binds its identity to the caller's shell.
+// Failures are recorded too: repeated bad tokens are what a SOC looks for.
+func (d *Daemon) Login(ctx context.Context, peer session.Peer, raw string) (*session.Session, error) {
+	proc := procinfo.Describe(d.host.ID, peer.PID, peer.UID)
+	vctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	claims, err := d.verifier.Verify(vctx, raw)
+	if err != nil {
+		d.log.Warn().Err(err).Int("pid", peer.PID).Uint32("uid", peer.UID).Msg("login refused")
+		d.emit(&event.Event{Type: event.SessionLogin, Process: proc,
+			Decision: &event.Decision{Action: event.Deny, Rule: "token", Reason: err.Error()}})
+		return nil, err
+	}
+	id := session.Identity{Subject: claims.Subject, Email: claims.Email, Name: claims.Name, Issuer: claims.Issuer, Groups: claims.Groups}
+	s, refreshed, err := d.sessions.Login(peer, id, claims.Expiry)
+	if err != nil {
+		d.log.Warn().Err(err).Str("sub", claims.Subject).Int("pid", peer.PID).Msg("login not bound")
+		d.emit(&event.Event{Type: event.SessionLogin, Identity: &event.Identity{Sub: claims.Subject, Email: claims.Email, Groups: claims.Groups, Issuer: claims.Issuer},
+			Process: proc, Decision: &event.Decision{Action: event.Deny, Rule: "binding", Reason: err.Error()}})
+		return nil, err
+	}
+	if err := d.syncAccess(); err != nil {
+		// Without access entries the session reaches nothing: closed.
+		d.log.Error().Err(err).Msg("sync access after login")
+	}
+	d.log.Info().Str("session", s.ID).Str("sub", s.Identity.Subject).Bool("refreshed", refreshed).Time("expires", s.Expires).Msg("session bound")
+	shell := proc
+	if len(proc.Ancestors) > 0 {
+		shell = procinfo.Describe(d.host.ID, int(proc.Ancestors[0].PID), peer.UID)
+	}
+	d.emitSession(event.SessionLogin, s, shell)
+	return s, nil
+}
+
+// Logout unbinds the caller's session.
+func (d *Daemon) Logout(ctx context.Context, peer session.Peer) (*session.Session, error) {
+	s, err := d.sessions.Logout(peer)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.syncAccess(); err != nil {
+		d.log.Error().Err(err).Msg("sync access after logout")
+	}
+	d.log.Info().Str("session", s.ID).Str("sub", s.Identity.Subject).Msg("session ended")
+	d.emitSession(event.SessionLogout, s, procinfo.Describe(d.host.ID, peer.PID, peer.UID))
+	return s, nil
+}
+
+// Whoami returns the caller's session.
+func (d *Daemon) Whoami(ctx context.Context, peer session.Peer) (*session.Session, error) {
+	s, err := d.sessions.Of(peer.PID)
+	if err != nil && !errors.Is(err, session.ErrNoSession) {
+		return nil, err
+	}
+	return s, err
+}
+
+// IdP returns the identity provider wardend trusts.
+func (d *Daemon) IdP() control.IdPInfo {
+	return control.IdPInfo{Issuer: d.cfg.OIDC.Issuer, ClientID: d.cfg.OIDC.ClientID, CAFile: d.cfg.OIDC.CAFile}
+}

@@ -1,0 +1,118 @@
+// Package metrics holds the agent's Prometheus metrics and serves them.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the agent's counters and gauges, on a registry of their own.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	redirected   *prometheus.CounterVec
+	refused      *prometheus.CounterVec
+	denied       *prometheus.CounterVec
+	unattributed prometheus.Counter
+	// SessionsActive is the number of bound login sessions.
+	SessionsActive prometheus.Gauge
+	// PolicyReloadErrors counts policy files rejected on reload.
+	PolicyReloadErrors prometheus.Counter
+}
+
+// New registers the agent's metrics. kernel, if not nil, is read at scrape
+// time for the BPF programs' own counters.
+func New(kernel func() (map[string]uint64, error)) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		redirected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warden_proxy_connections_total", Help: "Connections redirected to the proxy and relayed to a target.",
+		}, []string{"target"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warden_proxy_refused_total", Help: "Connections redirected to the proxy and refused there.",
+		}, []string{"target", "reason"}),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warden_kernel_denied_total", Help: "connect() calls the kernel failed with EPERM.",
+		}, []string{"target", "reason"}),
+		unattributed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "warden_proxy_unattributed_total", Help: "Connections to the proxy with no kernel record, closed unserved.",
+		}),
+		SessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "warden_sessions_active", Help: "Login sessions bound to a verified identity.",
+		}),
+		PolicyReloadErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "warden_policy_reload_errors_total", Help: "Policy files rejected on reload; the previous policy stayed in force.",
+		}),
+	}
+	reg.MustRegister(m.redirected, m.refused, m.denied, m.unattributed, m.SessionsActive, m.PolicyReloadErrors,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if kernel != nil {
+		reg.MustRegister(&kernelCollector{read: kernel, desc: prometheus.NewDesc(
+			"warden_bpf_events_total", "Counters kept by the BPF programs.", []string{"counter"}, nil)})
+	}
+	return m
+}
+
+// Accepted counts a relayed connection.
+func (m *Metrics) Accepted(target string) { m.redirected.WithLabelValues(target).Inc() }
+
+// Refused counts a connection the proxy refused.
+func (m *Metrics) Refused(target, reason string) { m.refused.WithLabelValues(target, reason).Inc() }
+
+// Unattributed counts a connection without a kernel record.
+func (m *Metrics) Unattributed() { m.unattributed.Inc() }
+
+// Denied counts a connect() the kernel refused.
+func (m *Metrics) Denied(target, reason string) { m.denied.WithLabelValues(target, reason).Inc() }
+
+type kernelCollector struct {
+	read func() (map[string]uint64, error)
+	desc *prometheus.Desc
+}
+
+func (k *kernelCollector) Describe(ch chan<- *prometheus.Desc) { ch <- k.desc }
+
+func (k *kernelCollector) Collect(ch chan<- prometheus.Metric) {
+	counters, err := k.read()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(k.desc, err)
+		return
+	}
+	for name, v := range counters {
+		ch <- prometheus.MustNewConstMetric(k.desc, prometheus.CounterValue, float64(v), name)
+	}
+}
+
+// Serve exposes /metrics on addr until ctx is done.
+func (m *Metrics) Serve(ctx context.Context, addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listen on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("metrics server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {
+		err = e
+	}
+	return err
+}

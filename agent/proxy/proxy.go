@@ -1,0 +1,255 @@
+// Package proxy is the agent's L7 proxy framework. Every connection the
+// kernel redirected goes through the same steps:
+//
+//	accept → attribute → decide → relay or parse → record
+//
+// Attribution comes from the kernel (original destination, pid, uid,
+// session). The decision comes from the daemon's current policy. What
+// happens on the wire is up to the target protocol's Codec: the generic one
+// relays bytes; protocol codecs parse, enforce and record statements.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/wardenhq/warden/bpf/loader"
+	"github.com/wardenhq/warden/pkg/event"
+)
+
+// Attributor recovers what the kernel recorded about a redirected
+// connection from the client's address as seen on accept().
+type Attributor interface {
+	TakeConn(client netip.AddrPort) (loader.ConnInfo, error)
+}
+
+// Attribution is everything the proxy knows about a connection before it
+// speaks to the target.
+type Attribution struct {
+	Kernel    loader.ConnInfo
+	Target    event.Target
+	Identity  *event.Identity // nil when no verified identity stands behind it
+	Process   *event.Process
+	Decision  event.Decision
+	SessionID string
+}
+
+// Authorizer attributes a connection and decides on it using the daemon's
+// current sessions and policy. It must return a deny decision, never an
+// error, when it cannot attribute: fail closed.
+type Authorizer func(info loader.ConnInfo) Attribution
+
+// Recorder receives the events the proxy produces.
+type Recorder interface {
+	Emit(*event.Event)
+}
+
+// Stream is an allowed connection handed to a codec.
+type Stream struct {
+	Client      net.Conn
+	Upstream    net.Conn
+	Attribution *Attribution
+	Recorder    Recorder
+	Log         zerolog.Logger
+}
+
+// Codec speaks one target protocol.
+type Codec interface {
+	// Refuse tells the client why it cannot proceed, in the protocol's own
+	// terms where the protocol has an error message, then returns. The
+	// target is never contacted.
+	Refuse(ctx context.Context, client net.Conn, reason string) error
+	// Serve carries an allowed connection until one side closes it.
+	Serve(ctx context.Context, s *Stream) error
+}
+
+// Metrics counts what the proxy does. Any field may be nil.
+type Metrics interface {
+	Accepted(target string)
+	Refused(target, reason string)
+	Unattributed()
+}
+
+// Options configure a Proxy.
+type Options struct {
+	Listeners  []net.Listener
+	Attributor Attributor
+	Authorize  Authorizer
+	// Codecs by target protocol; Fallback serves protocols without one.
+	Codecs   map[string]Codec
+	Fallback Codec
+	Recorder Recorder
+	Metrics  Metrics
+	Log      zerolog.Logger
+	// DialTimeout bounds the upstream connect. Default 10s.
+	DialTimeout time.Duration
+}
+
+// Proxy accepts redirected connections and serves them.
+type Proxy struct {
+	opts Options
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// New returns a proxy; Serve runs it.
+func New(opts Options) *Proxy {
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = 10 * time.Second
+	}
+	return &Proxy{opts: opts, conns: map[net.Conn]struct{}{}}
+}
+
+// Serve accepts on every listener until ctx is done, then closes the
+// listeners and every open connection and waits for their handlers.
+func (p *Proxy) Serve(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(p.opts.Listeners))
+	for _, ln := range p.opts.Listeners {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			errc <- p.acceptLoop(ctx, ln)
+		}()
+	}
+	<-ctx.Done()
+	for _, ln := range p.opts.Listeners {
+		ln.Close()
+	}
+	p.mu.Lock()
+	for c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+	close(errc)
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (p *Proxy) acceptLoop(ctx context.Context, ln net.Listener) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+		}
+		p.track(c, true)
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			defer p.track(c, false)
+			defer c.Close()
+			p.handle(ctx, c)
+		}()
+	}
+}
+
+func (p *Proxy) track(c net.Conn, add bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if add {
+		p.conns[c] = struct{}{}
+	} else {
+		delete(p.conns, c)
+	}
+}
+
+func (p *Proxy) handle(ctx context.Context, client net.Conn) {
+	log := p.opts.Log.With().Str("client", client.RemoteAddr().String()).Logger()
+	remote, err := netip.ParseAddrPort(client.RemoteAddr().String())
+	if err != nil {
+		log.Error().Err(err).Msg("unparseable client address")
+		return
+	}
+	info, err := p.opts.Attributor.TakeConn(remote)
+	if err != nil {
+		// Not redirected by the kernel (someone dialled the proxy port
+		// directly) or the record was lost: nothing to attribute it to.
+		if p.opts.Metrics != nil {
+			p.opts.Metrics.Unattributed()
+		}
+		log.Warn().Err(err).Msg("connection without kernel attribution closed")
+		return
+	}
+	att := p.opts.Authorize(info)
+	log = log.With().Str("target", att.Target.Name).Uint32("pid", info.TGID).Uint32("uid", info.UID).Logger()
+	codec := p.opts.Codecs[att.Target.Protocol]
+	if codec == nil {
+		codec = p.opts.Fallback
+	}
+
+	if att.Decision.Action != event.Allow {
+		p.record(&att, nil)
+		if p.opts.Metrics != nil {
+			p.opts.Metrics.Refused(att.Target.Name, att.Decision.Rule)
+		}
+		log.Info().Str("reason", att.Decision.Reason).Msg("connection refused")
+		if err := codec.Refuse(ctx, client, att.Decision.Reason); err != nil {
+			log.Debug().Err(err).Msg("refusal not delivered")
+		}
+		return
+	}
+
+	d := net.Dialer{Timeout: p.opts.DialTimeout}
+	upstream, err := d.DialContext(ctx, "tcp", info.OrigDst.String())
+	if err != nil {
+		att.Decision = event.Decision{Action: event.Deny, Rule: "upstream", Reason: fmt.Sprintf("warden: target %s is unreachable", att.Target.Name)}
+		p.record(&att, map[string]any{"error": err.Error()})
+		log.Warn().Err(err).Msg("upstream dial failed")
+		codec.Refuse(ctx, client, att.Decision.Reason)
+		return
+	}
+	p.track(upstream, true)
+	defer p.track(upstream, false)
+	defer upstream.Close()
+
+	p.record(&att, map[string]any{"upstream_local": upstream.LocalAddr().String()})
+	if p.opts.Metrics != nil {
+		p.opts.Metrics.Accepted(att.Target.Name)
+	}
+	s := &Stream{Client: client, Upstream: upstream, Attribution: &att, Recorder: p.opts.Recorder, Log: log}
+	if err := codec.Serve(ctx, s); err != nil && ctx.Err() == nil {
+		log.Debug().Err(err).Msg("stream ended with error")
+	}
+}
+
+// record emits the net.connect event for a connection.
+func (p *Proxy) record(att *Attribution, extra map[string]any) {
+	data := map[string]any{
+		"original_dst": att.Kernel.OrigDst.String(),
+		"verdict":      att.Kernel.Verdict.String(),
+		"via":          "proxy",
+	}
+	for k, v := range extra {
+		data[k] = v
+	}
+	dec := att.Decision
+	p.opts.Recorder.Emit(&event.Event{
+		Type:     event.NetConnect,
+		Identity: att.Identity,
+		Process:  att.Process,
+		Target:   &att.Target,
+		Decision: &dec,
+		Data:     data,
+	})
+}

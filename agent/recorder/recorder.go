@@ -1,0 +1,423 @@
+// Package recorder is the one place the agent emits events. It stamps each
+// event (schema, ULID, time, host), links it into the host's signed hash
+// chain and stores it in the spool, from where the publisher ships it.
+//
+// Nothing is dropped silently: an event that cannot be stored is counted by
+// source and reason, and as soon as the spool accepts records again the
+// recorder emits one agent.loss event per (source, reason) with the count.
+package recorder
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/wardenhq/warden/agent/spool"
+	"github.com/wardenhq/warden/pkg/event"
+)
+
+// Loss sources and reasons used by the recorder itself. Other components
+// report their own through Lost.
+const (
+	SourceRecorder = "recorder"
+	SourceSpool    = "spool"
+
+	ReasonSpoolFull  = "spool_full"  // the spool was at MaxBytes
+	ReasonSpoolError = "spool_error" // a write or fsync failed
+	ReasonTooLarge   = "too_large"   // the encoded event exceeds spool.MaxRecordBytes
+	ReasonEncode     = "encode"      // the event could not be encoded (e.g. NaN in data)
+	ReasonClosed     = "closed"      // emitted after Close
+	ReasonTornWrite  = "torn_write"  // a record cut off by a crash, found at start
+	ReasonCorrupt    = "corrupt"     // durable records unreadable from disk
+)
+
+// retryInterval is how often pending loss reports are retried when nothing
+// else is emitted.
+const retryInterval = time.Second
+
+// Options configure a Recorder.
+type Options struct {
+	// Host is stamped on every event; Host.ID names the chain.
+	Host event.Host
+	// Key signs the chain.
+	Key ed25519.PrivateKey
+	// Spool stores sealed events. The recorder must be its only writer.
+	Spool *spool.Spool
+	// Logger receives loss and failure reports. Events are never logged:
+	// they may carry statements and arguments with secrets in them.
+	Logger zerolog.Logger
+}
+
+// LossKey names a kind of loss.
+type LossKey struct {
+	Source string
+	Reason string
+}
+
+// loss accumulates unreported losses of one kind.
+type loss struct {
+	count       uint64
+	first, last time.Time
+	types       map[event.Type]uint64
+}
+
+// Recorder stamps, seals and spools events. It is safe for concurrent use.
+type Recorder struct {
+	host    event.Host
+	key     ed25519.PrivateKey
+	spool   *spool.Spool
+	log     zerolog.Logger
+	entropy io.Reader // monotonic ULID entropy; used under mu
+
+	// mu orders sealing and spooling: seq order in the spool is chain order,
+	// and a failed append never consumes a seq.
+	mu       sync.Mutex
+	lastSeq  uint64
+	lastHash string
+	pending  map[LossKey]*loss // counted, not yet reported in an agent.loss
+	corrupt  uint64            // spool corrupt count already taken into pending
+	closed   bool
+
+	emitted atomic.Uint64
+	lossMu  sync.Mutex
+	total   map[LossKey]uint64 // cumulative, for metrics
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// New returns a Recorder that continues the chain found in the spool (its
+// newest record), so seq and prev_hash carry on across restarts and crashes.
+// It starts a goroutine that retries loss reports; Close stops it.
+func New(opts Options) (*Recorder, error) {
+	if opts.Spool == nil {
+		return nil, errors.New("recorder: no spool")
+	}
+	if len(opts.Key) != ed25519.PrivateKeySize {
+		return nil, errors.New("recorder: no ed25519 signing key")
+	}
+	if opts.Host.ID == "" {
+		return nil, errors.New("recorder: empty host id")
+	}
+	r := &Recorder{
+		host:    opts.Host,
+		key:     opts.Key,
+		spool:   opts.Spool,
+		log:     opts.Logger.With().Str("component", "recorder").Logger(),
+		entropy: ulid.Monotonic(rand.Reader, 0),
+		pending: make(map[LossKey]*loss),
+		total:   make(map[LossKey]uint64),
+		stop:    make(chan struct{}),
+	}
+	if err := r.recoverHead(); err != nil {
+		return nil, err
+	}
+	if rc := opts.Spool.Recovered(); rc.TornBytes > 0 {
+		// A torn record held at least one event (possibly more, if several
+		// were unsynced at a power loss); we cannot tell how many.
+		r.log.Warn().Int64("bytes", rc.TornBytes).Str("segment", rc.TornSegment).Str("detail", rc.Detail).
+			Msg("spool had a torn write at its end; the events in it are lost")
+		r.countLoss(LossKey{SourceSpool, ReasonTornWrite}, 1, "", time.Now())
+	}
+	r.corrupt = opts.Spool.Stats().Corrupt
+	r.wg.Add(1)
+	go r.retryLoop()
+	return r, nil
+}
+
+// recoverHead reads the chain head from the spool's newest record.
+func (r *Recorder) recoverHead() error {
+	rec, ok, err := r.spool.LastRecord()
+	if err != nil {
+		return fmt.Errorf("recorder: read chain head from spool: %w", err)
+	}
+	if !ok {
+		return nil // a new chain
+	}
+	var last event.Event
+	if err := json.Unmarshal(rec.Data, &last); err != nil {
+		return fmt.Errorf("recorder: decode spool record %d: %w", rec.Pos, err)
+	}
+	if last.Host.ID != r.host.ID {
+		// The host was renamed: chains are per host id, so a new one starts.
+		r.log.Warn().Str("old_host", last.Host.ID).Str("host", r.host.ID).
+			Msg("spool holds another host's chain; starting a new chain")
+		return nil
+	}
+	r.lastSeq, r.lastHash = last.Seq, last.Hash
+	r.log.Info().Uint64("seq", last.Seq).Msg("chain head recovered from spool")
+	return nil
+}
+
+// Emit stamps, seals and spools e. It takes ownership of e: it sets Schema,
+// ID (if empty), Time (now, if zero; always UTC), Host and the chain fields,
+// and the caller must not modify e afterwards (reading e.ID is fine). Emit
+// does not wait for the disk: the record is durable within the spool's
+// FlushInterval. An event that cannot be stored is counted as lost.
+func (r *Recorder) Emit(e *event.Event) {
+	r.mu.Lock()
+	_, _ = r.emitLocked(e)
+	r.mu.Unlock()
+}
+
+// EmitSync is Emit, then waits until the event is durable in the spool. It
+// returns an error if the event was lost (it is counted either way) or ctx
+// ended first (the event is still stored).
+func (r *Recorder) EmitSync(ctx context.Context, e *event.Event) error {
+	r.mu.Lock()
+	p, err := r.emitLocked(e)
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return p.Wait(ctx)
+}
+
+// emitLocked reports pending losses first (so the agent.loss event precedes
+// what follows it), then stores e.
+func (r *Recorder) emitLocked(e *event.Event) (spool.Pending, error) {
+	now := time.Now()
+	if r.closed {
+		r.countLoss(LossKey{SourceRecorder, ReasonClosed}, 1, e.Type, now)
+		return spool.Pending{}, errors.New("recorder closed")
+	}
+	r.takeSpoolCorruption(now)
+	r.reportLossesLocked(now)
+	key, p, err := r.storeLocked(e, now)
+	if err != nil {
+		r.countLoss(key, 1, e.Type, now)
+		return spool.Pending{}, err
+	}
+	r.emitted.Add(1)
+	return p, nil
+}
+
+// storeLocked stamps, seals and enqueues e. On failure the chain head does
+// not move, so the next event links to the last stored one and a lost event
+// shows up as an agent.loss event, never as a broken chain.
+func (r *Recorder) storeLocked(e *event.Event, now time.Time) (LossKey, spool.Pending, error) {
+	e.Schema = event.Schema
+	if e.Time.IsZero() {
+		e.Time = now
+	}
+	e.Time = e.Time.UTC()
+	if e.ID == "" {
+		id, err := ulid.New(ulid.Timestamp(now), r.entropy)
+		if err != nil {
+			// Monotonic entropy overflows only after 2^80 IDs in one ms.
+			return LossKey{SourceRecorder, ReasonEncode}, spool.Pending{}, fmt.Errorf("new ulid: %w", err)
+		}
+		e.ID = id.String()
+	}
+	e.Host = r.host
+
+	event.NewSigner(r.key, r.lastSeq, r.lastHash).Seal(e)
+	if e.Hash == "" {
+		_, err := e.Canonical()
+		r.log.Error().Err(err).Str("type", string(e.Type)).Msg("event cannot be encoded; counted as lost")
+		return LossKey{SourceRecorder, ReasonEncode}, spool.Pending{}, fmt.Errorf("encode event: %w", err)
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return LossKey{SourceRecorder, ReasonEncode}, spool.Pending{}, fmt.Errorf("encode event: %w", err)
+	}
+	p, err := r.spool.Enqueue(b)
+	switch {
+	case err == nil:
+		r.lastSeq, r.lastHash = e.Seq, e.Hash
+		return LossKey{}, p, nil
+	case errors.Is(err, spool.ErrFull):
+		return LossKey{SourceRecorder, ReasonSpoolFull}, spool.Pending{}, err
+	case errors.Is(err, spool.ErrTooLarge):
+		return LossKey{SourceRecorder, ReasonTooLarge}, spool.Pending{}, err
+	default:
+		return LossKey{SourceRecorder, ReasonSpoolError}, spool.Pending{}, err
+	}
+}
+
+// Lost records that another component of the agent lost n events (for
+// example a BPF ring buffer overflow). They are reported in an agent.loss
+// event like the recorder's own losses.
+func (r *Recorder) Lost(source, reason string, n uint64) {
+	if n == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.countLoss(LossKey{source, reason}, n, "", time.Now())
+	if !r.closed {
+		r.reportLossesLocked(time.Now())
+	}
+}
+
+// countLoss is called with mu held.
+func (r *Recorder) countLoss(k LossKey, n uint64, t event.Type, now time.Time) {
+	l := r.pending[k]
+	if l == nil {
+		l = &loss{first: now, types: make(map[event.Type]uint64)}
+		r.pending[k] = l
+		// Log once per unreported run, not per event: a full spool would
+		// otherwise flood the log.
+		r.log.Error().Str("source", k.Source).Str("reason", k.Reason).Msg("events are being lost; an agent.loss event will report the count")
+	}
+	l.count += n
+	l.last = now
+	if t != "" {
+		l.types[t] += n
+	}
+	r.lossMu.Lock()
+	r.total[k] += n
+	r.lossMu.Unlock()
+}
+
+// takeSpoolCorruption moves records the spool found unreadable into pending.
+func (r *Recorder) takeSpoolCorruption(now time.Time) {
+	if c := r.spool.Stats().Corrupt; c > r.corrupt {
+		r.countLoss(LossKey{SourceSpool, ReasonCorrupt}, c-r.corrupt, "", now)
+		r.corrupt = c
+	}
+}
+
+// reportLossesLocked emits one agent.loss event per pending kind, in a
+// stable order. A report that cannot be stored stays pending (and is not
+// itself counted: it is retried).
+func (r *Recorder) reportLossesLocked(now time.Time) {
+	if len(r.pending) == 0 {
+		return
+	}
+	keys := make([]LossKey, 0, len(r.pending))
+	for k := range r.pending {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].Source != keys[j].Source {
+			return keys[i].Source < keys[j].Source
+		}
+		return keys[i].Reason < keys[j].Reason
+	})
+	for _, k := range keys {
+		l := r.pending[k]
+		data := map[string]any{
+			"count":      l.count,
+			"reason":     k.Reason,
+			"source":     k.Source,
+			"first_time": l.first.UTC().Format(time.RFC3339Nano),
+			"last_time":  l.last.UTC().Format(time.RFC3339Nano),
+		}
+		if len(l.types) > 0 {
+			types := make(map[string]uint64, len(l.types))
+			for t, n := range l.types {
+				types[string(t)] = n
+			}
+			data["types"] = types
+		}
+		ev := &event.Event{Type: event.AgentLoss, Data: data}
+		if _, _, err := r.storeLocked(ev, now); err != nil {
+			return // still failing; keep counting, retry later
+		}
+		r.log.Warn().Str("source", k.Source).Str("reason", k.Reason).Uint64("count", l.count).
+			Str("event_id", ev.ID).Msg("reported lost events")
+		delete(r.pending, k)
+	}
+}
+
+// retryLoop reports pending losses when the spool has room again even if
+// nothing else is being emitted.
+func (r *Recorder) retryLoop() {
+	defer r.wg.Done()
+	t := time.NewTicker(retryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		if !r.closed {
+			now := time.Now()
+			r.takeSpoolCorruption(now)
+			r.reportLossesLocked(now)
+		}
+		r.mu.Unlock()
+	}
+}
+
+// Losses returns the cumulative count of lost events by source and reason,
+// reported or not.
+func (r *Recorder) Losses() map[LossKey]uint64 {
+	r.lossMu.Lock()
+	defer r.lossMu.Unlock()
+	out := make(map[LossKey]uint64, len(r.total))
+	for k, v := range r.total {
+		out[k] = v
+	}
+	return out
+}
+
+// PendingLosses returns how many lost events are counted but not yet
+// reported in an agent.loss event.
+func (r *Recorder) PendingLosses() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var n uint64
+	for _, l := range r.pending {
+		n += l.count
+	}
+	return n
+}
+
+// Head returns the seq and hash of the last stored event.
+func (r *Recorder) Head() (seq uint64, hash string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastSeq, r.lastHash
+}
+
+// Close makes one last attempt to report pending losses, then stops the
+// retry goroutine. Events emitted after Close are counted as lost. It does
+// not close the spool.
+func (r *Recorder) Close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.takeSpoolCorruption(time.Now())
+	r.reportLossesLocked(time.Now())
+	r.closed = true
+	r.mu.Unlock()
+	close(r.stop)
+	r.wg.Wait()
+}
+
+var (
+	emittedDesc = prometheus.NewDesc("warden_events_emitted_total", "Events stored in the spool.", nil, nil)
+	lostDesc    = prometheus.NewDesc("warden_events_lost_total", "Events the agent could not record, by source and reason.", []string{"source", "reason"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (r *Recorder) Describe(ch chan<- *prometheus.Desc) {
+	ch <- emittedDesc
+	ch <- lostDesc
+}
+
+// Collect implements prometheus.Collector.
+func (r *Recorder) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(emittedDesc, prometheus.CounterValue, float64(r.emitted.Load()))
+	for k, v := range r.Losses() {
+		ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(v), k.Source, k.Reason)
+	}
+}

@@ -1,0 +1,319 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+)
+
+// deadline bounds every wait in these tests; it is generous on purpose and
+// never a performance threshold.
+const deadline = 30 * time.Second
+
+func ctxT(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func open(t *testing.T, dir string, opts Options) *Spool {
+	t.Helper()
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func rec(i int) []byte { return []byte(fmt.Sprintf("record-%06d", i)) }
+
+func appendN(t *testing.T, s *Spool, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		if err := s.Append(ctxT(t), rec(i)); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+}
+
+// readN reads n records and checks they are rec(from)..rec(from+n-1).
+func readN(t *testing.T, r *Reader, from, n int) []Record {
+	t.Helper()
+	var out []Record
+	for i := from; i < from+n; i++ {
+		got, err := r.Next(ctxT(t))
+		if err != nil {
+			t.Fatalf("next (want record %d): %v", i, err)
+		}
+		if string(got.Data) != string(rec(i)) {
+			t.Fatalf("read %q at pos %d, want %q", got.Data, got.Pos, rec(i))
+		}
+		out = append(out, got)
+	}
+	return out
+}
+
+func segFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, "*"+segSuffix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(m)
+	return m
+}
+
+func TestAppendReadAck(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	appendN(t, s, 0, 10)
+	r := s.NewReader()
+	defer r.Close()
+	recs := readN(t, r, 0, 10)
+	if recs[9].Pos != 9 {
+		t.Fatalf("pos %d, want 9", recs[9].Pos)
+	}
+	if st := s.Stats(); st.Pending != 10 {
+		t.Fatalf("pending %d, want 10", st.Pending)
+	}
+	if err := s.Ack(recs[9].Pos); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Pending != 0 {
+		t.Fatalf("pending %d after ack, want 0", st.Pending)
+	}
+	if err := s.Ack(100); err == nil {
+		t.Fatal("ack beyond durable records accepted")
+	}
+
+	// Next waits for a record appended later.
+	got := make(chan Record, 1)
+	go func() {
+		rec, err := r.Next(ctxT(t))
+		if err != nil {
+			t.Error(err)
+		}
+		got <- rec
+	}()
+	appendN(t, s, 10, 11)
+	if rr := <-got; string(rr.Data) != string(rec(10)) || rr.Pos != 10 {
+		t.Fatalf("got %q at %d", rr.Data, rr.Pos)
+	}
+
+	// A second process cannot open the same spool.
+	if _, err := Open(dir, Options{}); err == nil {
+		t.Fatal("second Open of a locked spool succeeded")
+	}
+}
+
+func TestGroupCommit(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	const n = 1000
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() { errs <- s.Append(ctxT(t), rec(i)) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := s.Stats()
+	t.Logf("%d appends, %d fsyncs", st.Written, st.Syncs)
+	if st.Written != n || st.Syncs == 0 || st.Syncs >= n/2 {
+		t.Fatalf("written %d with %d fsyncs: appends are not sharing fsyncs", st.Written, st.Syncs)
+	}
+	// Enqueue without waiting, then wait for all: one Wait covers many.
+	var ps []Pending
+	for i := range 300 {
+		p, err := s.Enqueue(rec(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	for _, p := range ps {
+		if err := p.Wait(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestTornWriteRecovery(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	appendN(t, s, 0, 20)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A crash in the middle of writing record 19: cut its last 3 bytes.
+	segs := segFiles(t, dir)
+	last := segs[len(segs)-1]
+	st, err := os.Stat(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(last, st.Size()-3); err != nil {
+		t.Fatal(err)
+	}
+
+	s = open(t, dir, Options{})
+	rc := s.Recovered()
+	if rc.TornBytes != int64(hdrLen+len(rec(19))-3) || rc.TornSegment != last {
+		t.Fatalf("recovery %+v, want %d torn bytes in %s", rc, hdrLen+len(rec(19))-3, last)
+	}
+	t.Logf("recovered: %+v", rc)
+	lr, ok, err := s.LastRecord()
+	if err != nil || !ok || lr.Pos != 18 || string(lr.Data) != string(rec(18)) {
+		t.Fatalf("last record %d %q %v %v, want 18", lr.Pos, lr.Data, ok, err)
+	}
+	r := s.NewReader()
+	defer r.Close()
+	readN(t, r, 0, 19)
+	// New appends continue after the intact prefix with the next number.
+	appendN(t, s, 19, 21)
+	got := readN(t, r, 19, 2)
+	if got[0].Pos != 19 {
+		t.Fatalf("pos %d, want 19", got[0].Pos)
+	}
+
+	// Garbage instead of a record (a torn header) is cut off too.
+	s.Close()
+	f, err := os.OpenFile(last, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte{0xff, 0xff, 0xff})
+	f.Close()
+	s = open(t, dir, Options{})
+	if rc := s.Recovered(); rc.TornBytes != 3 {
+		t.Fatalf("recovery %+v, want 3 torn bytes", rc)
+	}
+	if lr, _, _ := s.LastRecord(); lr.Pos != 20 {
+		t.Fatalf("last record %d, want 20", lr.Pos)
+	}
+}
+
+func TestBoundAndSegmentDeletion(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{MaxBytes: 16 << 10, SegmentBytes: 4 << 10}
+	s := open(t, dir, opts)
+	var n int
+	for ; ; n++ {
+		err := s.Append(ctxT(t), rec(n))
+		if errors.Is(err, ErrFull) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 10000 {
+			t.Fatal("spool never filled")
+		}
+	}
+	st := s.Stats()
+	t.Logf("full after %d records: %+v", n, st)
+	if st.Bytes > opts.MaxBytes {
+		t.Fatalf("spool holds %d bytes, bound %d", st.Bytes, opts.MaxBytes)
+	}
+	if len(segFiles(t, dir)) < 3 {
+		t.Fatalf("expected several segments, have %v", segFiles(t, dir))
+	}
+
+	r := s.NewReader()
+	defer r.Close()
+	recs := readN(t, r, 0, n)
+	if err := s.Ack(recs[n-1].Pos); err != nil {
+		t.Fatal(err)
+	}
+	// Everything is acknowledged: only the newest segment stays, for
+	// LastRecord.
+	if segs := segFiles(t, dir); len(segs) != 1 {
+		t.Fatalf("segments after full ack: %v", segs)
+	}
+	lr, ok, err := s.LastRecord()
+	if err != nil || !ok || lr.Pos != uint64(n-1) {
+		t.Fatalf("last record %d %v %v, want %d", lr.Pos, ok, err, n-1)
+	}
+	// Space is back.
+	appendN(t, s, n, n+10)
+	readN(t, r, n, 10)
+}
+
+func TestCursorSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SegmentBytes: 4096, MaxBytes: 1 << 20}
+	s := open(t, dir, opts)
+	appendN(t, s, 0, 500)
+	r := s.NewReader()
+	recs := readN(t, r, 0, 300)
+	if err := s.Ack(recs[249].Pos); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	first := segFiles(t, dir)[0]
+
+	s = open(t, dir, opts)
+	if s.Recovered().TornBytes != 0 {
+		t.Fatalf("clean close reported torn bytes: %+v", s.Recovered())
+	}
+	if st := s.Stats(); st.Pending != 250 {
+		t.Fatalf("pending after reopen %d, want 250", st.Pending)
+	}
+	r = s.NewReader()
+	defer r.Close()
+	// Delivered but unacknowledged records (250..299) come again.
+	readN(t, r, 250, 250)
+	// Reset rewinds to the cursor, as the publisher does after a failure.
+	r.Reset()
+	readN(t, r, 250, 5)
+	if segFiles(t, dir)[0] != first {
+		t.Fatal("segment list changed without an ack")
+	}
+}
+
+func TestCorruptRecordSkipped(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SegmentBytes: 4096, MaxBytes: 1 << 20}
+	s := open(t, dir, opts)
+	appendN(t, s, 0, 600)
+	s.Close()
+	segs := segFiles(t, dir)
+	// Flip a payload byte of the first record of the first segment (not the
+	// last segment, so Open does not treat it as a torn tail).
+	f, err := os.OpenFile(segs[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("X"), int64(len(magic)+hdrLen)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	s = open(t, dir, opts)
+	r := s.NewReader()
+	defer r.Close()
+	got, err := r.Next(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := s.Stats().Corrupt
+	if lost == 0 || got.Pos != lost {
+		t.Fatalf("first readable record %d, %d counted corrupt", got.Pos, lost)
+	}
+	t.Logf("skipped %d records of a corrupt segment", lost)
+}

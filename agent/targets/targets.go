@@ -1,0 +1,154 @@
+// Package targets turns the policy's targets into the kernel's target
+// table: stable numeric ids, every address a name resolves to, and every
+// address that reaches a local target.
+package targets
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"net/netip"
+	"sort"
+
+	"github.com/wardenhq/warden/bpf/loader"
+	"github.com/wardenhq/warden/pkg/policy"
+)
+
+// ID returns the kernel id of the target named name. It is a hash of the
+// name, so it stays the same across policy reloads and agent restarts.
+func ID(name string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	if id := h.Sum32(); id != 0 {
+		return id
+	}
+	return 1
+}
+
+// Resolver looks up a DNS name's addresses.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// Table is the kernel view of a policy's targets.
+type Table struct {
+	Entries []loader.TargetEntry
+	ByID    map[uint32]policy.Target
+}
+
+// Options configure Build.
+type Options struct {
+	Resolver Resolver
+	// LocalAddrs are the host's own addresses. A target on any of them, or
+	// on loopback, is reachable through all of them and through the
+	// unspecified address, so all of those are covered.
+	LocalAddrs []netip.Addr
+	// ProtocolErrors is the set of protocols whose codec can refuse with an
+	// error message of its own.
+	ProtocolErrors map[string]bool
+}
+
+// Build computes the table for p. A name that does not resolve is an error
+// naming the target; the caller keeps the previous table for it.
+func Build(ctx context.Context, p *policy.Policy, opts Options) (*Table, error) {
+	t := &Table{ByID: map[uint32]policy.Target{}}
+	for _, tg := range p.Targets {
+		id := ID(tg.Name)
+		if other, dup := t.ByID[id]; dup {
+			return nil, fmt.Errorf("targets %q and %q hash to the same id; rename one", other.Name, tg.Name)
+		}
+		t.ByID[id] = tg
+		ep, err := tg.Endpoint()
+		if err != nil {
+			return nil, fmt.Errorf("target %q: %w", tg.Name, err)
+		}
+		prefixes := []netip.Prefix{ep.Prefix}
+		if ep.IsName() {
+			addrs, err := opts.Resolver.LookupNetIP(ctx, "ip", ep.Host)
+			if err != nil {
+				return nil, fmt.Errorf("target %q: resolve %s: %w", tg.Name, ep.Host, err)
+			}
+			prefixes = prefixes[:0]
+			for _, a := range addrs {
+				a = a.Unmap()
+				prefixes = append(prefixes, netip.PrefixFrom(a, a.BitLen()))
+			}
+		}
+		if coversLocal(prefixes, opts.LocalAddrs) {
+			prefixes = append(prefixes, localPrefixes(opts.LocalAddrs)...)
+		}
+		var flags uint32
+		if opts.ProtocolErrors[tg.Protocol] {
+			flags |= loader.FlagProtocolErrors
+		}
+		for _, pfx := range dedupe(prefixes) {
+			t.Entries = append(t.Entries, loader.TargetEntry{Prefix: pfx, Port: ep.Port, ID: id, Flags: flags})
+		}
+	}
+	return t, nil
+}
+
+func coversLocal(prefixes []netip.Prefix, local []netip.Addr) bool {
+	for _, p := range prefixes {
+		if p.Addr().IsLoopback() || p.Addr().IsUnspecified() {
+			return true
+		}
+		for _, a := range local {
+			if p.Contains(a) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// localPrefixes lists every destination that lands on this host: the
+// loopback ranges, the unspecified addresses (connect() to 0.0.0.0 reaches
+// a local listener) and each local address.
+func localPrefixes(local []netip.Addr) []netip.Prefix {
+	out := []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.0/8"),
+		netip.MustParsePrefix("::1/128"),
+		netip.MustParsePrefix("0.0.0.0/32"),
+		netip.MustParsePrefix("::/128"),
+	}
+	for _, a := range local {
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out
+}
+
+func dedupe(ps []netip.Prefix) []netip.Prefix {
+	seen := map[netip.Prefix]bool{}
+	var out []netip.Prefix
+	for _, p := range ps {
+		p = p.Masked()
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+// LocalAddrs returns the addresses of this host's interfaces, without
+// zones (link-local addresses are only reachable with one, and a connect()
+// with a zone still goes through the same hook).
+func LocalAddrs() ([]netip.Addr, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("list local addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,107 @@
+// Command warden-collector consumes Warden events from NATS JetStream,
+// verifies their signatures and hash chains, stores them in SQLite and
+// serves the query API used by `warden events|lineage|sessions`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"github.com/wardenhq/warden/collector"
+	"github.com/wardenhq/warden/collector/ingest"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("warden-collector", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		embedded   = fs.Bool("embedded-nats", false, "run an in-process NATS server with JetStream (default when --nats-url is not given)")
+		natsURL    = fs.String("nats-url", "", "NATS server(s) to consume from, comma-separated (e.g. nats://n1:4222,nats://n2:4222)")
+		storePath  = fs.String("store", collector.DefaultStore, "SQLite event database")
+		listen     = fs.String("listen", collector.DefaultListen, "query API address")
+		agentKeys  = fs.String("agent-keys", collector.DefaultAgentKeys, "directory of <host_id>.pub agent public keys")
+		natsListen = fs.String("nats-listen", collector.DefaultNATSListen, "client address of the embedded NATS server")
+		natsStore  = fs.String("nats-store", collector.DefaultNATSStore, "JetStream storage directory of the embedded NATS server")
+		consumer   = fs.String("consumer", collector.DefaultConsumer, "durable consumer name; collectors sharing it split the stream")
+		filterSubj = fs.String("filter-subject", "", "consume only this subject filter (sharding), e.g. 'warden.events.db.>'")
+		chainCheck = fs.String("chain-check", string(ingest.ChainFull), "full: signatures, hashes and per-host order; signature: no order checks (for collectors sharing a consumer)")
+		replicas   = fs.Int("stream-replicas", 1, "replicas of the WARDEN_EVENTS stream if the collector creates it (3 on a 3-node cluster)")
+		name       = fs.String("name", "", "collector name recorded in integrity violations (default: hostname)")
+		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: warden-collector [flags]\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "warden-collector: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	lvl, err := zerolog.ParseLevel(*logLevel)
+	if err != nil || *logLevel == "" {
+		fmt.Fprintf(stderr, "warden-collector: --log-level %q: want debug, info, warn or error\n", *logLevel)
+		return 2
+	}
+	cc, err := ingest.ParseChainCheck(*chainCheck)
+	if err != nil {
+		fmt.Fprintf(stderr, "warden-collector: --chain-check: %v\n", err)
+		return 2
+	}
+	if *replicas < 1 || *replicas > 5 {
+		fmt.Fprintf(stderr, "warden-collector: --stream-replicas %d: want 1 to 5\n", *replicas)
+		return 2
+	}
+	if *embedded && *natsURL != "" {
+		fmt.Fprintln(stderr, "warden-collector: --embedded-nats and --nats-url exclude each other")
+		return 2
+	}
+	log := zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("service", "warden-collector").Logger()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	c, err := collector.New(ctx, collector.Config{
+		EmbeddedNATS:   *natsURL == "",
+		NATSURL:        *natsURL,
+		NATSListen:     *natsListen,
+		NATSStore:      *natsStore,
+		StorePath:      *storePath,
+		Listen:         *listen,
+		AgentKeysDir:   *agentKeys,
+		Consumer:       *consumer,
+		FilterSubject:  *filterSubj,
+		ChainCheck:     cc,
+		StreamReplicas: *replicas,
+		Name:           *name,
+		Logger:         log,
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("start")
+		return 1
+	}
+	log.Info().Str("api", c.APIAddr()).Str("nats", c.NATSURL()).Str("store", *storePath).
+		Str("consumer", *consumer).Str("chain_check", string(cc)).Msg("warden-collector started")
+	if err := c.Run(ctx); err != nil {
+		log.Error().Err(err).Msg("stopped")
+		return 1
+	}
+	log.Info().Msg("warden-collector stopped")
+	return 0
+}

@@ -1,0 +1,53 @@
+// Command warden is Warden's command-line client.
+//
+//	warden login [--token-file PATH|-]   bind your verified identity to this shell
+//	warden logout                        unbind it
+//	warden whoami [--json]               show the identity bound to this shell
+//	warden events ...                    query the collector's events
+//	warden lineage ID                    show the process chain behind an event
+//	warden sessions ...                  who was logged in and what they touched
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `usage: warden <command> [flags]
+
+commands:
+  login [--token-file PATH|-]   bind your verified identity to this shell
+                                (no token file: OIDC device flow)
+  logout                        unbind this shell's identity
+  whoami [--json]               show the identity bound to this shell
+  events [flags]                query events from the collector
+  lineage ID                    process chain and identity behind an event
+  sessions [flags]              login sessions and what they touched
+
+The agent socket is $WARDEN_AGENT_SOCKET or /run/warden/agent.sock.
+The collector is --collector URL or $WARDEN_COLLECTOR.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	commands := map[string]func([]string) int{
+		"login":    runLogin,
+		"logout":   runLogout,
+		"whoami":   runWhoami,
+		"events":   runEvents,
+		"lineage":  runLineage,
+		"sessions": runSessions,
+	}
+	cmd, ok := commands[os.Args[1]]
+	if !ok {
+		if os.Args[1] != "-h" && os.Args[1] != "--help" && os.Args[1] != "help" {
+			fmt.Fprintf(os.Stderr, "warden: unknown command %q\n\n", os.Args[1])
+		}
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	os.Exit(cmd(os.Args[2:]))
+}

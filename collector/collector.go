@@ -1,0 +1,246 @@
+// Package collector assembles warden-collector: an optional embedded NATS
+// server, the JetStream ingester that verifies and stores events, and the
+// HTTP query API.
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/wardenhq/warden/collector/api"
+	"github.com/wardenhq/warden/collector/ingest"
+	"github.com/wardenhq/warden/collector/natsembed"
+	"github.com/wardenhq/warden/collector/store"
+	"github.com/wardenhq/warden/pkg/event"
+)
+
+// Defaults of the warden-collector flags.
+const (
+	DefaultStore      = "/var/lib/warden/collector/events.db"
+	DefaultListen     = "127.0.0.1:8181"
+	DefaultNATSListen = "127.0.0.1:4222"
+	DefaultNATSStore  = "/var/lib/warden/collector/nats"
+	DefaultAgentKeys  = "/etc/warden/agent-keys"
+	DefaultConsumer   = "warden-collector"
+)
+
+// Config configures a Collector.
+type Config struct {
+	// EmbeddedNATS starts an in-process NATS server; otherwise NATSURL is
+	// dialled.
+	EmbeddedNATS bool
+	NATSURL      string
+	NATSListen   string
+	NATSStore    string
+	// StorePath is the SQLite database file.
+	StorePath string
+	// Listen is the API address; port 0 picks a free one.
+	Listen string
+	// AgentKeysDir holds "<host_id>.pub" files. Keys, when set, is used
+	// instead (tests).
+	AgentKeysDir string
+	Keys         event.KeyRing
+	Consumer     string
+	// FilterSubject restricts the consumer (sharding by subject).
+	FilterSubject string
+	ChainCheck    ingest.ChainCheck
+	BatchSize     int
+	// StreamReplicas is the replica count used if the collector creates
+	// the stream (3 on a 3-node cluster); an existing stream is kept.
+	StreamReplicas int
+	// Name identifies this collector in the violations it raises; default
+	// the hostname.
+	Name   string
+	Logger zerolog.Logger
+}
+
+// Collector is a running collector.
+type Collector struct {
+	cfg      Config
+	log      zerolog.Logger
+	ns       *natsembed.Server // nil with an external NATS
+	nc       *nats.Conn
+	st       *store.Store
+	ing      *ingest.Ingester
+	ln       net.Listener
+	srv      *http.Server
+	notifier *api.Notifier
+	// reqCtx is the base context of API requests; cancelling it ends
+	// follow streams, which http.Server.Shutdown alone would wait for.
+	reqCtx    context.Context
+	reqCancel context.CancelFunc
+	ncClosed  chan struct{}
+}
+
+// New opens the store, starts or dials NATS, declares the stream and binds
+// the API listener. Nothing is consumed or served until Run.
+func New(ctx context.Context, cfg Config) (c *Collector, err error) {
+	if cfg.Consumer == "" {
+		cfg.Consumer = DefaultConsumer
+	}
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
+	}
+	c = &Collector{cfg: cfg, log: cfg.Logger, notifier: api.NewNotifier(), ncClosed: make(chan struct{})}
+	c.reqCtx, c.reqCancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			c.close()
+		}
+	}()
+
+	keys := cfg.Keys
+	if keys == nil {
+		if keys, err = ingest.NewDirKeyRing(cfg.AgentKeysDir, cfg.Logger); err != nil {
+			return nil, fmt.Errorf("agent keys (--agent-keys %s): %w", cfg.AgentKeysDir, err)
+		}
+	}
+	if c.st, err = store.Open(cfg.StorePath); err != nil {
+		return nil, err
+	}
+
+	url := cfg.NATSURL
+	if cfg.EmbeddedNATS {
+		if c.ns, err = natsembed.Start(natsembed.Config{Listen: cfg.NATSListen, StoreDir: cfg.NATSStore, ServerName: cfg.Name, Logger: cfg.Logger}); err != nil {
+			return nil, err
+		}
+		url = c.ns.ClientURL()
+		c.log.Info().Str("url", url).Str("store", cfg.NATSStore).Msg("embedded NATS server started")
+	}
+	if url == "" {
+		return nil, errors.New("no NATS: give --nats-url or --embedded-nats")
+	}
+	c.nc, err = nats.Connect(url,
+		nats.Name("warden-collector "+cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ClosedHandler(func(*nats.Conn) { close(c.ncClosed) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			c.log.Warn().Err(err).Msg("NATS disconnected")
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			c.log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("NATS reconnected")
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		return nil, fmt.Errorf("JetStream: %w", err)
+	}
+	stream, err := natsembed.EnsureStream(ctx, js, cfg.StreamReplicas)
+	if err != nil {
+		return nil, err
+	}
+	c.ing, err = ingest.New(ctx, ingest.Config{
+		Stream: stream, Consumer: cfg.Consumer, FilterSubject: cfg.FilterSubject,
+		Store: c.st, Keys: keys, ChainCheck: cfg.ChainCheck, BatchSize: cfg.BatchSize,
+		Name: cfg.Name, Logger: cfg.Logger, OnStored: c.notifier.Notify,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if c.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("API listen (--listen %s): %w", cfg.Listen, err)
+	}
+	c.srv = &http.Server{
+		Handler: api.New(api.Config{Store: c.st, Notifier: c.notifier, Stats: c.ing.Stats, Logger: cfg.Logger}),
+		// No write timeout: /v1/follow streams for as long as the client
+		// stays. Header and idle timeouts still bound slow or idle clients.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return c.reqCtx },
+	}
+	return c, nil
+}
+
+// APIAddr is the address the API listens on.
+func (c *Collector) APIAddr() string { return c.ln.Addr().String() }
+
+// NATSURL is the URL of the NATS server in use (embedded or dialled).
+func (c *Collector) NATSURL() string { return c.nc.ConnectedUrl() }
+
+// Store returns the event store (tests and benchmarks read it directly).
+func (c *Collector) Store() *store.Store { return c.st }
+
+// Ingester returns the ingester, for its counters.
+func (c *Collector) Ingester() *ingest.Ingester { return c.ing }
+
+// Run ingests and serves until ctx is cancelled, then shuts down: the API
+// stops taking requests, the ingester naks what it has not stored, and NATS
+// and the store are closed. It returns the first error that stopped it.
+func (c *Collector) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() {
+		err := c.ing.Run(ctx)
+		if err != nil {
+			err = fmt.Errorf("ingest: %w", err)
+		}
+		errc <- err
+	}()
+	go func() {
+		c.log.Info().Str("addr", c.APIAddr()).Msg("API listening")
+		err := c.srv.Serve(c.ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		} else if err != nil {
+			err = fmt.Errorf("API: %w", err)
+		}
+		errc <- err
+	}()
+
+	var first error
+	received := 0
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+		// One half stopped on its own; stop the other too.
+		received++
+	}
+	cancel()
+	c.reqCancel()
+	shutCtx, shutCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer shutCancel()
+	if err := c.srv.Shutdown(shutCtx); err != nil {
+		c.log.Warn().Err(err).Msg("API shutdown")
+		_ = c.srv.Close()
+	}
+	for ; received < 2; received++ {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+	}
+	c.close()
+	return first
+}
+
+// close releases everything New acquired, in reverse order.
+func (c *Collector) close() {
+	c.reqCancel()
+	if c.ln != nil {
+		_ = c.ln.Close()
+	}
+	if c.nc != nil {
+		// Drain flushes pending acks before closing.
+		if err := c.nc.Drain(); err != nil {
+			c.nc.Close()
+		}
+		<-c.ncClosed
+	}
+	if c.ns != nil {
+		c.ns.Shutdown()
+	}
+	if c.st != nil {
+		_ = c.st.Close()
+	}
+}

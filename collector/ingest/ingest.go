@@ -1,0 +1,451 @@
+// Package ingest consumes Warden events from JetStream, verifies their
+// signatures and hash chains, and stores them. Nothing that arrives on the
+// stream is dropped: an event that fails verification is stored with its
+// problems marked, and every problem (including messages that are not
+// events at all) becomes an integrity.violation event of its own.
+package ingest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+	"github.com/rs/zerolog"
+
+	"github.com/wardenhq/warden/collector/store"
+	"github.com/wardenhq/warden/pkg/collectorclient"
+	"github.com/wardenhq/warden/pkg/event"
+)
+
+// Problem kinds the collector raises besides the verifier's.
+const (
+	// Malformed: the message is not a decodable warden.event/v1 event.
+	Malformed event.ProblemKind = "malformed"
+	// SubjectMismatch: the event was published on another type's subject.
+	SubjectMismatch event.ProblemKind = "subject_mismatch"
+	// DuplicateID: an event id already stored arrived again in a new
+	// message (not a redelivery) and the chain check did not catch it.
+	DuplicateID event.ProblemKind = "duplicate_id"
+)
+
+// ChainCheck selects how much of the verification the collector does.
+type ChainCheck string
+
+const (
+	// ChainFull checks signatures, hashes and per-host chain order. It
+	// needs to see every event of a host, in order.
+	ChainFull ChainCheck = "full"
+	// ChainSignature checks signatures and hashes only. Use it when
+	// several collectors share one durable consumer: each sees only part of
+	// every host's chain, so gaps would be reported that are not there.
+	ChainSignature ChainCheck = "signature"
+)
+
+// ParseChainCheck reads a --chain-check value.
+func ParseChainCheck(s string) (ChainCheck, error) {
+	switch c := ChainCheck(s); c {
+	case ChainFull, ChainSignature:
+		return c, nil
+	}
+	return "", fmt.Errorf("chain check %q: want %q or %q", s, ChainFull, ChainSignature)
+}
+
+// maxRawInViolation bounds how much of an offending message a violation
+// carries when the message cannot be stored as an event row of its own.
+const maxRawInViolation = 64 * 1024
+
+// Config configures an Ingester.
+type Config struct {
+	Stream jetstream.Stream
+	// Consumer is the durable consumer name; collectors sharing it split
+	// the stream between them.
+	Consumer string
+	// FilterSubject restricts the consumer, for sharding by subject; ""
+	// consumes the whole stream.
+	FilterSubject string
+	Store         *store.Store
+	Keys          event.KeyRing
+	ChainCheck    ChainCheck
+	// BatchSize is the most events stored per transaction (default 500).
+	BatchSize int
+	// Name identifies this collector in the violations it raises.
+	Name   string
+	Logger zerolog.Logger
+	// OnStored is called after each committed batch (wakes API followers).
+	OnStored func()
+}
+
+// Ingester moves events from a durable pull consumer into the store.
+type Ingester struct {
+	cfg      Config
+	verifier *event.Verifier
+	log      zerolog.Logger
+
+	mu    sync.Mutex
+	stats collectorclient.IngestStats
+}
+
+// New returns an Ingester whose verifier resumes from the chain heads in the
+// store, so that a restart does not report a gap at every host.
+func New(ctx context.Context, cfg Config) (*Ingester, error) {
+	if cfg.Stream == nil || cfg.Store == nil || cfg.Keys == nil {
+		return nil, errors.New("ingest: stream, store and keys are required")
+	}
+	if cfg.Consumer == "" {
+		return nil, errors.New("ingest: consumer name is empty")
+	}
+	if cfg.ChainCheck == "" {
+		cfg.ChainCheck = ChainFull
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 500
+	}
+	v := event.NewVerifier(cfg.Keys)
+	heads, err := cfg.Store.ChainHeads(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: resume verifier: %w", err)
+	}
+	for _, h := range heads {
+		v.Resume(h.HostID, h.Seq, h.Hash)
+	}
+	log := cfg.Logger.With().Str("component", "ingest").Str("consumer", cfg.Consumer).Logger()
+	log.Info().Int("hosts", len(heads)).Str("chain_check", string(cfg.ChainCheck)).Msg("verifier resumed from store")
+	in := &Ingester{cfg: cfg, verifier: v, log: log}
+	in.stats.Consumer = cfg.Consumer
+	in.stats.ChainCheck = string(cfg.ChainCheck)
+	return in, nil
+}
+
+// Stats returns the counters since start.
+func (in *Ingester) Stats() collectorclient.IngestStats {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.stats
+}
+
+// Run consumes until ctx is cancelled. Messages fetched but not yet stored
+// when it stops are nak'ed, so they are redelivered promptly and in order.
+func (in *Ingester) Run(ctx context.Context) error {
+	cons, err := in.cfg.Stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       in.cfg.Consumer,
+		Description:   "warden-collector: verify and store events",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 20000,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		FilterSubject: in.cfg.FilterSubject,
+	})
+	if err != nil {
+		return fmt.Errorf("ingest: create consumer %s: %w", in.cfg.Consumer, err)
+	}
+
+	msgs := make(chan jetstream.Msg, in.cfg.BatchSize)
+	stopping := make(chan struct{})
+	// The handler runs on the library's delivery goroutine, one message at a
+	// time and in stream order; it only hands messages over.
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case <-stopping:
+			_ = m.Nak()
+			return
+		default:
+		}
+		select {
+		case msgs <- m:
+		case <-stopping:
+			_ = m.Nak()
+		}
+	},
+		jetstream.PullMaxMessages(in.cfg.BatchSize),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			in.log.Warn().Err(err).Msg("consume")
+		}))
+	if err != nil {
+		return fmt.Errorf("ingest: consume %s: %w", in.cfg.Consumer, err)
+	}
+	defer func() {
+		close(stopping)
+		cc.Drain()
+		<-cc.Closed()
+		for {
+			select {
+			case m := <-msgs:
+				_ = m.Nak()
+			default:
+				return
+			}
+		}
+	}()
+
+	batch := make([]jetstream.Msg, 0, in.cfg.BatchSize)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-msgs:
+			batch = append(batch[:0], m)
+		}
+		// Take whatever else is already waiting: one transaction per burst
+		// gives throughput under load and no added latency when idle.
+	drain:
+		for len(batch) < in.cfg.BatchSize {
+			select {
+			case m := <-msgs:
+				batch = append(batch, m)
+			default:
+				break drain
+			}
+		}
+		if err := in.process(ctx, batch); err != nil {
+			for _, m := range batch {
+				_ = m.Nak()
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// decoded is one message after parsing.
+type decoded struct {
+	msg       jetstream.Msg
+	subject   string
+	streamSeq uint64
+	msgTime   time.Time
+	ev        *event.Event
+	err       error // decode problem
+}
+
+// process verifies and stores one batch, then acks it.
+func (in *Ingester) process(ctx context.Context, msgs []jetstream.Msg) error {
+	ds := make([]decoded, len(msgs))
+	ids := make([]string, 0, len(msgs))
+	for i, m := range msgs {
+		d := decoded{msg: m, subject: m.Subject()}
+		if meta, err := m.Metadata(); err == nil {
+			d.streamSeq, d.msgTime = meta.Sequence.Stream, meta.Timestamp
+		} else {
+			d.msgTime = time.Now()
+		}
+		d.ev, d.err = decode(m.Data())
+		if d.err == nil {
+			ids = append(ids, d.ev.ID)
+		}
+		ds[i] = d
+	}
+	known, err := in.cfg.Store.StreamSeqs(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+
+	var recs []store.Record
+	var received, redelivered, violations uint64
+	for _, d := range ds {
+		received++
+		if d.err != nil {
+			p := event.Problem{Kind: Malformed, Detail: fmt.Sprintf("subject %s, stream seq %d: %v", d.subject, d.streamSeq, d.err)}
+			recs = append(recs, in.violation(d, nil, p, true))
+			violations++
+			in.log.Warn().Str("subject", d.subject).Uint64("stream_seq", d.streamSeq).Err(d.err).Msg("malformed message")
+			continue
+		}
+		e := d.ev
+		prevSeq, seen := known[e.ID]
+		if seen && prevSeq == d.streamSeq && d.streamSeq != 0 {
+			// Same stream message again: our ack was lost. Already stored
+			// and verified; only the ack is missing.
+			redelivered++
+			continue
+		}
+
+		seqBefore, hashBefore, _ := in.verifier.Head(e.Host.ID)
+		probs := in.check(e)
+		seqAfter, hashAfter, _ := in.verifier.Head(e.Host.ID)
+		head := seqAfter != seqBefore || hashAfter != hashBefore
+		if want := e.Subject(); d.subject != want {
+			probs = append(probs, event.Problem{Kind: SubjectMismatch, Detail: fmt.Sprintf("event of type %s published on %s, want %s", e.Type, d.subject, want)})
+		}
+		if seen && !hasKind(probs, event.Replay) {
+			probs = append(probs, event.Problem{Kind: DuplicateID, Detail: fmt.Sprintf("event id %s already stored from stream seq %d, arrived again as stream seq %d", e.ID, prevSeq, d.streamSeq)})
+		}
+		if !seen {
+			known[e.ID] = d.streamSeq
+			recs = append(recs, store.Record{Event: e, Raw: d.msg.Data(), Integrity: kinds(probs), ChainHead: head, StreamSeq: d.streamSeq})
+		}
+		for _, p := range probs {
+			// A copy that could not be stored under its own id (the id is
+			// taken) travels inside the violation, so nothing is lost.
+			recs = append(recs, in.violation(d, e, p, seen))
+			violations++
+		}
+		if len(probs) > 0 {
+			in.log.Warn().Str("event_id", e.ID).Str("host_id", e.Host.ID).Uint64("seq", e.Seq).
+				Strs("problems", kinds(probs)).Msg("integrity violation")
+		}
+	}
+
+	stored, err := in.insert(ctx, recs)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if err := m.Ack(); err != nil {
+			// Stored already: a redelivery will be recognised and acked.
+			in.log.Warn().Err(err).Msg("ack")
+		}
+	}
+	in.mu.Lock()
+	in.stats.Received += received
+	in.stats.Stored += uint64(stored)
+	in.stats.Violations += violations
+	in.stats.Redelivered += redelivered
+	in.mu.Unlock()
+	if in.cfg.OnStored != nil && stored > 0 {
+		in.cfg.OnStored()
+	}
+	return nil
+}
+
+// insert retries a failed transaction rather than nak'ing the batch: the
+// verifier has already moved past these events, and a redelivery would be
+// seen as replays.
+func (in *Ingester) insert(ctx context.Context, recs []store.Record) (int, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		n, err := in.cfg.Store.Insert(ctx, recs)
+		if err == nil {
+			return n, nil
+		}
+		in.mu.Lock()
+		in.stats.LastError = err.Error()
+		in.mu.Unlock()
+		in.log.Error().Err(err).Int("events", len(recs)).Dur("retry_in", backoff).Msg("store batch")
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("ingest: store batch: %w", err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// check runs the verifier, dropping chain-order problems when this
+// collector sees only a share of each host's chain.
+func (in *Ingester) check(e *event.Event) []event.Problem {
+	probs := in.verifier.Check(e)
+	if in.cfg.ChainCheck == ChainFull {
+		return probs
+	}
+	out := probs[:0]
+	for _, p := range probs {
+		switch p.Kind {
+		case event.Gap, event.Replay, event.Reorder, event.BrokenLink:
+		default:
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// decode parses a message into an event and checks the fields the store
+// cannot do without.
+func decode(data []byte) (*event.Event, error) {
+	var e event.Event
+	if err := json.Unmarshal(data, &e); err != nil {
+		return nil, fmt.Errorf("not a JSON event: %w", err)
+	}
+	switch {
+	case e.Schema != event.Schema:
+		return nil, fmt.Errorf("schema %q, want %q", e.Schema, event.Schema)
+	case e.ID == "":
+		return nil, errors.New("event has no id")
+	case e.Type == "":
+		return nil, fmt.Errorf("event %s has no type", e.ID)
+	case e.Host.ID == "":
+		return nil, fmt.Errorf("event %s has no host.id", e.ID)
+	case e.Time.IsZero():
+		return nil, fmt.Errorf("event %s has no time", e.ID)
+	}
+	return &e, nil
+}
+
+// violation builds the integrity.violation record for one problem. Its id
+// is derived from the stream message and the problem kind, so a redelivered
+// message yields the same id and is stored once.
+func (in *Ingester) violation(d decoded, e *event.Event, p event.Problem, includeRaw bool) store.Record {
+	data := map[string]any{
+		"problem":    string(p.Kind),
+		"detail":     p.Detail,
+		"event_id":   "",
+		"host_id":    "",
+		"seq":        uint64(0),
+		"subject":    d.subject,
+		"stream_seq": d.streamSeq,
+		"collector":  in.cfg.Name,
+	}
+	v := &event.Event{
+		Schema: event.Schema,
+		Type:   event.IntegrityViolation,
+		Time:   time.Now().UTC(),
+	}
+	if e != nil {
+		data["event_id"], data["host_id"], data["seq"] = e.ID, e.Host.ID, e.Seq
+		v.Host = e.Host
+	}
+	if p.Expected != 0 || p.Got != 0 {
+		data["expected_seq"], data["got_seq"] = p.Expected, p.Got
+	}
+	if includeRaw {
+		raw := d.msg.Data()
+		if len(raw) > maxRawInViolation {
+			raw = raw[:maxRawInViolation]
+			data["raw_truncated"] = true
+		}
+		if utf8.Valid(raw) {
+			data["raw"] = string(raw)
+		} else {
+			data["raw_base64"] = raw // encoding/json writes []byte as base64
+		}
+	}
+	v.Data = data
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s/%d/%s/%s", d.subject, d.streamSeq, p.Kind, string(d.msg.Data())))
+	var id ulid.ULID
+	_ = id.SetTime(ulid.Timestamp(d.msgTime))
+	_ = id.SetEntropy(sum[:10])
+	v.ID = id.String()
+	raw, err := json.Marshal(v)
+	if err != nil {
+		// Only unencodable Data could cause this, and we built Data.
+		panic(fmt.Sprintf("ingest: encode violation: %v", err))
+	}
+	return store.Record{Event: v, Raw: raw, StreamSeq: d.streamSeq}
+}
+
+func hasKind(ps []event.Problem, k event.ProblemKind) bool {
+	for _, p := range ps {
+		if p.Kind == k {
+			return true
+		}
+	}
+	return false
+}
+
+func kinds(ps []event.Problem) []string {
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = string(p.Kind)
+	}
+	return out
+}

@@ -1,0 +1,414 @@
+// Package store keeps verified (and flagged) Warden events in SQLite.
+//
+// Each event is one row: a few columns extracted for filtering, plus the raw
+// JSON exactly as it arrived, so that an auditor can re-verify hashes and
+// signatures from the store alone. The table keeps SQLite's implicit rowid;
+// it grows in insertion order and serves as the cursor for following new
+// events, since event ids (ULIDs minted by many agents) are not inserted in
+// order.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/wardenhq/warden/pkg/event"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// ErrNotFound is returned when no event matches.
+var ErrNotFound = errors.New("event not found")
+
+const schema = `
+CREATE TABLE IF NOT EXISTS events (
+	id         TEXT PRIMARY KEY,
+	time       INTEGER NOT NULL,           -- unix nanoseconds, from the event
+	type       TEXT NOT NULL,
+	host_id    TEXT NOT NULL,
+	sub        TEXT NOT NULL DEFAULT '',
+	email      TEXT NOT NULL DEFAULT '',
+	session_id TEXT NOT NULL DEFAULT '',
+	target     TEXT NOT NULL DEFAULT '',
+	exec_id    TEXT NOT NULL DEFAULT '',
+	seq        INTEGER NOT NULL DEFAULT 0,
+	hash       TEXT NOT NULL DEFAULT '',
+	integrity  TEXT NOT NULL DEFAULT '',   -- '' verified; else comma-separated problem kinds
+	chain_head INTEGER NOT NULL DEFAULT 0, -- 1 if the verifier advanced the host's chain to this event
+	stream_seq INTEGER NOT NULL DEFAULT 0, -- JetStream stream sequence it arrived with
+	stored_at  INTEGER NOT NULL,           -- unix nanoseconds, collector clock
+	raw        BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_time    ON events(time);
+CREATE INDEX IF NOT EXISTS events_type    ON events(type, time);
+CREATE INDEX IF NOT EXISTS events_sub     ON events(sub, time);
+CREATE INDEX IF NOT EXISTS events_email   ON events(email, time);
+CREATE INDEX IF NOT EXISTS events_target  ON events(target, time);
+CREATE INDEX IF NOT EXISTS events_exec    ON events(exec_id);
+CREATE INDEX IF NOT EXISTS events_session ON events(session_id);
+CREATE INDEX IF NOT EXISTS events_chain   ON events(host_id, chain_head, seq);
+`
+
+// Store is an open event database. It is safe for concurrent use; writes
+// are expected from one ingester at a time.
+type Store struct {
+	db *sql.DB
+}
+
+// Open opens (creating if needed) the database at path, in WAL mode so that
+// API readers never block the ingester.
+func Open(path string) (*Store, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("store: create directory for %s: %w", path, err)
+		}
+	}
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	// FULL: an event is acked to JetStream once committed, so the commit
+	// must survive a power loss, not only a crash of the collector.
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(8)
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: create schema in %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Record is one row to insert.
+type Record struct {
+	Event     *event.Event
+	Raw       []byte   // the JSON as received; stored verbatim
+	Integrity []string // problem kinds; empty when the event verified
+	ChainHead bool     // the verifier's chain head moved to this event
+	StreamSeq uint64
+}
+
+// Insert stores recs in one transaction. A record whose id is already
+// stored is skipped (redelivery after a lost ack), which makes ingestion
+// idempotent. It returns how many rows were new.
+func (s *Store) Insert(ctx context.Context, recs []Record) (int, error) {
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("store: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	stmt, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO events
+		(id, time, type, host_id, sub, email, session_id, target, exec_id, seq, hash, integrity, chain_head, stream_seq, stored_at, raw)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return 0, fmt.Errorf("store: prepare insert: %w", err)
+	}
+	defer stmt.Close()
+	now := time.Now().UnixNano()
+	n := 0
+	for _, r := range recs {
+		e := r.Event
+		var sub, email, sid, target, execID string
+		if e.Identity != nil {
+			sub, email, sid = e.Identity.Sub, e.Identity.Email, e.Identity.SessionID
+		}
+		if e.Target != nil {
+			target = e.Target.Name
+		}
+		if e.Process != nil {
+			execID = e.Process.ExecID
+		}
+		head := 0
+		if r.ChainHead {
+			head = 1
+		}
+		res, err := stmt.ExecContext(ctx, e.ID, e.Time.UnixNano(), string(e.Type), e.Host.ID, sub, email, sid,
+			target, execID, int64(e.Seq), e.Hash, strings.Join(r.Integrity, ","), head, int64(r.StreamSeq), now, r.Raw)
+		if err != nil {
+			return 0, fmt.Errorf("store: insert event %s: %w", e.ID, err)
+		}
+		if k, _ := res.RowsAffected(); k > 0 {
+			n++
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("store: commit %d events: %w", len(recs), err)
+	}
+	return n, nil
+}
+
+// StreamSeqs returns, for those of ids that are stored, the JetStream stream
+// sequence each arrived with. The ingester tells a redelivery (same stream
+// sequence) from a replay (same id published again) with it.
+func (s *Store) StreamSeqs(ctx context.Context, ids []string) (map[string]uint64, error) {
+	out := make(map[string]uint64, len(ids))
+	// SQLite limits bound parameters; 500 is well under every build's limit.
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), 500)]
+		ids = ids[len(chunk):]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		rows, err := s.db.QueryContext(ctx, `SELECT id, stream_seq FROM events WHERE id IN (?`+strings.Repeat(",?", len(chunk)-1)+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("store: look up ids: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			var seq int64
+			if err := rows.Scan(&id, &seq); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("store: scan id: %w", err)
+			}
+			out[id] = uint64(seq)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("store: look up ids: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// ChainHead is the last event of a host's chain that the verifier accepted.
+type ChainHead struct {
+	HostID string
+	Seq    uint64
+	Hash   string
+}
+
+// ChainHeads returns the stored chain head of every host, for resuming the
+// verifier after a restart.
+func (s *Store) ChainHeads(ctx context.Context) ([]ChainHead, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT e.host_id, e.seq, e.hash FROM events e
+		JOIN (SELECT host_id, MAX(seq) AS seq FROM events WHERE chain_head = 1 GROUP BY host_id) h
+		ON e.host_id = h.host_id AND e.seq = h.seq AND e.chain_head = 1`)
+	if err != nil {
+		return nil, fmt.Errorf("store: read chain heads: %w", err)
+	}
+	defer rows.Close()
+	var out []ChainHead
+	for rows.Next() {
+		var h ChainHead
+		var seq int64
+		if err := rows.Scan(&h.HostID, &seq, &h.Hash); err != nil {
+			return nil, fmt.Errorf("store: scan chain head: %w", err)
+		}
+		h.Seq = uint64(seq)
+		out = append(out, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: read chain heads: %w", err)
+	}
+	return out, nil
+}
+
+// Row is one stored event.
+type Row struct {
+	RowID     int64
+	ID        string
+	Time      time.Time
+	Type      string
+	HostID    string
+	SessionID string
+	Target    string
+	ExecID    string
+	Integrity []string
+	Raw       json.RawMessage
+}
+
+// Event decodes the row's raw JSON.
+func (r *Row) Event() (*event.Event, error) {
+	var e event.Event
+	if err := json.Unmarshal(r.Raw, &e); err != nil {
+		return nil, fmt.Errorf("store: decode event %s: %w", r.ID, err)
+	}
+	return &e, nil
+}
+
+// Filter selects events. Zero fields do not filter.
+type Filter struct {
+	Types     []string
+	User      string // matches sub or email
+	Target    string
+	HostID    string
+	SessionID string
+	ExecID    string
+	Since     time.Time // inclusive
+	Until     time.Time // exclusive
+	// AfterID continues a listing after this id, in the listing's order.
+	AfterID string
+	// AfterRow selects rows inserted after this rowid (following).
+	AfterRow int64
+	// ByRow orders by insertion instead of by id.
+	ByRow bool
+	Desc  bool
+	Limit int // 0 means no limit
+}
+
+const rowColumns = `rowid, id, time, type, host_id, session_id, target, exec_id, integrity, raw`
+
+// Query returns the events matching f, ordered by id (ascending unless
+// f.Desc), or by insertion when f.ByRow.
+func (s *Store) Query(ctx context.Context, f Filter) ([]Row, error) {
+	var where []string
+	var args []any
+	if len(f.Types) > 0 {
+		where = append(where, "type IN (?"+strings.Repeat(",?", len(f.Types)-1)+")")
+		for _, t := range f.Types {
+			args = append(args, t)
+		}
+	}
+	if f.User != "" {
+		where = append(where, "(sub = ? OR email = ?)")
+		args = append(args, f.User, f.User)
+	}
+	for _, c := range []struct{ col, val string }{
+		{"target", f.Target}, {"host_id", f.HostID}, {"session_id", f.SessionID}, {"exec_id", f.ExecID},
+	} {
+		if c.val != "" {
+			where = append(where, c.col+" = ?")
+			args = append(args, c.val)
+		}
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "time >= ?")
+		args = append(args, f.Since.UnixNano())
+	}
+	if !f.Until.IsZero() {
+		where = append(where, "time < ?")
+		args = append(args, f.Until.UnixNano())
+	}
+	if f.AfterID != "" {
+		if f.Desc {
+			where = append(where, "id < ?")
+		} else {
+			where = append(where, "id > ?")
+		}
+		args = append(args, f.AfterID)
+	}
+	if f.AfterRow > 0 {
+		where = append(where, "rowid > ?")
+		args = append(args, f.AfterRow)
+	}
+	q := "SELECT " + rowColumns + " FROM events"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	order := "id"
+	if f.ByRow {
+		order = "rowid"
+	}
+	if f.Desc {
+		order += " DESC"
+	}
+	q += " ORDER BY " + order
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: query events: %w", err)
+	}
+	defer rows.Close()
+	var out []Row
+	for rows.Next() {
+		r, err := scanRow(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: query events: %w", err)
+	}
+	return out, nil
+}
+
+// Get returns the event with the given id, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (Row, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT "+rowColumns+" FROM events WHERE id = ?", id)
+	if err != nil {
+		return Row{}, fmt.Errorf("store: get event %s: %w", id, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return Row{}, fmt.Errorf("store: get event %s: %w", id, err)
+		}
+		return Row{}, ErrNotFound
+	}
+	return scanRow(rows)
+}
+
+// DistinctTargets returns the names of the targets touched by events of a
+// terminal session, sorted.
+func (s *Store) DistinctTargets(ctx context.Context, sessionID string) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT target FROM events WHERE session_id = ? AND target != '' ORDER BY target`, sessionID)
+	if err != nil {
+		return nil, fmt.Errorf("store: targets of session %s: %w", sessionID, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, fmt.Errorf("store: scan target: %w", err)
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// LastRowID returns the rowid of the newest stored row (0 when empty), the
+// starting cursor for following only new events.
+func (s *Store) LastRowID(ctx context.Context) (int64, error) {
+	var n sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, "SELECT MAX(rowid) FROM events").Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: last rowid: %w", err)
+	}
+	return n.Int64, nil
+}
+
+// Count returns the number of stored rows.
+func (s *Store) Count(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM events").Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: count: %w", err)
+	}
+	return n, nil
+}
+
+func scanRow(rows *sql.Rows) (Row, error) {
+	var r Row
+	var ns int64
+	var integ string
+	var raw []byte
+	if err := rows.Scan(&r.RowID, &r.ID, &ns, &r.Type, &r.HostID, &r.SessionID, &r.Target, &r.ExecID, &integ, &raw); err != nil {
+		return Row{}, fmt.Errorf("store: scan event: %w", err)
+	}
+	r.Time = time.Unix(0, ns).UTC()
+	if integ != "" {
+		r.Integrity = strings.Split(integ, ",")
+	}
+	r.Raw = raw
+	return r, nil
+}

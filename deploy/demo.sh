@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Warden demo: everything on one host with embedded defaults.
+#
+#   dev IdP (NOT FOR PRODUCTION) → warden login → wardend (BPF + proxy)
+#   → a protected PostgreSQL → signed events → warden-collector (embedded NATS)
+#
+# The demo attaches its BPF programs to a cgroup subtree of its own and runs
+# its shells there, so nothing else on this host is affected. In production
+# wardend attaches to the cgroup2 root (cgroup_root: "").
+# Everything it starts is stopped and removed on exit.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin="$here/bin"
+export PATH="$bin:$PATH"
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "demo: run as root: sudo make demo" >&2
+	exit 1
+fi
+
+work=$(mktemp -d /tmp/warden-demo.XXXXXX)
+chmod 755 "$work"
+cg2=$(awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo)
+[ -n "$cg2" ] || { echo "demo: no cgroup2 mount found" >&2; exit 1; }
+cgroot="$cg2/warden-demo-$$"
+pgport=55432
+pids=()
+
+bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+step() { printf '\033[36m$ %s\033[0m\n' "$*"; }
+
+cleanup() {
+	set +e
+	bold "cleaning up"
+	# Leave the demo cgroup before removing it.
+	echo $$ > "$cg2/cgroup.procs" 2>/dev/null
+	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+	[ -f "$work/agent.yaml" ] && wardend uninstall --config "$work/agent.yaml" >/dev/null 2>&1
+	[ -d "$work/pg" ] && su postgres -s /bin/sh -c "$pgbin/pg_ctl -D $work/pg -m fast stop" >/dev/null 2>&1
+	if [ -d "$cgroot" ]; then
+		echo 1 > "$cgroot/cgroup.kill" 2>/dev/null
+		sleep 0.3
+		find "$cgroot" -depth -type d -exec rmdir {} \; 2>/dev/null
+	fi
+	rm -rf "$work"
+	echo "done; logs were in $work (removed)"
+}
+trap cleanup EXIT
+
+wait_for() { # what, command...
+	local what=$1; shift
+	for _ in $(seq 1 200); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	echo "demo: $what did not come up; see $work/*.log" >&2
+	tail -n 30 "$work"/*.log >&2 || true
+	exit 1
+}
+
+bold "1. a local PostgreSQL to protect (127.0.0.1:$pgport)"
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+install -d -o postgres -g postgres "$work/pg" "$work/pgsock"
+su postgres -s /bin/sh -c "$pgbin/initdb -D $work/pg -A trust -U postgres" >"$work/pg-init.log"
+su postgres -s /bin/sh -c "$pgbin/pg_ctl -D $work/pg -l $work/postgres.log -o '-p $pgport -k $work/pgsock -c listen_addresses=127.0.0.1' start" >/dev/null
+wait_for postgres "$pgbin/pg_isready" -h 127.0.0.1 -p $pgport
+psql -h 127.0.0.1 -p $pgport -U postgres -q -c "create table customers(id int, email text); insert into customers values (1, 'ada@example.com')"
+
+bold "2. the dev IdP (NOT FOR PRODUCTION) on 127.0.0.1:5556"
+warden-devidp --listen 127.0.0.1:5556 >"$work/devidp.log" 2>&1 &
+pids+=($!)
+wait_for "dev IdP" curl -sf http://127.0.0.1:5556/.well-known/openid-configuration
+
+mkdir -p "$cgroot"
+cat >"$work/policy.yaml" <<EOF
+targets:
+  - name: demo-db
+    protocol: postgres
+    address: 127.0.0.1:$pgport
+access:
+  - groups: [engineering]
+    targets: [demo-db]
+EOF
+cat >"$work/agent.yaml" <<EOF
+host_id: demo-host
+oidc:
+  issuer: http://127.0.0.1:5556
+  client_id: warden
+cgroup_root: $cgroot
+proxy_listen: 127.0.0.1:15001
+socket: $work/agent.sock
+policy_file: $work/policy.yaml
+nats:
+  url: nats://127.0.0.1:4222
+spool_dir: $work/spool
+key_file: $work/keys/agent.key
+state_dir: $work/state
+bpf_pin_dir: $work/bpf
+metrics_listen: 127.0.0.1:9464
+EOF
+# The collector must trust the agent's key: create it before either runs.
+wardend keygen --config "$work/agent.yaml" >/dev/null
+
+bold "3. warden-collector with embedded NATS (127.0.0.1:4222), API on 127.0.0.1:8181"
+warden-collector --embedded-nats --nats-listen 127.0.0.1:4222 --nats-store "$work/nats" \
+	--store "$work/events.db" --listen 127.0.0.1:8181 --agent-keys "$work/keys" >"$work/collector.log" 2>&1 &
+pids+=($!)
+wait_for collector curl -sf http://127.0.0.1:8181/healthz
+export WARDEN_COLLECTOR=http://127.0.0.1:8181
+
+bold "4. wardend: BPF on cgroup $cgroot, proxy on 127.0.0.1:15001"
+wardend --config "$work/agent.yaml" >"$work/wardend.log" 2>&1 &
+pids+=($!)
+export WARDEN_AGENT_SOCKET=$work/agent.sock
+wait_for wardend test -S "$work/agent.sock"
+sed "s/^/    /" "$work/policy.yaml"
+
+# From here on this script is a "user shell" inside the protected subtree.
+mkdir -p "$cgroot/demo-shell"
+echo $$ > "$cgroot/demo-shell/cgroup.procs"
+
+bold "5. without a login, psql is refused by the proxy with PostgreSQL's own error"
+step "psql -h 127.0.0.1 -p $pgport -U postgres -c 'select * from customers'"
+psql -h 127.0.0.1 -p $pgport -U postgres -c 'select * from customers' 2>&1 | sed 's/^/    /' || true
+
+bold "6. alice logs in with a token from the dev IdP and connects"
+curl -sf -d sub=alice -d format=raw http://127.0.0.1:5556/dev/token >"$work/alice.token"
+bash -c "
+	step() { printf '\033[36m\$ %s\033[0m\n' \"\$*\"; }
+	step 'warden login --token-file alice.token'
+	warden login --token-file '$work/alice.token'
+	step 'warden whoami'
+	warden whoami | sed 's/^/    /'
+	step \"psql -h 127.0.0.1 -p $pgport -U postgres -c 'select * from customers'\"
+	psql -h 127.0.0.1 -p $pgport -U postgres -c 'select * from customers' | sed 's/^/    /'
+"
+
+bold "7. mallory (group contractors) logs in; the kernel refuses her connect()"
+curl -sf -d sub=mallory -d format=raw http://127.0.0.1:5556/dev/token >"$work/mallory.token"
+bash -c "
+	warden login --token-file '$work/mallory.token'
+	printf '\033[36m\$ %s\033[0m\n' \"psql -h 127.0.0.1 -p $pgport -U postgres -c 'select 1'\"
+	psql -h 127.0.0.1 -p $pgport -U postgres -c 'select 1' 2>&1 | sed 's/^/    /'
+" || true
+
+bold "8. the signed events at the collector"
+sleep 2
+step "warden events --since 10m"
+warden events --since 10m | sed 's/^/    /'
+id=$(warden events --type net.connect --user alice --json | head -1 | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+if [ -n "$id" ]; then
+	step "warden lineage $id"
+	warden lineage "$id" | sed 's/^/    /'
+fi
+step "warden sessions"
+warden sessions | sed 's/^/    /'
+
+bold "demo complete"
+echo "SOC: subscribe live with 'nats sub \"warden.events.>\"' against nats://127.0.0.1:4222 while the demo runs."

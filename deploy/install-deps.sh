@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what Warden's build, tests and demo need on Debian or Ubuntu.
+# Idempotent: packages already present are left alone.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: run as root (sudo make ...)" >&2
+	exit 1
+fi
+
+packages=(
+	clang llvm libbpf-dev         # BPF: make generate
+	iproute2 util-linux sudo      # tests: network namespaces, nsenter
+	postgresql postgresql-client  # protected target and psql client
+	curl ca-certificates ruby     # demo, Vagrantfile syntax check
+)
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update
+	apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+# Go: use the one on PATH or in /usr/local/go; otherwise the distribution's,
+# which fetches the version go.mod names through the module proxy.
+if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y --no-install-recommends golang-go
+fi

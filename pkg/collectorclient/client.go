@@ -1,0 +1,227 @@
+package collectorclient
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+)
+
+// DefaultURL is the collector API address when neither --collector nor
+// $WARDEN_COLLECTOR is given.
+const DefaultURL = "http://127.0.0.1:8181"
+
+// EnvURL names the environment variable that holds the collector URL.
+const EnvURL = "WARDEN_COLLECTOR"
+
+// ResolveURL picks the collector URL: flag value, else $WARDEN_COLLECTOR,
+// else DefaultURL.
+func ResolveURL(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if v := os.Getenv(EnvURL); v != "" {
+		return v
+	}
+	return DefaultURL
+}
+
+// Error is a non-2xx answer from the collector.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("collector: %s (HTTP %d)", e.Message, e.Status)
+}
+
+// IsNotFound reports whether err is a 404 from the collector.
+func IsNotFound(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusNotFound
+}
+
+// Client talks to one collector.
+type Client struct {
+	base *url.URL
+	http *http.Client
+}
+
+// New returns a client for the collector at baseURL (http or https).
+// httpClient may be nil for http.DefaultClient; it must not have a
+// timeout if Follow is used, since following never ends on its own.
+func New(baseURL string, httpClient *http.Client) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("collector URL %q: %w", baseURL, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("collector URL %q: scheme must be http or https", baseURL)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("collector URL %q: no host", baseURL)
+	}
+	if httpClient == nil {
+		httpClient = http.DefaultClient
+	}
+	return &Client{base: u, http: httpClient}, nil
+}
+
+// Events lists stored events matching q (one page; see EventList.NextAfterID).
+func (c *Client) Events(ctx context.Context, q Query) (*EventList, error) {
+	var out EventList
+	if err := c.get(ctx, "/v1/events", q.Values(), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Event returns one stored event, raw.
+func (c *Client) Event(ctx context.Context, id string) (json.RawMessage, error) {
+	var out json.RawMessage
+	if err := c.get(ctx, "/v1/events/"+url.PathEscape(id), nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Lineage returns the process chain and identity behind an event id or an
+// exec id.
+func (c *Client) Lineage(ctx context.Context, id string) (*Lineage, error) {
+	var out Lineage
+	if err := c.get(ctx, "/v1/lineage/"+url.PathEscape(id), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SessionQuery selects sessions for GET /v1/sessions.
+type SessionQuery struct {
+	User  string
+	Since string // RFC 3339 or a duration back from now; see ParseTime
+	Limit int
+}
+
+// Sessions lists terminal sessions, newest first.
+func (c *Client) Sessions(ctx context.Context, q SessionQuery) ([]Session, error) {
+	v := url.Values{}
+	if q.User != "" {
+		v.Set("user", q.User)
+	}
+	if q.Since != "" {
+		v.Set("since", q.Since)
+	}
+	if q.Limit > 0 {
+		v.Set("limit", fmt.Sprint(q.Limit))
+	}
+	var out SessionList
+	if err := c.get(ctx, "/v1/sessions", v, &out); err != nil {
+		return nil, err
+	}
+	return out.Sessions, nil
+}
+
+// Health returns the collector's health and counters.
+func (c *Client) Health(ctx context.Context) (*Health, error) {
+	var out Health
+	if err := c.get(ctx, "/healthz", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Follow streams events matching q as the collector stores them, calling fn
+// for each, until ctx ends, fn returns an error, or the connection drops.
+// q.Since replays stored events from that time first. q.Limit, q.AfterID and
+// q.Desc are ignored.
+func (c *Client) Follow(ctx context.Context, q Query, fn func(json.RawMessage) error) error {
+	q.Limit, q.AfterID, q.Desc = 0, "", false
+	resp, err := c.do(ctx, "/v1/follow", q.Values())
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue // keep-alive
+		}
+		if bytes.HasPrefix(line, []byte(`{"error"`)) {
+			var eb ErrorBody
+			if json.Unmarshal(line, &eb) == nil && eb.Error != "" {
+				return &Error{Status: resp.StatusCode, Message: eb.Error}
+			}
+		}
+		if err := fn(json.RawMessage(bytes.Clone(line))); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("collector: follow stream: %w", err)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return io.ErrUnexpectedEOF
+}
+
+func (c *Client) get(ctx context.Context, path string, v url.Values, out any) error {
+	resp, err := c.do(ctx, path, v)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("collector: decode answer of %s: %w", path, err)
+	}
+	return nil
+}
+
+// do sends a GET and turns non-2xx answers into *Error.
+func (c *Client) do(ctx context.Context, path string, v url.Values) (*http.Response, error) {
+	// path is already escaped (ids go through url.PathEscape), so build
+	// RawPath from it and derive Path, keeping a "/" inside an id escaped.
+	u := *c.base
+	u.RawPath = strings.TrimSuffix(u.EscapedPath(), "/") + path
+	p, err := url.PathUnescape(u.RawPath)
+	if err != nil {
+		return nil, fmt.Errorf("collector: bad request path %q: %w", path, err)
+	}
+	u.Path = p
+	if len(v) > 0 {
+		u.RawQuery = v.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("collector: build request: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("collector at %s: %w", c.base.Redacted(), err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64*1024))
+	var eb ErrorBody
+	msg := strings.TrimSpace(string(body))
+	if json.Unmarshal(body, &eb) == nil && eb.Error != "" {
+		msg = eb.Error
+	}
+	if msg == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	return nil, &Error{Status: resp.StatusCode, Message: msg}
+}

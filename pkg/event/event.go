@@ -1,0 +1,122 @@
+// Package event defines the warden.event/v1 schema shared by the agent, the
+// collector and the CLI, and the per-agent hash chain that makes the event log
+// tamper-evident.
+package event
+
+import (
+	"time"
+)
+
+// Schema is the value of Event.Schema for every event of this version.
+const Schema = "warden.event/v1"
+
+// Type names an event kind. Subjects on NATS are "warden.events.<type>".
+type Type string
+
+// Event types. The list is the contract in PRODUCT.md; extend, never rename.
+const (
+	SessionLogin    Type = "session.login"
+	SessionLogout   Type = "session.logout"
+	SessionExpired  Type = "session.expired"
+	ProcessExec     Type = "process.exec"
+	ProcessExit     Type = "process.exit"
+	NetConnect      Type = "net.connect"
+	DBQuery         Type = "db.query"
+	SSHSession      Type = "ssh.session"
+	SSHExec         Type = "ssh.exec"
+	HTTPRequest     Type = "http.request"
+	RedisCommand    Type = "redis.command"
+	ReviewRequested Type = "review.requested"
+	ReviewDecided   Type = "review.decided"
+	AgentStart      Type = "agent.start"
+	AgentStop       Type = "agent.stop"
+	AgentLoss       Type = "agent.loss"
+	// IntegrityViolation is raised by the collector, never by an agent, when
+	// a chain or signature check fails.
+	IntegrityViolation Type = "integrity.violation"
+)
+
+// Event is one record of the audit trail.
+type Event struct {
+	Schema   string    `json:"schema"`
+	ID       string    `json:"id"`   // ULID
+	Time     time.Time `json:"time"` // RFC 3339 with nanoseconds
+	Type     Type      `json:"type"`
+	Host     Host      `json:"host"`
+	Identity *Identity `json:"identity"` // null when unattributed
+	Process  *Process  `json:"process,omitempty"`
+	Target   *Target   `json:"target,omitempty"`
+	Decision *Decision `json:"decision,omitempty"`
+	// Data carries the type-specific payload (see docs/events.md).
+	Data map[string]any `json:"data,omitempty"`
+
+	// Chain fields, set by the agent's signer.
+	Seq      uint64 `json:"seq"`
+	PrevHash string `json:"prev_hash"`
+	Hash     string `json:"hash"`
+	Sig      string `json:"sig"`
+}
+
+// Host identifies the agent that produced an event.
+type Host struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// Identity is the verified human behind a session.
+type Identity struct {
+	Sub       string   `json:"sub"`
+	Email     string   `json:"email,omitempty"`
+	Name      string   `json:"name,omitempty"`
+	Groups    []string `json:"groups"`
+	Issuer    string   `json:"issuer"`
+	SessionID string   `json:"session_id"`
+}
+
+// Process describes the process an event is attributed to.
+type Process struct {
+	ExecID       string     `json:"exec_id"`
+	PID          uint32     `json:"pid"`
+	UID          uint32     `json:"uid"`
+	Binary       string     `json:"binary"`
+	Args         []string   `json:"args"`
+	ParentExecID string     `json:"parent_exec_id"`
+	Ancestors    []Ancestor `json:"ancestors"`
+	CgroupID     uint64     `json:"cgroup_id,omitempty"`
+}
+
+// Ancestor is one step of a process's lineage, nearest parent first.
+type Ancestor struct {
+	ExecID string   `json:"exec_id"`
+	PID    uint32   `json:"pid"`
+	UID    uint32   `json:"uid"`
+	Binary string   `json:"binary"`
+	Args   []string `json:"args,omitempty"`
+}
+
+// Target is the privileged target an event concerns.
+type Target struct {
+	Name     string `json:"name"`
+	Protocol string `json:"protocol"`
+	Address  string `json:"address"`
+}
+
+// Action is a policy decision.
+type Action string
+
+// Decision actions.
+const (
+	Allow  Action = "allow"
+	Deny   Action = "deny"
+	Review Action = "review"
+)
+
+// Decision records what policy decided and why.
+type Decision struct {
+	Action Action `json:"action"`
+	Rule   string `json:"rule,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Subject returns the NATS subject an event is published on.
+func (e *Event) Subject() string { return "warden.events." + string(e.Type) }

@@ -1,0 +1,251 @@
+package event
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/json"
+	"flag"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+var printExamples = flag.String("print-examples", "", "write the docs/events.md examples to this file")
+
+// exampleKey is the documented example signing key: its seed is
+// sha256("warden.event/v1 example key"), so readers can verify the examples.
+func exampleKey() ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte("warden.event/v1 example key"))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+// examples returns one sealed event of every type, forming one chain, in the
+// order docs/events.md shows them.
+func examples() []*Event {
+	t0 := time.Date(2025, 3, 14, 9, 26, 53, 589793238, time.UTC)
+	host := Host{ID: "bastion-1", Name: "bastion-1.prod.example.com"}
+	alice := &Identity{Sub: "00u1a2b3c4", Email: "alice@example.com", Name: "Alice Example", Groups: []string{"engineering", "dba"}, Issuer: "https://idp.example.com", SessionID: "s-01JPA7Q5"}
+	shell := Ancestor{ExecID: "bastion-1:4211:1741944000000000000", PID: 4211, UID: 1001, Binary: "/usr/bin/bash", Args: []string{"-bash"}}
+	sshd := Ancestor{ExecID: "bastion-1:4190:1741943990000000000", PID: 4190, UID: 0, Binary: "/usr/sbin/sshd"}
+	psql := &Process{ExecID: "bastion-1:5120:1741944400000000000", PID: 5120, UID: 1001, Binary: "/usr/bin/psql", Args: []string{"psql", "-h", "10.0.0.5", "orders"}, ParentExecID: shell.ExecID, Ancestors: []Ancestor{shell, sshd}, CgroupID: 8812}
+	db := &Target{Name: "orders-db", Protocol: "postgres", Address: "10.0.0.5:5432"}
+	ssh := &Target{Name: "build-host", Protocol: "ssh", Address: "10.0.1.7:22"}
+	api := &Target{Name: "billing-api", Protocol: "http", Address: "billing.internal:443"}
+	cache := &Target{Name: "sessions-cache", Protocol: "redis", Address: "10.0.2.9:6379"}
+	allow := func(rule string) *Decision { return &Decision{Action: Allow, Rule: rule} }
+	evs := []*Event{
+		{Type: AgentStart, Identity: nil, Data: map[string]any{"version": "0.1.0", "cgroup_root": "/sys/fs/cgroup/unified", "proxy": "127.0.0.1:15001", "policy_digest": "sha256:9f2c41d0"}},
+		{Type: SessionLogin, Identity: alice, Process: &Process{ExecID: shell.ExecID, PID: shell.PID, UID: 1001, Binary: shell.Binary, Args: shell.Args, ParentExecID: sshd.ExecID, Ancestors: []Ancestor{sshd}}, Decision: allow("token"),
+			Data: map[string]any{"uid": 1001, "cgroup": "/sys/fs/cgroup/unified/warden/s-01JPA7Q5", "login_time": "2025-03-14T09:26:53Z", "expires": "2025-03-14T17:26:53Z"}},
+		{Type: ProcessExec, Identity: alice, Process: psql, Data: map[string]any{"cwd": "/home/alice"}},
+		{Type: NetConnect, Identity: alice, Process: psql, Target: db, Decision: allow("access"), Data: map[string]any{"original_dst": "10.0.0.5:5432", "verdict": "redirect", "via": "proxy", "upstream_local": "10.0.0.2:40112"}},
+		{Type: DBQuery, Identity: alice, Process: psql, Target: db, Decision: allow(""),
+			Data: map[string]any{"statement": "SELECT id, email FROM customers WHERE id = 42", "fingerprint": "select id, email from customers where id = ?", "statement_type": "select", "database": "orders", "rows": 1, "duration_ms": 2.4, "masked_columns": []string{"email"}, "masked_values": 1}},
+		{Type: ReviewRequested, Identity: alice, Process: psql, Target: db, Decision: &Decision{Action: Review, Rule: "no-ddl", Reason: "warden: ALTER needs review by dba; run 'warden review'"},
+			Data: map[string]any{"review_id": "r-01JPA7T0", "statement": "ALTER TABLE customers ADD COLUMN tier text", "expires_at": "2025-03-14T10:26:53Z"}},
+		{Type: ReviewDecided, Identity: &Identity{Sub: "00u9z8y7x6", Email: "bob@example.com", Groups: []string{"dba"}, Issuer: "https://idp.example.com", SessionID: "s-01JPA7V2"}, Target: db, Decision: allow("no-ddl"),
+			Data: map[string]any{"review_id": "r-01JPA7T0", "outcome": "approved", "reviewer": "bob@example.com", "comment": "ok for the migration window"}},
+		{Type: SSHSession, Identity: alice, Process: &Process{ExecID: "bastion-1:5301:1741944500000000000", PID: 5301, UID: 1001, Binary: "/usr/bin/ssh", Args: []string{"ssh", "deploy@10.0.1.7"}, ParentExecID: shell.ExecID, Ancestors: []Ancestor{shell, sshd}}, Target: ssh, Decision: allow("access"),
+			Data: map[string]any{"phase": "start", "remote_user": "deploy", "channel": "session"}},
+		{Type: SSHExec, Identity: alice, Target: ssh, Decision: allow(""), Data: map[string]any{"command": "systemctl restart build-agent", "remote_user": "deploy", "exit_status": 0}},
+		{Type: HTTPRequest, Identity: alice, Target: api, Decision: allow(""), Data: map[string]any{"method": "GET", "host": "billing.internal", "path": "/v1/invoices/991", "status": 200, "duration_ms": 31.7, "bytes_in": 0, "bytes_out": 1834}},
+		{Type: RedisCommand, Identity: alice, Target: cache, Decision: &Decision{Action: Deny, Rule: "no-flush", Reason: "warden: FLUSHALL is not allowed on sessions-cache"}, Data: map[string]any{"command": "FLUSHALL", "args": []string{}}},
+		{Type: NetConnect, Identity: nil, Process: &Process{ExecID: "bastion-1:6001:1741944700000000000", PID: 6001, UID: 998, Binary: "/usr/bin/python3", Args: []string{"python3", "exfil.py"}, ParentExecID: "bastion-1:1:0", Ancestors: []Ancestor{{ExecID: "bastion-1:1:0", PID: 1, Binary: "/usr/lib/systemd/systemd"}}}, Target: db,
+			Decision: &Decision{Action: Deny, Rule: "identity", Reason: "warden: no verified identity for this session; run 'warden login'"},
+			Data:     map[string]any{"original_dst": "10.0.0.5:5432", "verdict": "unbound", "via": "kernel", "errno": "EPERM"}},
+		{Type: ProcessExit, Identity: alice, Process: psql, Data: map[string]any{"exit_code": 0, "duration_ms": 91234}},
+		{Type: AgentLoss, Identity: nil, Data: map[string]any{"count": 3, "reason": "spool_full", "source": "recorder", "first_time": "2025-03-14T09:27:01.5Z", "last_time": "2025-03-14T09:27:01.9Z", "types": map[string]any{"db.query": 3}}},
+		{Type: SessionExpired, Identity: alice, Data: map[string]any{"uid": 1001, "cgroup": "/sys/fs/cgroup/unified/warden/s-01JPA7Q5", "login_time": "2025-03-14T09:26:53Z", "expires": "2025-03-14T17:26:53Z"}},
+		{Type: SessionLogout, Identity: alice, Data: map[string]any{"uid": 1001, "cgroup": "/sys/fs/cgroup/unified/warden/s-01JPA7Q5", "login_time": "2025-03-14T09:26:53Z", "expires": "2025-03-14T17:26:53Z"}},
+		{Type: AgentStop, Identity: nil, Data: map[string]any{"reason": "signal: terminated"}},
+	}
+	s := NewSigner(exampleKey(), 0, "")
+	for i, e := range evs {
+		e.Schema = Schema
+		e.Time = t0.Add(time.Duration(i) * 1250 * time.Millisecond)
+		var entropy [10]byte
+		entropy[9] = byte(i)
+		e.ID = ulid.MustNew(ulid.Timestamp(e.Time), bytes.NewReader(entropy[:])).String()
+		e.Host = host
+		s.Seal(e)
+	}
+	// The collector's view of a broken chain: raised by the collector, not
+	// part of the agent's chain, so it is not sealed by the example key.
+	return evs
+}
+
+func compileSchema(t *testing.T) *jsonschema.Schema {
+	t.Helper()
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(JSONSchema))
+	if err != nil {
+		t.Fatalf("schema is not JSON: %v", err)
+	}
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	if err := c.AddResource(JSONSchemaID, doc); err != nil {
+		t.Fatal(err)
+	}
+	sch, err := c.Compile(JSONSchemaID)
+	if err != nil {
+		t.Fatalf("compile schema: %v", err)
+	}
+	return sch
+}
+
+func validate(sch *jsonschema.Schema, b []byte) error {
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	return sch.Validate(v)
+}
+
+func TestExamplesValidateAndVerify(t *testing.T) {
+	sch := compileSchema(t)
+	evs := examples()
+	v := NewVerifier(StaticKeys{"bastion-1": exampleKey().Public().(ed25519.PublicKey)})
+	seen := map[Type]bool{}
+	var doc strings.Builder
+	for _, e := range evs {
+		b, err := json.MarshalIndent(e, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := validate(sch, b); err != nil {
+			t.Errorf("%s example fails the schema: %v", e.Type, err)
+		}
+		if ps := v.Check(wire(t, e)); len(ps) != 0 {
+			t.Errorf("%s example: %v", e.Type, ps)
+		}
+		seen[e.Type] = true
+		doc.WriteString("```json\n" + string(b) + "\n```\n\n")
+	}
+	for _, typ := range knownTypes(t) {
+		if !seen[typ] && typ != IntegrityViolation {
+			t.Errorf("no example of %s", typ)
+		}
+	}
+	if *printExamples != "" {
+		if err := os.WriteFile(*printExamples, []byte(doc.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// docs/events.md shows these exact events, so readers can check the
+	// canonical form and signatures by hand.
+	md, err := os.ReadFile("../../docs/events.md")
+	if err != nil {
+		t.Fatalf("read docs: %v", err)
+	}
+	for _, e := range evs {
+		b, _ := json.MarshalIndent(e, "", "  ")
+		if !bytes.Contains(md, b) {
+			t.Errorf("docs/events.md lacks the current %s example (regenerate with go test ./pkg/event -run TestExamples -print-examples FILE)", e.Type)
+		}
+	}
+}
+
+func TestSchemaRejects(t *testing.T) {
+	sch := compileSchema(t)
+	base := examples()[13] // agent.loss
+	if base.Type != AgentLoss {
+		t.Fatalf("example 13 is %s", base.Type)
+	}
+	for name, mutate := range map[string]func(m map[string]any){
+		"missing hash":        func(m map[string]any) { delete(m, "hash") },
+		"missing identity":    func(m map[string]any) { delete(m, "identity") },
+		"bad schema":          func(m map[string]any) { m["schema"] = "warden.event/v2" },
+		"bad id":              func(m map[string]any) { m["id"] = "not-a-ulid" },
+		"seq 0":               func(m map[string]any) { m["seq"] = 0 },
+		"loss without count":  func(m map[string]any) { delete(m["data"].(map[string]any), "count") },
+		"bad decision action": func(m map[string]any) { m["decision"] = map[string]any{"action": "maybe"} },
+		"bad time":            func(m map[string]any) { m["time"] = "yesterday" },
+	} {
+		b, _ := json.Marshal(base)
+		var m map[string]any
+		json.Unmarshal(b, &m)
+		mutate(m)
+		b, _ = json.Marshal(m)
+		if err := validate(sch, b); err == nil {
+			t.Errorf("%s: schema accepted it", name)
+		}
+	}
+}
+
+// TestSchemaCoversStruct checks that every JSON field of the Go types is in
+// the schema and that fields without omitempty are required there.
+func TestSchemaCoversStruct(t *testing.T) {
+	var s map[string]any
+	if err := json.Unmarshal(JSONSchema, &s); err != nil {
+		t.Fatal(err)
+	}
+	props := s["properties"].(map[string]any)
+	check := func(where string, typ reflect.Type, obj map[string]any) {
+		t.Helper()
+		var required []string
+		for _, r := range asSlice(obj["required"]) {
+			required = append(required, r.(string))
+		}
+		fields := obj["properties"].(map[string]any)
+		for f := range typ.Fields() {
+			tag := f.Tag.Get("json")
+			name, opts, _ := strings.Cut(tag, ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			if _, ok := fields[name]; !ok {
+				t.Errorf("%s.%s is not in the schema", where, name)
+			}
+			if opts != "omitempty" && !slices.Contains(required, name) {
+				t.Errorf("%s.%s is always present but not required by the schema", where, name)
+			}
+		}
+	}
+	check("event", reflect.TypeFor[Event](), s)
+	check("host", reflect.TypeFor[Host](), props["host"].(map[string]any))
+	check("identity", reflect.TypeFor[Identity](), props["identity"].(map[string]any)["oneOf"].([]any)[1].(map[string]any))
+	proc := props["process"].(map[string]any)
+	check("process", reflect.TypeFor[Process](), proc)
+	check("ancestor", reflect.TypeFor[Ancestor](), proc["properties"].(map[string]any)["ancestors"].(map[string]any)["items"].(map[string]any))
+	check("target", reflect.TypeFor[Target](), props["target"].(map[string]any))
+	check("decision", reflect.TypeFor[Decision](), props["decision"].(map[string]any))
+
+	// Every type constant is listed.
+	listed := asSlice(s["$defs"].(map[string]any)["types"].(map[string]any)["enum"])
+	for _, typ := range knownTypes(t) {
+		if !slices.Contains(listed, any(string(typ))) {
+			t.Errorf("type %s missing from $defs/types", typ)
+		}
+	}
+}
+
+func asSlice(v any) []any {
+	s, _ := v.([]any)
+	return s
+}
+
+// knownTypes lists the Type constants declared in event.go.
+func knownTypes(t *testing.T) []Type {
+	t.Helper()
+	src, err := os.ReadFile("event.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []Type
+	for _, line := range strings.Split(string(src), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 4 && f[1] == "Type" && f[2] == "=" {
+			out = append(out, Type(strings.Trim(f[3], `"`)))
+		}
+	}
+	if len(out) < 17 {
+		t.Fatalf("found only %d type constants in event.go", len(out))
+	}
+	return out
+}

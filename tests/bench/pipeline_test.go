@@ -1,0 +1,243 @@
+// Package bench holds Warden's throughput and latency measurements. They
+// run only with WARDEN_BENCH=1 (make bench), since their numbers depend on
+// the machine and they take tens of seconds.
+package bench
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+	"github.com/rs/zerolog"
+
+	"github.com/wardenhq/warden/collector"
+	"github.com/wardenhq/warden/collector/natsembed"
+	"github.com/wardenhq/warden/pkg/event"
+)
+
+// TestBenchPipeline measures the collector pipeline: events per second from
+// publishing into JetStream to committed in SQLite, and the latency from
+// publishing one event to reading it back through the API. As a baseline it
+// measures a bare JetStream publish, consume and ack of the same messages,
+// and prints the pipeline's rate as a fraction of it.
+func TestBenchPipeline(t *testing.T) {
+	if os.Getenv("WARDEN_BENCH") != "1" {
+		t.Skip("benchmark: set WARDEN_BENCH=1 (make bench)")
+	}
+	n := envInt(t, "WARDEN_BENCH_EVENTS", 20000)
+	samples := envInt(t, "WARDEN_BENCH_LATENCY_SAMPLES", 300)
+
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer := event.NewSigner(priv, 0, "")
+	msgs := make([]*nats.Msg, n+samples)
+	for i := range msgs {
+		msgs[i] = sealedMsg(t, signer)
+	}
+	keys := event.StaticKeys{"bench-host": priv.Public().(ed25519.PublicKey)}
+
+	rawRate := baseline(t, msgs[:n])
+
+	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	ctx, cancel := context.WithCancel(context.Background())
+	c, err := collector.New(ctx, collector.Config{
+		NATSURL: ns.ClientURL(), StorePath: filepath.Join(t.TempDir(), "events.db"),
+		Listen: "127.0.0.1:0", Keys: keys, Logger: zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	js := connectJS(t, ns.ClientURL())
+
+	start := time.Now()
+	publishAll(t, js, msgs[:n])
+	waitStored(t, c, int64(n))
+	pipeRate := float64(n) / time.Since(start).Seconds()
+
+	// Latency: one event at a time, polled through the API until it
+	// answers 200. Polling every 500µs bounds the resolution.
+	base := "http://" + c.APIAddr() + "/v1/events/"
+	lat := make([]time.Duration, 0, samples)
+	for _, m := range msgs[n:] {
+		id := m.Header.Get(nats.MsgIdHdr)
+		t0 := time.Now()
+		if _, err := js.PublishMsg(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+		for !found(t, base+id) {
+			time.Sleep(500 * time.Microsecond)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
+
+	h := c.Ingester().Stats()
+	if h.Violations != 0 {
+		t.Errorf("benchmark events raised %d integrity violations", h.Violations)
+	}
+	line := fmt.Sprintf("BENCH pipeline: %d events: %.0f events/s publish->stored (raw JetStream publish+consume+ack %.0f events/s; ratio %.2f); publish->queryable latency p50=%s p99=%s (%d samples)",
+		n, pipeRate, rawRate, pipeRate/rawRate, p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), len(lat))
+	fmt.Println(line)
+	t.Log(line)
+}
+
+// baseline publishes msgs into a fresh JetStream and consumes and acks
+// them with no verification and no store.
+func baseline(t *testing.T, msgs []*nats.Msg) float64 {
+	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	js := connectJS(t, ns.ClientURL())
+	ctx := context.Background()
+	st, err := natsembed.EnsureStream(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 20000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan struct{}, len(msgs))
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		_ = m.Ack()
+		got <- struct{}{}
+	}, jetstream.PullMaxMessages(500))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Stop()
+	start := time.Now()
+	publishAll(t, js, msgs)
+	for range msgs {
+		<-got
+	}
+	return float64(len(msgs)) / time.Since(start).Seconds()
+}
+
+func connectJS(t *testing.T, url string) jetstream.JetStream {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natsembed.EnsureStream(context.Background(), js, 1); err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// publishAll publishes asynchronously, as the agent's spool does, and
+// waits for every ack from JetStream.
+func publishAll(t *testing.T, js jetstream.JetStream, msgs []*nats.Msg) {
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		// A fresh copy: a nats.Msg must not be published twice.
+		cp := nats.NewMsg(m.Subject)
+		cp.Data, cp.Header = m.Data, m.Header
+		f, err := js.PublishMsgAsync(cp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		futures[i] = f
+	}
+	<-js.PublishAsyncComplete()
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.Fatalf("publish: %v", err)
+		}
+	}
+}
+
+func waitStored(t *testing.T, c *collector.Collector, n int64) {
+	deadline := time.Now().Add(10 * time.Minute) // a hang guard, not a threshold
+	for {
+		k, err := c.Store().Count(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stored %d of %d", k, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func found(t *testing.T, url string) bool {
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// sealedMsg builds a realistic db.query event (identity, lineage, target,
+// decision, statement: about 900 bytes) as a NATS message.
+func sealedMsg(t *testing.T, s *event.Signer) *nats.Msg {
+	e := &event.Event{
+		Schema: event.Schema, ID: ulid.Make().String(), Time: time.Now().UTC(), Type: event.DBQuery,
+		Host:     event.Host{ID: "bench-host", Name: "bench-host"},
+		Identity: &event.Identity{Sub: "alice", Email: "alice@example.com", Groups: []string{"engineering", "oncall"}, Issuer: "https://idp.example.com", SessionID: "sess-1"},
+		Process: &event.Process{ExecID: "exec-3", PID: 3000, UID: 1000, Binary: "/usr/bin/psql", Args: []string{"-h", "orders-db", "orders"}, ParentExecID: "exec-2",
+			Ancestors: []event.Ancestor{{ExecID: "exec-2", PID: 2000, UID: 1000, Binary: "/bin/bash"}, {ExecID: "exec-1", PID: 1000, UID: 0, Binary: "/usr/sbin/sshd"}}},
+		Target:   &event.Target{Name: "orders-db", Protocol: "postgres", Address: "10.0.0.5:5432"},
+		Decision: &event.Decision{Action: event.Allow, Rule: "default"},
+		Data:     map[string]any{"statement": "SELECT id, total FROM orders WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 50", "rows": 50},
+	}
+	s.Seal(e)
+	b, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(e.Subject())
+	m.Data = b
+	m.Header.Set(nats.MsgIdHdr, e.ID)
+	return m
+}
+
+func envInt(t *testing.T, name string, def int) int {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive integer", name, s)
+	}
+	return n
+}

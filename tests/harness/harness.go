@@ -1,0 +1,408 @@
+// Package harness runs the real Warden binaries for end-to-end tests: a dev
+// OIDC issuer with real keys, warden-collector with embedded NATS, and
+// wardend with its BPF programs attached to a cgroup subtree of the test's
+// own, all inside a network namespace of the test's own.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wardenhq/warden/pkg/cgroupv2"
+	"github.com/wardenhq/warden/pkg/collectorclient"
+	"github.com/wardenhq/warden/pkg/devidp"
+	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/tests/testenv"
+)
+
+// Fixed addresses inside the test's namespace; nothing else listens there.
+const (
+	ProxyAddr     = "127.0.0.1:15001"
+	NATSAddr      = "127.0.0.1:4222"
+	CollectorAddr = "127.0.0.1:8181"
+	MetricsAddr   = "127.0.0.1:9464"
+	HostID        = "e2e-host"
+	ClientID      = "warden"
+)
+
+// Users are the dev IdP's accounts in every test.
+var Users = []devidp.User{
+	{Sub: "alice", Email: "alice@corp.example", Name: "Alice", Groups: []string{"engineering"}},
+	{Sub: "bob", Email: "bob@corp.example", Name: "Bob", Groups: []string{"dba", "engineering"}},
+	{Sub: "mallory", Email: "mallory@contractor.example", Name: "Mallory", Groups: []string{"contractors"}},
+}
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+// Binaries builds Warden's commands once per test process and returns the
+// directory holding them.
+func Binaries(t testing.TB) string {
+	t.Helper()
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "warden-e2e-bin-")
+		if binErr != nil {
+			return
+		}
+		// Test shells run as unprivileged users and need the CLI.
+		os.Chmod(binDir, 0o755)
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			binErr = fmt.Errorf("go env GOMOD: %w", err)
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/wardend", "./cmd/warden", "./cmd/warden-collector", "./cmd/warden-devidp")
+		cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("build binaries: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binDir
+}
+
+// CleanupBinaries removes the built binaries; call it from TestMain.
+func CleanupBinaries() {
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+}
+
+// Env is one running Warden installation.
+type Env struct {
+	T          testing.TB
+	Bin        string
+	Dir        string
+	NS         *NetNS
+	CgroupRoot string
+	IdP        *devidp.IdP
+	Collector  *collectorclient.Client
+	PolicyPath string
+	ConfigPath string
+
+	agent   *Process
+	shells  atomic.Int64
+	servers []*Server
+}
+
+// Options configure Start.
+type Options struct {
+	// Policy is the policy.yaml text. Write it with Env's target servers'
+	// addresses, so start servers first via NewEnv + Serve, then Start.
+	Policy string
+}
+
+// NewEnv prepares the namespace, cgroup subtree, dev IdP and collector.
+// Start the agent with StartAgent once target servers are listening.
+func NewEnv(t testing.TB) *Env {
+	t.Helper()
+	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "nsenter")
+	testenv.RequireCommand(t, "bash")
+	e := &Env{T: t, Bin: Binaries(t)}
+	// Not t.TempDir(): its parent is private, and unprivileged test users
+	// must reach their token files and the agent socket.
+	dir, err := os.MkdirTemp("", "warden-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	e.Dir = dir
+	e.NS = NewNetNS(t)
+	e.CgroupRoot = testenv.Cgroup(t)
+
+	ln, err := e.NS.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.IdP, err = devidp.New(devidp.Options{Issuer: "http://" + ln.Addr().String(), ClientID: ClientID, Users: Users})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.IdP.Serve(ctx, ln)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+
+	// The agent's signing key is made up front so the collector trusts it
+	// from its first event.
+	keys := filepath.Join(e.Dir, "keys")
+	key, err := event.LoadOrCreateKey(filepath.Join(keys, "agent.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := event.WritePublicKey(filepath.Join(keys, HostID+".pub"), key.Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	e.startCollector()
+	return e
+}
+
+func (e *Env) startCollector() {
+	e.T.Helper()
+	p := e.StartProcess("collector", e.NSCommand(filepath.Join(e.Bin, "warden-collector"),
+		"--embedded-nats", "--nats-listen", NATSAddr, "--nats-store", filepath.Join(e.Dir, "nats"),
+		"--store", filepath.Join(e.Dir, "events.db"), "--listen", CollectorAddr,
+		"--agent-keys", filepath.Join(e.Dir, "keys")))
+	hc := &http.Client{Transport: &http.Transport{DialContext: e.NS.DialContext}, Timeout: 30 * time.Second}
+	var err error
+	e.Collector, err = collectorclient.New("http://"+CollectorAddr, hc)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	e.Eventually("collector healthy", func() error {
+		if p.Exited() {
+			e.T.Fatalf("collector exited:\n%s", p.Output())
+		}
+		_, err := e.Collector.Health(context.Background())
+		return err
+	})
+}
+
+// Eventually polls fn until it returns nil, failing the test after a
+// minute. The deadline bounds a hang; it is not a speed assertion.
+func (e *Env) Eventually(what string, fn func() error) {
+	e.T.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.T.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// WritePolicy replaces the policy file.
+func (e *Env) WritePolicy(policy string) {
+	e.T.Helper()
+	e.PolicyPath = filepath.Join(e.Dir, "policy.yaml")
+	tmp := e.PolicyPath + ".tmp"
+	if err := os.WriteFile(tmp, []byte(policy), 0o644); err != nil {
+		e.T.Fatal(err)
+	}
+	if err := os.Rename(tmp, e.PolicyPath); err != nil {
+		e.T.Fatal(err)
+	}
+}
+
+// StartAgent writes agent.yaml and the policy, starts wardend and waits
+// until its socket answers.
+func (e *Env) StartAgent(policy string) {
+	e.T.Helper()
+	e.WritePolicy(policy)
+	cfg := fmt.Sprintf(`host_id: %s
+oidc:
+  issuer: %s
+  client_id: %s
+cgroup_root: %s
+proxy_listen: %s
+socket: %s
+policy_file: %s
+nats:
+  url: nats://%s
+spool_dir: %s
+key_file: %s
+state_dir: %s
+bpf_pin_dir: %s
+metrics_listen: %s
+log_level: debug
+`, HostID, e.IdP.Issuer(), ClientID, e.CgroupRoot, ProxyAddr, e.Socket(), e.PolicyPath, NATSAddr,
+		filepath.Join(e.Dir, "spool"), filepath.Join(e.Dir, "keys", "agent.key"), filepath.Join(e.Dir, "state"),
+		filepath.Join(e.Dir, "bpf"), MetricsAddr)
+	e.ConfigPath = filepath.Join(e.Dir, "agent.yaml")
+	if err := os.WriteFile(e.ConfigPath, []byte(cfg), 0o644); err != nil {
+		e.T.Fatal(err)
+	}
+	e.T.Cleanup(func() { e.uninstall() })
+	e.RestartAgent()
+}
+
+// RestartAgent starts wardend (again) and waits until it serves.
+func (e *Env) RestartAgent() {
+	e.T.Helper()
+	e.agent = e.StartProcess("wardend", e.NSCommand(filepath.Join(e.Bin, "wardend"), "--config", e.ConfigPath))
+	e.Eventually("wardend socket", func() error {
+		if e.agent.Exited() {
+			e.T.Fatalf("wardend exited:\n%s", e.agent.Output())
+		}
+		c, err := net.Dial("unix", e.Socket())
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+}
+
+// Agent returns the running wardend.
+func (e *Env) Agent() *Process { return e.agent }
+
+// uninstall detaches the programs and removes their pins, even when the
+// agent was killed.
+func (e *Env) uninstall() {
+	if e.agent != nil {
+		e.agent.Stop()
+	}
+	out, err := e.NSCommand(filepath.Join(e.Bin, "wardend"), "uninstall", "--config", e.ConfigPath).CombinedOutput()
+	if err != nil {
+		e.T.Errorf("wardend uninstall: %v: %s", err, out)
+	}
+}
+
+// Socket is the agent's control socket.
+func (e *Env) Socket() string { return filepath.Join(e.Dir, "agent.sock") }
+
+// NSCommand returns a command that runs inside the test's namespace.
+func (e *Env) NSCommand(name string, args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--net=" + e.NS.Path, "--", name}, args...)...)
+}
+
+// Token mints an ID token and writes it to a file any user can read.
+func (e *Env) Token(opts devidp.IssueOptions) string {
+	e.T.Helper()
+	for _, u := range Users {
+		if u.Sub == opts.Sub && opts.Groups == nil {
+			opts.Groups, opts.Email, opts.Name = u.Groups, u.Email, u.Name
+		}
+	}
+	tok, err := e.IdP.Issue(opts)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	f, err := os.CreateTemp(e.Dir, "token-")
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteString(tok)
+	f.Chmod(0o644)
+	return f.Name()
+}
+
+// Shell describes a bash run inside the namespace, in a fresh cgroup
+// under the agent's root, like a user's login shell on the bastion.
+type Shell struct {
+	Script string
+	// UID and GID to run as; 0 means root.
+	UID, GID int
+}
+
+// Command returns the shell's command, not started. The shell is born in
+// its cgroup, never outside it.
+func (e *Env) Command(s Shell) *exec.Cmd {
+	e.T.Helper()
+	dir := filepath.Join(e.CgroupRoot, "shells", fmt.Sprint(e.shells.Add(1)))
+	if err := cgroupv2.Create(dir); err != nil {
+		e.T.Fatal(err)
+	}
+	args := []string{"--net=" + e.NS.Path}
+	if s.UID != 0 {
+		args = append(args, fmt.Sprintf("--setuid=%d", s.UID), fmt.Sprintf("--setgid=%d", s.GID))
+	}
+	args = append(args, "--", "bash", "-c", s.Script)
+	cmd := testenv.CommandIn(e.T, dir, "nsenter", args...)
+	cmd.Env = []string{
+		"PATH=" + e.Bin + ":/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+		"WARDEN_AGENT_SOCKET=" + e.Socket(),
+		"HOME=/tmp",
+		"LANG=C",
+	}
+	cmd.Dir = "/"
+	return cmd
+}
+
+// Run runs a shell to completion and returns its combined output and
+// exit error.
+func (e *Env) Run(s Shell) (string, error) {
+	e.T.Helper()
+	cmd := e.Command(s)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		e.T.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.String(), err
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		<-done
+		e.T.Fatalf("shell hung:\n%s\noutput:\n%s", s.Script, out.String())
+	}
+	return "", nil
+}
+
+// MustRun runs a shell and fails the test if it fails.
+func (e *Env) MustRun(s Shell) string {
+	e.T.Helper()
+	out, err := e.Run(s)
+	if err != nil {
+		e.T.Fatalf("shell failed: %v\nscript: %s\noutput:\n%s", err, s.Script, out)
+	}
+	return out
+}
+
+// Events queries the collector.
+func (e *Env) Events(q collectorclient.Query) []event.Event {
+	e.T.Helper()
+	list, err := e.Collector.Events(context.Background(), q)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	out := make([]event.Event, 0, len(list.Events))
+	for _, raw := range list.Events {
+		var ev event.Event
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			e.T.Fatalf("decode event: %v", err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// WaitEvent polls the collector until an event matching q and match
+// arrives, and returns it.
+func (e *Env) WaitEvent(q collectorclient.Query, what string, match func(*event.Event) bool) *event.Event {
+	e.T.Helper()
+	var found *event.Event
+	e.Eventually("event: "+what, func() error {
+		for _, ev := range e.Events(q) {
+			if match(&ev) {
+				found = &ev
+				return nil
+			}
+		}
+		return fmt.Errorf("not (yet) at the collector")
+	})
+	return found
+}
