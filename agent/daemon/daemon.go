@@ -65,15 +65,12 @@ type Daemon struct {
 	metrics  *metrics.Metrics
 	proxy    *proxy.Proxy
 	control  *control.Server
+	codecs   map[string]proxy.Codec
 
 	mu     sync.RWMutex
 	policy *policy.Policy
 	table  *targets.Table
 }
-
-// protocolErrors lists the protocols whose codec refuses with a message of
-// its own; the kernel sends unbound clients of these to the proxy.
-var protocolErrors = map[string]bool{policy.ProtocolPostgres: true}
 
 // Run starts the daemon and blocks until ctx is done. Each value received
 // on reload re-reads the policy file (SIGHUP). BPF programs stay attached
@@ -124,6 +121,7 @@ func start(ctx context.Context, cfg config.Config, rec Recorder, log zerolog.Log
 	}
 	d.metrics = metrics.New(d.enf.Counters)
 
+	d.codecs = proxy.Codecs()
 	listeners, port, err := listenProxy(cfg.ProxyListen)
 	if err != nil {
 		return nil, err
@@ -136,7 +134,7 @@ func start(ctx context.Context, cfg config.Config, rec Recorder, log zerolog.Log
 		Listeners:  listeners,
 		Attributor: d.enf,
 		Authorize:  d.authorize,
-		Codecs:     map[string]proxy.Codec{policy.ProtocolPostgres: proxy.Postgres{}},
+		Codecs:     d.codecs,
 		Fallback:   proxy.Relay{},
 		Recorder:   rec,
 		Metrics:    d.metrics,
@@ -274,6 +272,10 @@ func (d *Daemon) applyPolicy(ctx context.Context, p *policy.Policy) error {
 	if err != nil {
 		return err
 	}
+	protocolErrors := map[string]bool{}
+	for name := range d.codecs {
+		protocolErrors[name] = true
+	}
 	table, err := targets.Build(ctx, p, targets.Options{Resolver: net.DefaultResolver, LocalAddrs: local, ProtocolErrors: protocolErrors})
 	if err != nil {
 		return err
@@ -316,13 +318,20 @@ func (d *Daemon) currentPolicy() *policy.Policy {
 }
 
 func (d *Daemon) target(id uint32) (event.Target, bool) {
+	_, t, ok := d.lookupTarget(id)
+	return t, ok
+}
+
+// lookupTarget returns the policy in force, the policy's target with
+// kernel id id, and its event view.
+func (d *Daemon) lookupTarget(id uint32) (*policy.Policy, event.Target, bool) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	t, ok := d.table.ByID[id]
 	if !ok {
-		return event.Target{Name: fmt.Sprintf("unknown-%d", id)}, false
+		return d.policy, event.Target{Name: fmt.Sprintf("unknown-%d", id)}, false
 	}
-	return event.Target{Name: t.Name, Protocol: t.Protocol, Address: t.Address}, true
+	return d.policy, event.Target{Name: t.Name, Protocol: t.Protocol, Address: t.Address}, true
 }
 
 // authorize attributes a redirected connection and re-checks the kernel's
@@ -331,8 +340,11 @@ func (d *Daemon) target(id uint32) (event.Target, bool) {
 func (d *Daemon) authorize(info loader.ConnInfo) proxy.Attribution {
 	att := proxy.Attribution{Kernel: info, Process: procinfo.Describe(d.host.ID, int(info.TGID), info.UID)}
 	att.Process.CgroupID = info.CgroupID
-	tgt, known := d.target(info.TargetID)
-	att.Target = tgt
+	pol, tgt, known := d.lookupTarget(info.TargetID)
+	att.Target, att.Policy = tgt, pol
+	if known {
+		att.TargetPolicy, _ = pol.Target(tgt.Name)
+	}
 	deny := func(rule, reason string) proxy.Attribution {
 		att.Decision = event.Decision{Action: event.Deny, Rule: rule, Reason: reason}
 		return att
@@ -358,7 +370,7 @@ func (d *Daemon) authorize(info loader.ConnInfo) proxy.Attribution {
 	if !time.Now().Before(s.Expires) {
 		return deny("identity", MsgExpired)
 	}
-	if !slices.Contains(d.currentPolicy().TargetsFor(s.Identity.Groups), tgt.Name) {
+	if !slices.Contains(pol.TargetsFor(s.Identity.Groups), tgt.Name) {
 		return deny("access", accessDenied(s, tgt.Name))
 	}
 	att.Decision = event.Decision{Action: event.Allow, Rule: "access"}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/wardenhq/warden/bpf/loader"
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/policy"
 )
 
 // Attributor recovers what the kernel recorded about a redirected
@@ -33,8 +34,13 @@ type Attributor interface {
 // Attribution is everything the proxy knows about a connection before it
 // speaks to the target.
 type Attribution struct {
-	Kernel    loader.ConnInfo
-	Target    event.Target
+	Kernel loader.ConnInfo
+	Target event.Target
+	// Policy is the policy in force when the connection was accepted, and
+	// TargetPolicy its entry for Target (credentials included). Codecs take
+	// rules and masking from here so one connection sees one policy.
+	Policy       *policy.Policy
+	TargetPolicy policy.Target
 	Identity  *event.Identity // nil when no verified identity stands behind it
 	Process   *event.Process
 	Decision  event.Decision

@@ -76,9 +76,18 @@ func examples() []*Event {
 		e.Host = host
 		s.Seal(e)
 	}
-	// The collector's view of a broken chain: raised by the collector, not
-	// part of the agent's chain, so it is not sealed by the example key.
 	return evs
+}
+
+// violationExample is what the collector stores when a check fails. It is
+// raised by the collector, outside any agent's chain, so it is not sealed.
+func violationExample() *Event {
+	return &Event{
+		Schema: Schema, ID: "01JPA8B2K3M4N5P6Q7R8S9T0V1", Time: time.Date(2025, 3, 14, 9, 27, 30, 0, time.UTC),
+		Type: IntegrityViolation, Host: Host{ID: "bastion-1", Name: "bastion-1.prod.example.com"},
+		Data: map[string]any{"problem": "gap", "detail": "expected seq 18, got 21 (3 missing)", "event_id": "01JPA8B0ZZQ1W2E3R4T5Y6U7I8",
+			"host_id": "bastion-1", "seq": 21, "expected_seq": 18, "got_seq": 21, "subject": "warden.events.db.query", "stream_seq": 90211, "collector": "collector-1"},
+	}
 }
 
 func compileSchema(t *testing.T) *jsonschema.Schema {
@@ -127,8 +136,15 @@ func TestExamplesValidateAndVerify(t *testing.T) {
 		seen[e.Type] = true
 		doc.WriteString("```json\n" + string(b) + "\n```\n\n")
 	}
+	viol := violationExample()
+	vb, _ := json.MarshalIndent(viol, "", "  ")
+	if err := validate(sch, vb); err != nil {
+		t.Errorf("integrity.violation example fails the schema: %v", err)
+	}
+	seen[viol.Type] = true
+	doc.WriteString("```json\n" + string(vb) + "\n```\n\n")
 	for _, typ := range knownTypes(t) {
-		if !seen[typ] && typ != IntegrityViolation {
+		if !seen[typ] {
 			t.Errorf("no example of %s", typ)
 		}
 	}
@@ -143,7 +159,7 @@ func TestExamplesValidateAndVerify(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read docs: %v", err)
 	}
-	for _, e := range evs {
+	for _, e := range append(evs, viol) {
 		b, _ := json.MarshalIndent(e, "", "  ")
 		if !bytes.Contains(md, b) {
 			t.Errorf("docs/events.md lacks the current %s example (regenerate with go test ./pkg/event -run TestExamples -print-examples FILE)", e.Type)
@@ -163,6 +179,7 @@ func TestSchemaRejects(t *testing.T) {
 		"bad schema":          func(m map[string]any) { m["schema"] = "warden.event/v2" },
 		"bad id":              func(m map[string]any) { m["id"] = "not-a-ulid" },
 		"seq 0":               func(m map[string]any) { m["seq"] = 0 },
+		"empty sig":           func(m map[string]any) { m["sig"] = "" },
 		"loss without count":  func(m map[string]any) { delete(m["data"].(map[string]any), "count") },
 		"bad decision action": func(m map[string]any) { m["decision"] = map[string]any{"action": "maybe"} },
 		"bad time":            func(m map[string]any) { m["time"] = "yesterday" },

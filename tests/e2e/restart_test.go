@@ -107,4 +107,3 @@ func grepLines(s, substr string) string {
 	}
 	return b.String()
 }
-
