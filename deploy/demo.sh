@@ -62,9 +62,9 @@ wait_for() { # what, command...
 
 bold "1. a local PostgreSQL to protect (127.0.0.1:$pgport)"
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-install -d -o postgres -g postgres "$work/pg" "$work/pgsock"
+install -d -o postgres -g postgres "$work/pg" "$work/pgsock" "$work/pglog"
 su postgres -s /bin/sh -c "$pgbin/initdb -D $work/pg -A trust -U postgres" >"$work/pg-init.log"
-su postgres -s /bin/sh -c "$pgbin/pg_ctl -D $work/pg -l $work/postgres.log -o '-p $pgport -k $work/pgsock -c listen_addresses=127.0.0.1' start" >/dev/null
+su postgres -s /bin/sh -c "$pgbin/pg_ctl -D $work/pg -l $work/pglog/postgres.log -o '-p $pgport -k $work/pgsock -c listen_addresses=127.0.0.1' start" >/dev/null
 wait_for postgres "$pgbin/pg_isready" -h 127.0.0.1 -p $pgport
 psql -h 127.0.0.1 -p $pgport -U postgres -q -c "create table customers(id int, email text); insert into customers values (1, 'ada@example.com')"
 
@@ -125,31 +125,31 @@ bold "5. without a login, psql is refused by the proxy with PostgreSQL's own err
 step "psql -h 127.0.0.1 -p $pgport -U postgres -c 'select * from customers'"
 psql -h 127.0.0.1 -p $pgport -U postgres -c 'select * from customers' 2>&1 | sed 's/^/    /' || true
 
-bold "6. alice logs in with a token from the dev IdP and connects"
-curl -sf -d sub=alice -d format=raw http://127.0.0.1:5556/dev/token >"$work/alice.token"
-bash -c "
-	step() { printf '\033[36m\$ %s\033[0m\n' \"\$*\"; }
-	step 'warden login --token-file alice.token'
-	warden login --token-file '$work/alice.token'
-	step 'warden whoami'
-	warden whoami | sed 's/^/    /'
-	step \"psql -h 127.0.0.1 -p $pgport -U postgres -c 'select * from customers'\"
-	psql -h 127.0.0.1 -p $pgport -U postgres -c 'select * from customers' | sed 's/^/    /'
-"
+# A user's shell on the bastion: log in with a token, then use psql as
+# usual. Written to a file so events show a readable command line.
+cat >"$work/user-shell.sh" <<'EOF'
+step() { printf '\033[36m$ %s\033[0m\n' "$*"; }
+step "warden login --token-file $(basename "$TOKEN")"
+warden login --token-file "$TOKEN" || exit 1
+step "warden whoami"
+warden whoami | sed 's/^/    /'
+step "psql -h 127.0.0.1 -p $PGPORT -U postgres -c '$QUERY'"
+psql -h 127.0.0.1 -p "$PGPORT" -U postgres -c "$QUERY" 2>&1 | sed 's/^/    /'
+EOF
 
-bold "7. mallory (group contractors) logs in; the kernel refuses her connect()"
+bold "6. alice (group engineering) logs in with a token from the dev IdP and connects"
+curl -sf -d sub=alice -d format=raw http://127.0.0.1:5556/dev/token >"$work/alice.token"
+TOKEN=$work/alice.token PGPORT=$pgport QUERY='select * from customers' bash "$work/user-shell.sh"
+
+bold "7. mallory (group contractors) logs in; the kernel refuses her connect() with EPERM"
 curl -sf -d sub=mallory -d format=raw http://127.0.0.1:5556/dev/token >"$work/mallory.token"
-bash -c "
-	warden login --token-file '$work/mallory.token'
-	printf '\033[36m\$ %s\033[0m\n' \"psql -h 127.0.0.1 -p $pgport -U postgres -c 'select 1'\"
-	psql -h 127.0.0.1 -p $pgport -U postgres -c 'select 1' 2>&1 | sed 's/^/    /'
-" || true
+TOKEN=$work/mallory.token PGPORT=$pgport QUERY='select 1' bash "$work/user-shell.sh" || true
 
 bold "8. the signed events at the collector"
 sleep 2
 step "warden events --since 10m"
 warden events --since 10m | sed 's/^/    /'
-id=$(warden events --type net.connect --user alice --json | head -1 | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+id=$(warden events --type net.connect --user alice --json | head -1 | sed -n 's/^{"schema":"[^"]*","id":"\([^"]*\)".*/\1/p')
 if [ -n "$id" ]; then
 	step "warden lineage $id"
 	warden lineage "$id" | sed 's/^/    /'

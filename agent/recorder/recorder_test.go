@@ -243,3 +243,25 @@ func TestChainContinuesAfterRestart(t *testing.T) {
 		t.Fatalf("EmitSync after close: %v", err)
 	}
 }
+
+// BenchmarkEmit measures stamping, sealing and spooling one db.query event
+// (the disk sync is amortised by group commit).
+func BenchmarkEmit(b *testing.B) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	sp, err := spool.Open(b.TempDir(), spool.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sp.Close()
+	rec, err := New(Options{Host: host, Key: priv, Spool: sp, Logger: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rec.Close()
+	for i := 0; b.Loop(); i++ {
+		rec.Emit(query(i))
+	}
+	if l := rec.Losses(); len(l) != 0 {
+		b.Fatalf("losses: %v", l)
+	}
+}
