@@ -41,10 +41,10 @@ type Attribution struct {
 	// rules and masking from here so one connection sees one policy.
 	Policy       *policy.Policy
 	TargetPolicy policy.Target
-	Identity  *event.Identity // nil when no verified identity stands behind it
-	Process   *event.Process
-	Decision  event.Decision
-	SessionID string
+	Identity     *event.Identity // nil when no verified identity stands behind it
+	Process      *event.Process
+	Decision     event.Decision
+	SessionID    string
 }
 
 // Authorizer attributes a connection and decides on it using the daemon's
