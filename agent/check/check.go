@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/wardenhq/warden/bpf/loader"
@@ -76,14 +77,18 @@ func Run(opts Options) Report {
 		{"program type sockops", ebpf.SockOps, true},
 		{"program type cgroup/sock_create (cgroup_sock)", ebpf.CGroupSock, false},
 		{"program type cgroup/getsockopt (cgroup_sockopt)", ebpf.CGroupSockopt, false},
-		{"program type tp_btf/fentry (tracing)", ebpf.Tracing, false},
 		{"program type raw_tracepoint", ebpf.RawTracepoint, false},
-		{"program type lsm", ebpf.LSM, false},
-		{"program type kprobe", ebpf.Kprobe, false},
 	}
 	for _, p := range progs {
 		add(p.name, p.required, features.HaveProgramType(p.typ), "loads")
 	}
+	// Tracing programs can load yet be refused at attach (or the reverse),
+	// so these probes load and attach a no-op program for real.
+	add("tp_btf/sched_process_fork (load and attach)", false, probeTracing(ebpf.AttachTraceRawTp, "sched_process_fork"), "attaches")
+	add("fentry (load and attach)", false, probeTracing(ebpf.AttachTraceFEntry, "security_file_open"), "attaches")
+	add("lsm (load and attach)", false, probeLSM(), "attaches")
+	_, err = os.Stat("/sys/bus/event_source/devices/kprobe")
+	add("kprobes (kprobe PMU)", false, err, "present")
 	maps := []struct {
 		name     string
 		typ      ebpf.MapType
@@ -101,6 +106,38 @@ func Run(opts Options) Report {
 		features.HaveProgramHelper(ebpf.CGroupSockAddr, asm.FnGetCurrentAncestorCgroupId), "available")
 	add("Warden's programs pass the verifier", true, loader.Verify(), "loaded and released")
 	return r
+}
+
+var noop = asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
+
+func probeTracing(attach ebpf.AttachType, fn string) error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.Tracing, AttachType: attach, AttachTo: fn, License: "GPL", Instructions: noop,
+	})
+	if err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	defer prog.Close()
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+	if err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	return l.Close()
+}
+
+func probeLSM() error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.LSM, AttachType: ebpf.AttachLSMMac, AttachTo: "file_open", License: "GPL", Instructions: noop,
+	})
+	if err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	defer prog.Close()
+	l, err := link.AttachLSM(link.LSMOptions{Program: prog})
+	if err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	return l.Close()
 }
 
 func bpffs(dir string) error {
