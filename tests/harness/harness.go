@@ -98,8 +98,9 @@ type Env struct {
 	PolicyPath string
 	ConfigPath string
 
-	agent   *Process
-	shells  atomic.Int64
+	agent     *Process
+	collector *Process
+	shells    atomic.Int64
 	servers []*Server
 }
 
@@ -159,22 +160,25 @@ func NewEnv(t testing.TB) *Env {
 	if err := event.WritePublicKey(filepath.Join(keys, HostID+".pub"), key.Public().(ed25519.PublicKey)); err != nil {
 		t.Fatal(err)
 	}
-	e.startCollector()
+	hc := &http.Client{Transport: &http.Transport{DialContext: e.NS.DialContext}, Timeout: 30 * time.Second}
+	e.Collector, err = collectorclient.New("http://"+CollectorAddr, hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.StartCollector()
 	return e
 }
 
-func (e *Env) startCollector() {
+// StartCollector starts warden-collector with its embedded NATS (again,
+// after StopCollector: same store and JetStream directory) and waits until
+// it is healthy.
+func (e *Env) StartCollector() {
 	e.T.Helper()
 	p := e.StartProcess("collector", e.NSCommand(filepath.Join(e.Bin, "warden-collector"),
 		"--embedded-nats", "--nats-listen", NATSAddr, "--nats-store", filepath.Join(e.Dir, "nats"),
 		"--store", filepath.Join(e.Dir, "events.db"), "--listen", CollectorAddr,
 		"--agent-keys", filepath.Join(e.Dir, "keys")))
-	hc := &http.Client{Transport: &http.Transport{DialContext: e.NS.DialContext}, Timeout: 30 * time.Second}
-	var err error
-	e.Collector, err = collectorclient.New("http://"+CollectorAddr, hc)
-	if err != nil {
-		e.T.Fatal(err)
-	}
+	e.collector = p
 	e.Eventually("collector healthy", func() error {
 		if p.Exited() {
 			e.T.Fatalf("collector exited:\n%s", p.Output())
@@ -183,6 +187,10 @@ func (e *Env) startCollector() {
 		return err
 	})
 }
+
+// StopCollector stops warden-collector and with it the embedded NATS
+// server: agents lose their event stream.
+func (e *Env) StopCollector() { e.collector.Stop() }
 
 // Eventually polls fn until it returns nil, failing the test after a
 // minute. The deadline bounds a hang; it is not a speed assertion.
