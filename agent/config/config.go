@@ -8,6 +8,10 @@
 package config
 
 import (
+	"github.com/wardenhq/warden/pkg/idtoken"
+
+	"github.com/wardenhq/warden/pkg/yamlpos"
+
 	"bytes"
 	"cmp"
 	"errors"
@@ -18,7 +22,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -226,32 +229,7 @@ func checkIssuer(s string) error {
 	if s == "" {
 		return errors.New("is required: the URL of the OIDC identity provider")
 	}
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || u.Opaque != "" {
-		return fmt.Errorf("%q is not an absolute URL", s)
-	}
-	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return fmt.Errorf("%q: an issuer URL has no query, fragment or user info (OpenID Connect Discovery 1.0, section 2)", s)
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if isLoopback(u.Hostname()) {
-			return nil
-		}
-		return fmt.Errorf("%q must use https: the token signing keys are fetched from the issuer, and over plain http anyone on the path could substitute their own and forge identities (http is accepted only for loopback hosts, for local testing)", s)
-	default:
-		return fmt.Errorf("%q must be an https URL", s)
-	}
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
+	return idtoken.CheckIssuerURL(s)
 }
 
 // checkProxyListen requires a concrete IP, because the BPF programs rewrite
@@ -330,30 +308,11 @@ func (d *decoder) problem(key, msg string) {
 	d.add(0, fmt.Errorf("%s: %s %s", d.source, key, msg))
 }
 
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
-
-// contextErrors are the yaml.v3 parser errors that report the zero-based
-// line of the enclosing list or mapping (yaml.v3 v3.0.1, parser.fail), where
-// every other error reports a one-based line.
-var contextErrors = []string{
-	"did not find expected key",
-	"did not find expected '-' indicator",
-	"did not find expected ',' or ']'",
-	"did not find expected ',' or '}'",
-	"found undefined tag handle",
-}
-
 func (d *decoder) syntaxError(err error) {
-	msg := err.Error()
-	m := yamlLine.FindStringSubmatch(msg)
-	if m == nil {
-		d.add(0, fmt.Errorf("%s: invalid YAML: %s", d.source, strings.TrimPrefix(msg, "yaml: ")))
+	line, msg := yamlpos.SyntaxError(err)
+	if line == 0 {
+		d.add(0, fmt.Errorf("%s: invalid YAML: %s", d.source, msg))
 		return
-	}
-	line, _ := strconv.Atoi(m[1])
-	msg = msg[len(m[0]):]
-	if slices.Contains(contextErrors, msg) {
-		line++
 	}
 	d.add(line, fmt.Errorf("%s:%d: invalid YAML: %s", d.source, line, msg))
 }

@@ -142,7 +142,7 @@ func TestLoadErrors(t *testing.T) {
 			`agent.yaml:2:11: oidc.issuer "https://idp.example.com/?x=1": an issuer URL has no query`,
 		}},
 		{"issuer ftp", "oidc:\n  issuer: ftp://idp.example.com\n  client_id: warden\n", []string{
-			`agent.yaml:2:11: oidc.issuer "ftp://idp.example.com" must be an https URL`,
+			`agent.yaml:2:11: oidc.issuer "ftp://idp.example.com" must use https`,
 		}},
 		{"empty client id", "oidc:\n  issuer: https://idp.example.com\n  client_id: \"\"\n", []string{
 			`agent.yaml:3:14: oidc.client_id is required`,

@@ -26,7 +26,7 @@ var deviceScopes = []string{oidc.ScopeOpenID, "profile", "email", "groups"}
 //
 // The returned token is not verified here; the agent verifies it.
 func DeviceLogin(ctx context.Context, issuer, clientID string, caFile string, prompt io.Writer) (rawIDToken string, err error) {
-	if err := checkIssuerURL(issuer); err != nil {
+	if err := CheckIssuerURL(issuer); err != nil {
 		return "", fmt.Errorf("device login: %w", err)
 	}
 	if clientID == "" {

@@ -17,8 +17,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -136,7 +136,7 @@ func (r recordingKeySet) VerifySignature(ctx context.Context, jwt string) ([]byt
 // NewVerifier returns a Verifier for cfg. ctx bounds only the initial
 // discovery attempt. See [Verifier] for what happens when the IdP is down.
 func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
-	if err := checkIssuerURL(cfg.Issuer); err != nil {
+	if err := CheckIssuerURL(cfg.Issuer); err != nil {
 		return nil, fmt.Errorf("idtoken: oidc.issuer: %w", err)
 	}
 	if cfg.ClientID == "" {
@@ -552,18 +552,22 @@ func clip(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// checkIssuerURL insists on https, except for loopback hosts: over plain
-// http anyone on the path could substitute the signing keys.
-func checkIssuerURL(issuer string) error {
+// CheckIssuerURL reports whether issuer is an acceptable issuer URL: an
+// absolute https URL with no query, fragment or user info (OpenID Connect
+// Discovery 1.0, section 2). Plain http is accepted only for loopback hosts:
+// the signing keys are fetched from the issuer, and over plain http anyone on
+// the path could substitute their own. The agent config validates with it
+// too, so a bad issuer is caught where it is written.
+func CheckIssuerURL(issuer string) error {
 	if issuer == "" {
 		return errors.New("issuer URL is required")
 	}
 	u, err := url.Parse(issuer)
-	if err != nil {
-		return fmt.Errorf("issuer %q is not a URL: %w", issuer, err)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return fmt.Errorf("%q is not an absolute URL", issuer)
 	}
-	if u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("issuer %q must be an absolute URL with a host and no query or fragment", issuer)
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("%q: an issuer URL has no query, fragment or user info (OpenID Connect Discovery 1.0, section 2)", issuer)
 	}
 	switch u.Scheme {
 	case "https":
@@ -572,17 +576,17 @@ func checkIssuerURL(issuer string) error {
 		if isLoopback(u.Hostname()) {
 			return nil
 		}
-		return fmt.Errorf("issuer %q uses plain http; use https (plain http is allowed only on loopback, for the dev IdP)", issuer)
+		return fmt.Errorf("%q must use https: the token signing keys are fetched from the issuer, and over plain http anyone on the path could substitute their own and forge identities (http is accepted only for loopback hosts, for local testing)", issuer)
 	}
-	return fmt.Errorf("issuer %q must use https", issuer)
+	return fmt.Errorf("%q must use https", issuer)
 }
 
 func isLoopback(host string) bool {
 	if host == "localhost" {
 		return true
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }
 
 // newHTTPClient returns the client for discovery, JWKS and token requests.

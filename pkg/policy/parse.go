@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"github.com/wardenhq/warden/pkg/yamlpos"
+
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -85,9 +86,6 @@ func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
 	d.errs = append(d.errs, &Error{Source: d.source, Line: n.Line, Column: n.Column, Msg: fmt.Sprintf(format, args...)})
 }
 
-// yamlLine matches the position yaml.v3 puts in syntax errors.
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
-
 // document parses the YAML and returns the root node, or nil after
 // recording why there is none.
 func (d *decoder) document(data []byte) *yaml.Node {
@@ -123,29 +121,8 @@ func (d *decoder) document(data []byte) *yaml.Node {
 	return root
 }
 
-// contextErrors are the yaml.v3 parser errors that report the zero-based
-// line of the enclosing list or mapping (yaml.v3 v3.0.1, parser.fail), where
-// every other error reports a one-based line.
-var contextErrors = []string{
-	"did not find expected key",
-	"did not find expected '-' indicator",
-	"did not find expected ',' or ']'",
-	"did not find expected ',' or '}'",
-	"found undefined tag handle",
-}
-
 func (d *decoder) syntaxError(err error) {
-	msg := err.Error()
-	line := 0
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		line, _ = strconv.Atoi(m[1])
-		msg = msg[len(m[0]):]
-	} else {
-		msg = strings.TrimPrefix(msg, "yaml: ")
-	}
-	if slices.Contains(contextErrors, msg) {
-		line++ // also right when yaml.v3 left the line out: it was zero
-	}
+	line, msg := yamlpos.SyntaxError(err)
 	d.errs = append(d.errs, &Error{Source: d.source, Line: line, Msg: "invalid YAML: " + msg})
 }
 
