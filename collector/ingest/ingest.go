@@ -11,7 +11,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -222,25 +224,18 @@ type decoded struct {
 	streamSeq uint64
 	msgTime   time.Time
 	ev        *event.Event
-	err       error // decode problem
+	err       error           // decode problem
+	auth      []event.Problem // what Authenticate found
 }
 
 // process verifies and stores one batch, then acks it.
 func (in *Ingester) process(ctx context.Context, msgs []jetstream.Msg) error {
-	ds := make([]decoded, len(msgs))
+	ds := in.decodeAll(msgs)
 	ids := make([]string, 0, len(msgs))
-	for i, m := range msgs {
-		d := decoded{msg: m, subject: m.Subject()}
-		if meta, err := m.Metadata(); err == nil {
-			d.streamSeq, d.msgTime = meta.Sequence.Stream, meta.Timestamp
-		} else {
-			d.msgTime = time.Now()
-		}
-		d.ev, d.err = decode(m.Data())
+	for _, d := range ds {
 		if d.err == nil {
 			ids = append(ids, d.ev.ID)
 		}
-		ds[i] = d
 	}
 	known, err := in.cfg.Store.StreamSeqs(ctx, ids)
 	if err != nil {
@@ -268,7 +263,7 @@ func (in *Ingester) process(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 
 		seqBefore, hashBefore, _ := in.verifier.Head(e.Host.ID)
-		probs := in.check(e)
+		probs := in.chain(e, d.auth)
 		seqAfter, hashAfter, _ := in.verifier.Head(e.Host.ID)
 		head := seqAfter != seqBefore || hashAfter != hashBefore
 		if want := e.Subject(); d.subject != want {
@@ -340,8 +335,43 @@ func (in *Ingester) insert(ctx context.Context, recs []store.Record) (int, error
 
 // check runs the verifier, dropping chain-order problems when this
 // collector sees only a share of each host's chain.
-func (in *Ingester) check(e *event.Event) []event.Problem {
-	probs := in.verifier.Check(e)
+// decodeAll decodes and authenticates a batch on every CPU: signature and
+// hash checks dominate the collector's cost, and they need no chain state.
+func (in *Ingester) decodeAll(msgs []jetstream.Msg) []decoded {
+	ds := make([]decoded, len(msgs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(msgs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(msgs) {
+					return
+				}
+				m := msgs[i]
+				d := decoded{msg: m, subject: m.Subject()}
+				if meta, err := m.Metadata(); err == nil {
+					d.streamSeq, d.msgTime = meta.Sequence.Stream, meta.Timestamp
+				} else {
+					d.msgTime = time.Now()
+				}
+				if d.ev, d.err = decode(m.Data()); d.err == nil {
+					d.auth = in.verifier.Authenticate(d.ev)
+				}
+				ds[i] = d
+			}
+		}()
+	}
+	wg.Wait()
+	return ds
+}
+
+// chain places an authenticated event in its host's chain, in arrival
+// order, keeping only the problem kinds the configured chain check covers.
+func (in *Ingester) chain(e *event.Event, auth []event.Problem) []event.Problem {
+	probs := in.verifier.Chain(e, auth)
 	if in.cfg.ChainCheck == ChainFull {
 		return probs
 	}

@@ -263,7 +263,14 @@ func (v *Verifier) Head(hostID string) (lastSeq uint64, lastHash string, ok bool
 // still advances the chain to its signed hash, so its successor links
 // cleanly; a forged event (UnknownKey, BadSignature) never advances it.
 func (v *Verifier) Check(e *Event) []Problem {
-	var probs []Problem
+	return v.Chain(e, v.Authenticate(e))
+}
+
+// Authenticate checks what one event shows on its own: a known key, a
+// signature over its hash, and a hash over its content. It touches no chain
+// state, so a consumer can authenticate a batch concurrently (the costly
+// part: ed25519 and canonical JSON) and then Chain the events in order.
+func (v *Verifier) Authenticate(e *Event) []Problem {
 	pub, ok := v.keys.PublicKey(e.Host.ID)
 	if !ok {
 		return []Problem{{Kind: UnknownKey, Detail: fmt.Sprintf("no public key for host %q", e.Host.ID)}}
@@ -273,8 +280,23 @@ func (v *Verifier) Check(e *Event) []Problem {
 		return []Problem{{Kind: BadSignature, Detail: fmt.Sprintf("seq %d: signature does not match hash under host %q key", e.Seq, e.Host.ID)}}
 	}
 	if got := e.ComputeHash(); got != e.Hash {
-		probs = append(probs, Problem{Kind: BadHash, Detail: fmt.Sprintf("seq %d: content hashes to %s, event claims %s", e.Seq, got, e.Hash)})
+		return []Problem{{Kind: BadHash, Detail: fmt.Sprintf("seq %d: content hashes to %s, event claims %s", e.Seq, got, e.Hash)}}
 	}
+	return nil
+}
+
+// Chain places an event in its host's chain, given what Authenticate found,
+// and returns those problems plus any of the chain's. Forged events (unknown
+// key, bad signature) do not move the chain; a modified one (bad hash) moves
+// it to the signed hash, so only that event is flagged. Events of one host
+// must be chained in the order they were received.
+func (v *Verifier) Chain(e *Event, auth []Problem) []Problem {
+	for _, p := range auth {
+		if p.Kind == UnknownKey || p.Kind == BadSignature {
+			return auth
+		}
+	}
+	probs := append([]Problem(nil), auth...)
 
 	v.mu.Lock()
 	defer v.mu.Unlock()
