@@ -45,7 +45,6 @@ type Recorder interface {
 
 // Agent cgroup and session directory names under the cgroup root.
 const (
-	agentCgroupName    = "warden.agent"
 	sessionsCgroupName = "warden.sessions"
 )
 
@@ -98,16 +97,7 @@ func start(ctx context.Context, cfg config.Config, rec Recorder, log zerolog.Log
 			return nil, fmt.Errorf("find cgroup root: %w", err)
 		}
 	}
-	// The agent moves itself into a cgroup of its own, which the programs
-	// exempt, so the proxy's upstream dials are never redirected back.
-	agentCgroup := filepath.Join(root, agentCgroupName)
-	if err := cgroupv2.Create(agentCgroup); err != nil {
-		return nil, err
-	}
-	if err := cgroupv2.Move(agentCgroup, os.Getpid()); err != nil {
-		return nil, err
-	}
-	agentCgroupID, err := cgroupv2.ID(agentCgroup)
+	agentCgroupID, err := ownCgroup(root)
 	if err != nil {
 		return nil, err
 	}
