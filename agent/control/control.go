@@ -90,8 +90,13 @@ func Listen(path string, svc Service, log zerolog.Logger) (*Server, error) {
 		json.NewEncoder(w).Encode(svc.IdP())
 	})
 	s.http = &http.Server{
-		Handler:           mux,
+		Handler: mux,
+		// Any local user can connect: bound every phase so none can hold a
+		// handler open by stalling.
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			peer, err := peerOf(c)
 			if err != nil {

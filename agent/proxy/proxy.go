@@ -45,6 +45,10 @@ type Attribution struct {
 	Process      *event.Process
 	Decision     event.Decision
 	SessionID    string
+	// Data is added to the connection's event data, e.g. a
+	// lineage_warning when the process's lineage does not back its
+	// identity.
+	Data map[string]any
 }
 
 // Authorizer attributes a connection and decides on it using the daemon's
@@ -102,9 +106,10 @@ type Options struct {
 type Proxy struct {
 	opts Options
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	closing bool // set once Serve closes every connection
+	wg      sync.WaitGroup
 }
 
 // New returns a proxy; Serve runs it.
@@ -133,6 +138,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		ln.Close()
 	}
 	p.mu.Lock()
+	p.closing = true
 	for c := range p.conns {
 		c.Close()
 	}
@@ -173,6 +179,10 @@ func (p *Proxy) acceptLoop(ctx context.Context, ln net.Listener) error {
 func (p *Proxy) track(c net.Conn, add bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if add && p.closing {
+		c.Close() // accepted or dialled after Serve closed the rest
+		return
+	}
 	if add {
 		p.conns[c] = struct{}{}
 	} else {
@@ -220,7 +230,14 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 	upstream, err := d.DialContext(ctx, "tcp", info.OrigDst.String())
 	if err != nil {
 		att.Decision = event.Decision{Action: event.Deny, Rule: "upstream", Reason: fmt.Sprintf("warden: target %s is unreachable", att.Target.Name)}
+		if ctx.Err() != nil {
+			// Not the target's fault: the agent is stopping.
+			att.Decision = event.Decision{Action: event.Deny, Rule: "shutdown", Reason: "warden: the agent is shutting down; try again"}
+		}
 		p.record(&att, map[string]any{"error": err.Error()})
+		if p.opts.Metrics != nil {
+			p.opts.Metrics.Refused(att.Target.Name, att.Decision.Rule)
+		}
 		log.Warn().Err(err).Msg("upstream dial failed")
 		codec.Refuse(ctx, client, att.Decision.Reason)
 		return
@@ -245,6 +262,9 @@ func (p *Proxy) record(att *Attribution, extra map[string]any) {
 		"original_dst": att.Kernel.OrigDst.String(),
 		"verdict":      att.Kernel.Verdict.String(),
 		"via":          "proxy",
+	}
+	for k, v := range att.Data {
+		data[k] = v
 	}
 	for k, v := range extra {
 		data[k] = v

@@ -73,7 +73,8 @@ type Options struct {
 	Kernel    Kernel
 }
 
-// Manager owns the login sessions.
+// Manager owns the login sessions. The *Session values it returns are
+// never modified afterwards, so callers may read them without locking.
 type Manager struct {
 	opts Options
 
@@ -221,11 +222,15 @@ func (m *Manager) Login(peer Peer, id Identity, expires time.Time) (*Session, bo
 		if s.Identity.Subject != id.Subject || s.Identity.Issuer != id.Issuer || s.UID != peer.UID {
 			return nil, false, fmt.Errorf("this shell is already bound to %s; run 'warden logout' first", s.Identity.Subject)
 		}
-		s.Identity, s.Expires = id, expires
-		if err := m.opts.Kernel.PutBinding(binding(s)); err != nil {
+		// Sessions handed out are read without the lock: replace, never
+		// mutate, and only once the kernel holds the new expiry.
+		refreshed := *s
+		refreshed.Identity, refreshed.Expires = id, expires
+		if err := m.opts.Kernel.PutBinding(binding(&refreshed)); err != nil {
 			return nil, false, err
 		}
-		return s, true, m.saveLocked()
+		m.sessions[s.ID] = &refreshed
+		return &refreshed, true, m.saveLocked()
 	}
 
 	s := &Session{

@@ -69,6 +69,9 @@ func Build(ctx context.Context, p *policy.Policy, opts Options) (*Table, error) 
 			if err != nil {
 				return nil, fmt.Errorf("target %q: resolve %s: %w", tg.Name, ep.Host, err)
 			}
+			if len(addrs) == 0 {
+				return nil, fmt.Errorf("target %q: %s resolves to no address", tg.Name, ep.Host)
+			}
 			prefixes = prefixes[:0]
 			for _, a := range addrs {
 				a = a.Unmap()
