@@ -84,7 +84,7 @@ func Run(opts Options) Report {
 	}
 	// Tracing programs can load yet be refused at attach (or the reverse),
 	// so these probes load and attach a no-op program for real.
-	add("tp_btf/sched_process_fork (load and attach)", false, probeTracing(ebpf.AttachTraceRawTp, "sched_process_fork"), "attaches")
+	add("tp_btf/sched_process_fork (load and attach)", true, probeTracing(ebpf.AttachTraceRawTp, "sched_process_fork"), "attaches")
 	add("fentry (load and attach)", false, probeTracing(ebpf.AttachTraceFEntry, "security_file_open"), "attaches")
 	add("lsm (load and attach)", false, probeLSM(), "attaches")
 	_, err = os.Stat("/sys/bus/event_source/devices/kprobe")

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -20,8 +21,8 @@ import (
 
 	"github.com/wardenhq/warden/agent/config"
 	"github.com/wardenhq/warden/agent/control"
+	"github.com/wardenhq/warden/agent/lineage"
 	"github.com/wardenhq/warden/agent/metrics"
-	"github.com/wardenhq/warden/agent/procinfo"
 	"github.com/wardenhq/warden/agent/proxy"
 	"github.com/wardenhq/warden/agent/session"
 	"github.com/wardenhq/warden/agent/targets"
@@ -65,6 +66,13 @@ type Daemon struct {
 	proxy    *proxy.Proxy
 	control  *control.Server
 	codecs   map[string]proxy.Codec
+
+	// Process lineage: the kernel programs, their event reader, the
+	// process table and the session index the reader consults.
+	lin            *loader.Lineage
+	lineageRd      *loader.LineageReader
+	procs          *lineage.Table
+	sessionCgroups atomic.Pointer[map[uint64]*session.Session]
 
 	mu     sync.RWMutex
 	policy *policy.Policy
@@ -110,6 +118,10 @@ func start(ctx context.Context, cfg config.Config, rec Recorder, log zerolog.Log
 		return nil, err
 	}
 	d.metrics = metrics.New(d.enf.Counters)
+	if err := d.startLineage(root); err != nil {
+		return nil, err
+	}
+	d.registerLineageMetrics()
 
 	d.codecs = proxy.Codecs()
 	listeners, port, err := listenProxy(cfg.ProxyListen)
@@ -203,6 +215,8 @@ func (d *Daemon) run(ctx context.Context, reload <-chan os.Signal) error {
 	spawn("sessions", d.maintainSessions)
 	spawn("denials", d.readDenials)
 	spawn("kernel losses", d.watchKernelLosses)
+	spawn("lineage", d.readLineage)
+	spawn("lineage losses", d.watchLineageLosses)
 	spawn("resolver", d.refreshTargets)
 	spawn("reload", func(ctx context.Context) error {
 		for {
@@ -230,6 +244,14 @@ func (d *Daemon) run(ctx context.Context, reload <-chan os.Signal) error {
 }
 
 func (d *Daemon) close() {
+	if d.lineageRd != nil {
+		d.lineageRd.Close() // already closed if the reader ran; a second close is harmless
+	}
+	if d.lin != nil {
+		if err := d.lin.Close(); err != nil {
+			d.log.Warn().Err(err).Msg("close lineage bpf handles")
+		}
+	}
 	if d.enf != nil {
 		if err := d.enf.Close(); err != nil {
 			d.log.Warn().Err(err).Msg("close bpf handles")
@@ -292,6 +314,7 @@ func (d *Daemon) syncAccess() error {
 func (d *Daemon) syncAccessLocked() error {
 	allowed := map[uint32][]uint32{}
 	sessions := d.sessions.List()
+	d.setSessions(sessions)
 	for _, s := range sessions {
 		for _, name := range d.policy.TargetsFor(s.Identity.Groups) {
 			allowed[s.IdentityID] = append(allowed[s.IdentityID], targets.ID(name))
@@ -328,7 +351,8 @@ func (d *Daemon) lookupTarget(id uint32) (*policy.Policy, event.Target, bool) {
 // verdict against the current sessions and policy: the kernel decided at
 // connect(), the session or policy may have changed since.
 func (d *Daemon) authorize(info loader.ConnInfo) proxy.Attribution {
-	att := proxy.Attribution{Kernel: info, Process: procinfo.Describe(d.host.ID, int(info.TGID), info.UID)}
+	att := proxy.Attribution{Kernel: info}
+	att.Process, att.Data = d.attribute(info.TGID, info.UID, info.BootTimeNs, info.SessionCgroupID)
 	att.Process.CgroupID = info.CgroupID
 	pol, tgt, known := d.lookupTarget(info.TargetID)
 	att.Target, att.Policy = tgt, pol
@@ -427,14 +451,17 @@ func (d *Daemon) recordDenial(den loader.Denial) {
 		dec.Rule, dec.Reason = "kernel", fmt.Sprintf("warden: connection refused (%s)", den.Verdict)
 	}
 	d.metrics.Denied(tgt.Name, den.Verdict.String())
-	proc := procinfo.Describe(d.host.ID, int(den.TGID), den.UID)
+	proc, extra := d.attribute(den.TGID, den.UID, den.BootTimeNs, den.SessionCgroupID)
 	proc.CgroupID = den.CgroupID
 	if proc.Binary == "" {
 		proc.Binary = den.Comm
 	}
+	data := map[string]any{"original_dst": den.OrigDst.String(), "verdict": den.Verdict.String(), "via": "kernel", "errno": "EPERM"}
+	for k, v := range extra {
+		data[k] = v
+	}
 	d.emit(&event.Event{
-		Type: event.NetConnect, Identity: id, Process: proc, Target: &tgt, Decision: &dec,
-		Data: map[string]any{"original_dst": den.OrigDst.String(), "verdict": den.Verdict.String(), "via": "kernel", "errno": "EPERM"},
+		Type: event.NetConnect, Identity: id, Process: proc, Target: &tgt, Decision: &dec, Data: data,
 	})
 }
 

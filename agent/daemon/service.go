@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/wardenhq/warden/agent/control"
-	"github.com/wardenhq/warden/agent/procinfo"
 	"github.com/wardenhq/warden/agent/session"
 	"github.com/wardenhq/warden/pkg/event"
 )
@@ -14,7 +13,7 @@ import (
 // Login verifies the token and binds its identity to the caller's shell.
 // Failures are recorded too: repeated bad tokens are what a SOC looks for.
 func (d *Daemon) Login(ctx context.Context, peer session.Peer, raw string) (*session.Session, error) {
-	proc := procinfo.Describe(d.host.ID, peer.PID, peer.UID)
+	proc, _ := d.attribute(uint32(peer.PID), peer.UID, 0, 0)
 	vctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	claims, err := d.verifier.Verify(vctx, raw)
@@ -37,11 +36,7 @@ func (d *Daemon) Login(ctx context.Context, peer session.Peer, raw string) (*ses
 		d.log.Error().Err(err).Msg("sync access after login")
 	}
 	d.log.Info().Str("session", s.ID).Str("sub", s.Identity.Subject).Bool("refreshed", refreshed).Time("expires", s.Expires).Msg("session bound")
-	shell := proc
-	if len(proc.Ancestors) > 0 {
-		shell = procinfo.Describe(d.host.ID, int(proc.Ancestors[0].PID), peer.UID)
-	}
-	d.emitSession(event.SessionLogin, s, shell)
+	d.emitSession(event.SessionLogin, s, d.loginShell(proc, s))
 	return s, nil
 }
 
@@ -55,7 +50,8 @@ func (d *Daemon) Logout(ctx context.Context, peer session.Peer) (*session.Sessio
 		d.log.Error().Err(err).Msg("sync access after logout")
 	}
 	d.log.Info().Str("session", s.ID).Str("sub", s.Identity.Subject).Msg("session ended")
-	d.emitSession(event.SessionLogout, s, procinfo.Describe(d.host.ID, peer.PID, peer.UID))
+	proc, _ := d.attribute(uint32(peer.PID), peer.UID, 0, s.CgroupID)
+	d.emitSession(event.SessionLogout, s, proc)
 	return s, nil
 }
 
@@ -71,4 +67,23 @@ func (d *Daemon) Whoami(ctx context.Context, peer session.Peer) (*session.Sessio
 // IdP returns the identity provider wardend trusts.
 func (d *Daemon) IdP() control.IdPInfo {
 	return control.IdPInfo{Issuer: d.cfg.OIDC.Issuer, ClientID: d.cfg.OIDC.ClientID, CAFile: d.cfg.OIDC.CAFile}
+}
+
+// loginShell records that the shell which ran 'warden login' (the parent
+// of the login command peer) joined session s: lineage and binding agree
+// from here on for it and everything it starts. It returns the shell's
+// event view, with its ancestors up to pid 1, and reports its
+// process.exec: the root of the session's lineage.
+func (d *Daemon) loginShell(peer *event.Process, s *session.Session) *event.Process {
+	if len(peer.Ancestors) == 0 {
+		d.log.Warn().Uint32("pid", peer.PID).Str("session", s.ID).Msg("login shell not in the process table")
+		return peer
+	}
+	shell, ok := d.procs.JoinSession(peer.Ancestors[0].PID, s.CgroupID)
+	if !ok || shell.ExecID != peer.Ancestors[0].ExecID {
+		d.log.Warn().Uint32("pid", peer.Ancestors[0].PID).Str("session", s.ID).Msg("login shell changed during login")
+		return peer
+	}
+	d.reportExec(shell.ExecID, s, "")
+	return d.procs.Describe(shell.ExecID)
 }

@@ -1,9 +1,7 @@
-// Package procinfo describes processes from /proc for events: binary,
-// arguments, owner and the chain of ancestors.
-//
-// This is a point-in-time read. A process that exits before it is read is
-// reported with what the kernel recorded (pid, uid) and an empty binary;
-// kernel exec tracking closes that gap.
+// Package procinfo reads what /proc says about a process: start time,
+// parent, image, credentials and cgroup. The lineage table seeds itself from
+// it at start-up and builds exec ids with it; after that the kernel's exec
+// events are the source.
 package procinfo
 
 import (
@@ -13,12 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/wardenhq/warden/pkg/event"
 )
-
-// MaxAncestors bounds the walk up the process tree.
-const MaxAncestors = 64
 
 var bootID = sync.OnceValue(func() string {
 	data, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
@@ -69,44 +62,8 @@ func ExecID(hostID string, pid int, startTime uint64) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(raw))
 }
 
-// Describe returns the event view of process pid and its ancestors up to
-// pid 1. uid is what the kernel recorded, used if /proc is already gone.
-func Describe(hostID string, pid int, uid uint32) *event.Process {
-	p := &event.Process{PID: uint32(pid), UID: uid, Ancestors: []event.Ancestor{}}
-	st, err := ReadStat(pid)
-	if err != nil {
-		return p
-	}
-	p.ExecID = ExecID(hostID, pid, st.StartTime)
-	p.Binary, p.Args = image(pid)
-	if u, ok := RealUID(pid); ok {
-		p.UID = u
-	}
-	parent := st.PPID
-	for range MaxAncestors {
-		if parent <= 0 {
-			break
-		}
-		pst, err := ReadStat(parent)
-		if err != nil {
-			break
-		}
-		a := event.Ancestor{PID: uint32(parent), ExecID: ExecID(hostID, parent, pst.StartTime)}
-		a.Binary, a.Args = image(parent)
-		a.UID, _ = RealUID(parent)
-		if p.ParentExecID == "" {
-			p.ParentExecID = a.ExecID
-		}
-		p.Ancestors = append(p.Ancestors, a)
-		if parent == 1 {
-			break
-		}
-		parent = pst.PPID
-	}
-	return p
-}
-
-func image(pid int) (string, []string) {
+// Image returns the binary and arguments process pid runs now.
+func Image(pid int) (string, []string) {
 	bin, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
@@ -114,6 +71,59 @@ func image(pid int) (string, []string) {
 		args = []string{}
 	}
 	return bin, args
+}
+
+// Creds are the ids a process runs with.
+type Creds struct {
+	UID, EUID, GID, EGID uint32
+}
+
+// ReadCreds returns the real and effective user and group ids of pid.
+func ReadCreds(pid int) (Creds, bool) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return Creds{}, false
+	}
+	var c Creds
+	found := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		for _, f := range []struct {
+			prefix    string
+			real, eff *uint32
+		}{{"Uid:", &c.UID, &c.EUID}, {"Gid:", &c.GID, &c.EGID}} {
+			rest, ok := strings.CutPrefix(line, f.prefix)
+			if !ok {
+				continue
+			}
+			v := strings.Fields(rest)
+			if len(v) < 2 {
+				return Creds{}, false
+			}
+			r, err1 := strconv.ParseUint(v[0], 10, 32)
+			e, err2 := strconv.ParseUint(v[1], 10, 32)
+			if err1 != nil || err2 != nil {
+				return Creds{}, false
+			}
+			*f.real, *f.eff = uint32(r), uint32(e)
+			found++
+		}
+	}
+	return c, found == 2
+}
+
+// CgroupPath returns pid's cgroup v2 path relative to the cgroup2 mount,
+// starting with "/".
+func CgroupPath(pid int) (string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "0::"); ok {
+			return rest, nil
+		}
+	}
+	return "", fmt.Errorf("no cgroup v2 entry in /proc/%d/cgroup", pid)
 }
 
 // RealUID returns the real uid of process pid.

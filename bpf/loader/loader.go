@@ -424,17 +424,19 @@ func (e *Enforcer) Counters() (map[string]uint64, error) {
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 func ntohs(v uint16) uint16 { return v<<8 | v>>8 }
 
-// Verify loads the programs into the kernel, through the verifier, without
-// attaching or pinning anything, and releases them again. It answers
-// "would Load work here" for 'wardend check'.
+// Verify loads every Warden program (enforcement and lineage) into the
+// kernel, through the verifier, without attaching or pinning anything, and
+// releases them again. It answers "would Load work here" for
+// 'wardend check'.
 func Verify() error {
-	spec, err := loadWarden()
-	if err != nil {
-		return fmt.Errorf("load bpf spec: %w", err)
+	var enforce wardenObjects
+	if err := loadWardenObjects(&enforce, nil); err != nil {
+		return fmt.Errorf("load enforcement programs: %w", err)
 	}
-	var objs wardenObjects
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		return fmt.Errorf("load bpf objects: %w", err)
+	enforce.Close()
+	var lineage lineageObjects
+	if err := loadLineageObjects(&lineage, nil); err != nil {
+		return fmt.Errorf("load lineage programs: %w", err)
 	}
-	return objs.Close()
+	return lineage.Close()
 }

@@ -175,9 +175,15 @@ func runUninstall(configPath string) int {
 			return 1
 		}
 	}
-	enf, err := loader.Load(loader.Options{CgroupPath: root, PinDir: cfg.BPFPinDir})
+	// The lineage programs pin below the enforcer's pin dir, which the
+	// enforcer's uninstall may unmount: they go first.
+	err = daemon.UninstallLineage(cfg.BPFPinDir)
 	if err == nil {
-		err = enf.Uninstall()
+		var enf *loader.Enforcer
+		enf, err = loader.Load(loader.Options{CgroupPath: root, PinDir: cfg.BPFPinDir})
+		if err == nil {
+			err = enf.Uninstall()
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "wardend uninstall: %v\n", err)

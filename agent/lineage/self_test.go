@@ -1,0 +1,5 @@
+package lineage
+
+import "os"
+
+func selfPID() int { return os.Getpid() }
