@@ -138,7 +138,8 @@ static __always_inline void report_denial(const struct conn_info *ci)
 
 // decide runs the policy for a connection whose destination is addr:port
 // (addr in IPv4-mapped form for IPv4). It returns the verdict; on a redirect
-// it fills *proxy_v6 to tell the caller which proxy address to use.
+// it sets *out to the socket's stored record and the caller rewrites the
+// destination.
 static __always_inline int decide(struct bpf_sock_addr *ctx, const __u8 addr[16], __u16 port_be,
 				  struct conn_info **out)
 {
@@ -207,6 +208,19 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, const __u8 addr[16]
 	return ALLOW_VERDICT;
 }
 
+// proxy returns where redirected connections go, or NULL (counted) if the
+// agent has not said yet: then the connection is refused, never let through.
+static __always_inline struct proxy_config *proxy(void)
+{
+	__u32 zero = 0;
+	struct proxy_config *pc = bpf_map_lookup_elem(&proxy_conf, &zero);
+	if (!pc || !pc->port) {
+		count(COUNTER_NO_PROXY);
+		return 0;
+	}
+	return pc;
+}
+
 SEC("cgroup/connect4")
 int warden_connect4(struct bpf_sock_addr *ctx)
 {
@@ -223,12 +237,9 @@ int warden_connect4(struct bpf_sock_addr *ctx)
 	if (verdict != ALLOW_VERDICT || !ci)
 		return verdict;
 
-	__u32 zero = 0;
-	struct proxy_config *pc = bpf_map_lookup_elem(&proxy_conf, &zero);
-	if (!pc || !pc->port) {
-		count(COUNTER_NO_PROXY);
+	struct proxy_config *pc = proxy();
+	if (!pc)
 		return EPERM_VERDICT;
-	}
 	ctx->user_ip4 = pc->addr4;
 	ctx->user_port = pc->port;
 	return ALLOW_VERDICT;
@@ -251,12 +262,9 @@ int warden_connect6(struct bpf_sock_addr *ctx)
 	if (verdict != ALLOW_VERDICT || !ci)
 		return verdict;
 
-	__u32 zero = 0;
-	struct proxy_config *pc = bpf_map_lookup_elem(&proxy_conf, &zero);
-	if (!pc || !pc->port) {
-		count(COUNTER_NO_PROXY);
+	struct proxy_config *pc = proxy();
+	if (!pc)
 		return EPERM_VERDICT;
-	}
 	// An IPv4-mapped destination means the socket speaks IPv4 on the wire,
 	// so it must go to the IPv4 proxy listener in mapped form.
 	int mapped = w0 == 0 && w1 == 0 && w2 == bpf_htonl(0x0000ffff);
