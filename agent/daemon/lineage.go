@@ -203,6 +203,9 @@ func (d *Daemon) lineageEvent(ev *loader.LineageEvent, u lineage.Update) {
 		}
 		status := uint32(ev.ExitCode)
 		data := map[string]any{"exit_code": (status >> 8) & 0xff, "signal": status & 0x7f}
+		if ev.TimeNs > ev.Self.StartNs && ev.Self.StartNs != 0 {
+			data["duration_ms"] = float64(ev.TimeNs-ev.Self.StartNs) / 1e6 // the process's, since fork
+		}
 		d.emit(&event.Event{Type: event.ProcessExit, Identity: id, Process: p, Data: data})
 	}
 }

@@ -2,22 +2,490 @@ package proxy
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
 	"net"
+	"os"
+	"strings"
+	"sync"
 	"time"
 
-	"github.com/wardenhq/warden/pkg/protocol/postgres"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/masking"
+	"github.com/wardenhq/warden/pkg/policy"
+	pgwire "github.com/wardenhq/warden/pkg/protocol/postgres"
+	"github.com/wardenhq/warden/pkg/sqlguard"
 )
 
-// Postgres is the PostgreSQL codec. It refuses with a real ErrorResponse;
-// allowed connections are relayed until the L7 codec lands.
-type Postgres struct{}
+// ReviewFunc decides a statement that a review rule matched. It returns
+// true to let the statement run. It may block while a reviewer decides.
+type ReviewFunc func(ctx context.Context, att *Attribution, stmt *sqlguard.Statement, rule string) bool
+
+// Postgres is the PostgreSQL codec. It speaks the v3 protocol to both
+// sides: it checks every statement against the policy's rules with the
+// real PostgreSQL parser, masks result values, injects the target's vaulted
+// credentials, routes cancel requests and records one db.query event per
+// statement. One instance serves every PostgreSQL connection of the proxy,
+// which is what lets a cancel request, arriving on a connection of its
+// own, find the session it cancels.
+type Postgres struct {
+	// Review, when set, is consulted for statements a review rule
+	// matched. Without it they are refused with a "requires review"
+	// error.
+	Review ReviewFunc
+
+	mu      sync.Mutex
+	cancels map[cancelKey]cancelTarget
+}
+
+// cancelKey is the BackendKeyData Warden gave a client.
+type cancelKey struct {
+	pid    uint32
+	secret string
+}
+
+// cancelTarget is the upstream backend a client key stands for.
+type cancelTarget struct {
+	addr   string
+	pid    uint32
+	secret []byte
+	sub    string // only the same person may cancel
+}
 
 // Refuse answers the client's startup with a FATAL ErrorResponse.
 func (*Postgres) Refuse(ctx context.Context, client net.Conn, reason string) error {
 	// A client that never sends its startup packet must not pin the handler.
 	client.SetDeadline(time.Now().Add(30 * time.Second))
-	return postgres.RefuseStartup(client, reason)
+	return pgwire.RefuseStartup(client, reason)
 }
 
-// Serve relays the connection.
-func (*Postgres) Serve(ctx context.Context, s *Stream) error { return Pipe(s.Client, s.Upstream) }
+// Serve carries one allowed connection: startup and authentication, then
+// statements until either side closes.
+func (p *Postgres) Serve(ctx context.Context, s *Stream) error {
+	s.Client.SetDeadline(time.Now().Add(30 * time.Second))
+	cr := pgwire.NewReader(s.Client)
+	cw := pgwire.NewWriter(s.Client)
+	var startup *pgproto3.StartupMessage
+	for startup == nil {
+		msg, err := cr.Startup()
+		if err != nil {
+			return fmt.Errorf("postgres startup: %w", err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
+			// The hop from client to agent is loopback: decline TLS so
+			// the agent can read the protocol (see docs/postgres.md).
+			if _, err := s.Client.Write([]byte{'N'}); err != nil {
+				return fmt.Errorf("decline encryption: %w", err)
+			}
+		case *pgproto3.CancelRequest:
+			return p.cancel(s, m)
+		case *pgproto3.StartupMessage:
+			startup = m
+		}
+	}
+	sess, err := newPGSession(p, s, cr, cw)
+	if err != nil {
+		return err
+	}
+	defer sess.close()
+	if err := sess.startup(startup); err != nil {
+		return err
+	}
+	s.Client.SetDeadline(time.Time{})
+	return sess.run(ctx)
+}
+
+// register maps the key the client sees to the upstream backend's.
+func (p *Postgres) register(up cancelTarget) (pgproto3.BackendKeyData, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return pgproto3.BackendKeyData{}, fmt.Errorf("backend key: %w", err)
+	}
+	key := pgproto3.BackendKeyData{ProcessID: binary.BigEndian.Uint32(b[:4]) &^ (1 << 31), SecretKey: b[4:]}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cancels == nil {
+		p.cancels = map[cancelKey]cancelTarget{}
+	}
+	p.cancels[cancelKey{key.ProcessID, string(key.SecretKey)}] = up
+	return key, nil
+}
+
+func (p *Postgres) unregister(key pgproto3.BackendKeyData) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.cancels, cancelKey{key.ProcessID, string(key.SecretKey)})
+}
+
+// cancel forwards a CancelRequest to the backend it names, translated to
+// that backend's own key. Unknown keys and other people's sessions get
+// nothing, as a server answers a bad cancel: by closing.
+func (p *Postgres) cancel(s *Stream, m *pgproto3.CancelRequest) error {
+	p.mu.Lock()
+	up, ok := p.cancels[cancelKey{m.ProcessID, string(m.SecretKey)}]
+	p.mu.Unlock()
+	sub := ""
+	if s.Attribution.Identity != nil {
+		sub = s.Attribution.Identity.Sub
+	}
+	if !ok || up.sub != sub {
+		s.Log.Info().Bool("known_key", ok).Msg("cancel request refused")
+		return nil
+	}
+	conn := s.Upstream
+	if conn.RemoteAddr().String() != up.addr {
+		var err error
+		conn, err = net.DialTimeout("tcp", up.addr, 10*time.Second)
+		if err != nil {
+			return fmt.Errorf("dial for cancel: %w", err)
+		}
+		defer conn.Close()
+	}
+	req := &pgproto3.CancelRequest{ProcessID: up.pid, SecretKey: up.secret}
+	buf, err := req.Encode(nil)
+	if err != nil {
+		return fmt.Errorf("encode cancel: %w", err)
+	}
+	if _, err := conn.Write(buf); err != nil {
+		return fmt.Errorf("send cancel: %w", err)
+	}
+	s.Log.Info().Msg("cancel request forwarded")
+	return nil
+}
+
+// pgSession is one client connection.
+type pgSession struct {
+	codec  *Postgres
+	s      *Stream
+	att    *Attribution
+	cr, ur *pgwire.Reader
+	cw, uw *pgwire.Writer
+	rules  []policy.Rule
+	groups []string
+	masker *masking.Masker
+
+	user, database string // upstream login, for events
+	key            *pgproto3.BackendKeyData
+	nonce          string // marks statements Warden substitutes
+
+	q opQueue
+
+	// taint holds result column names derived from masked columns in this
+	// session (aliases in SELECTs, prepared statements, cursors, views it
+	// created). Written by the client loop, read by the upstream loop.
+	taintMu sync.Mutex
+	taint   map[string]bool
+
+	// Client loop state.
+	stmts     map[string]*stmtInfo // prepared statements by name
+	portals   map[string]*stmtInfo // portals by name
+	described map[string]bool      // portals whose shape the upstream loop will know
+
+	// Upstream loop state.
+	shapes map[string][]masking.Field // portal shapes from Describe
+}
+
+// stmtInfo is the analysis of what one Query or Parse carried.
+type stmtInfo struct {
+	stmt     *sqlguard.Statement // nil for an empty query
+	rule     string              // an allow rule that matched, for the record
+	derived  sqlguard.Outputs
+	extended bool
+}
+
+func newPGSession(p *Postgres, s *Stream, cr *pgwire.Reader, cw *pgwire.Writer) (*pgSession, error) {
+	att := s.Attribution
+	sess := &pgSession{
+		codec: p, s: s, att: att, cr: cr, cw: cw,
+		ur: pgwire.NewReader(s.Upstream), uw: pgwire.NewWriter(s.Upstream),
+		taint: map[string]bool{}, stmts: map[string]*stmtInfo{}, portals: map[string]*stmtInfo{},
+		described: map[string]bool{}, shapes: map[string][]masking.Field{},
+	}
+	if att.Identity != nil {
+		sess.groups = att.Identity.Groups
+	}
+	if att.Policy != nil {
+		sess.rules = att.Policy.RulesFor(att.Target.Name)
+		sess.masker = masking.New(att.Policy.MaskingFor(att.Target.Name), sess.groups)
+	}
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, fmt.Errorf("session nonce: %w", err)
+	}
+	sess.nonce = fmt.Sprintf("warden_denied_%x", b)
+	return sess, nil
+}
+
+func (ss *pgSession) close() {
+	if ss.key != nil {
+		ss.codec.unregister(*ss.key)
+	}
+}
+
+// fatal sends a FATAL error to the client during startup.
+func (ss *pgSession) fatal(code, msg string) error {
+	ss.cw.Send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg})
+	ss.cw.Flush()
+	return errors.New(msg)
+}
+
+// applicationName ties the database session to the person behind it, so
+// pg_stat_activity and the server's logs show who is really connected.
+func (ss *pgSession) applicationName() string {
+	sub := "unknown"
+	if ss.att.Identity != nil {
+		sub = ss.att.Identity.Sub
+	}
+	return "warden:" + sub + ":" + ss.att.SessionID
+}
+
+// startup logs in upstream and brings the client to its first
+// ReadyForQuery.
+func (ss *pgSession) startup(m *pgproto3.StartupMessage) error {
+	if v, ok := m.Parameters["replication"]; ok && !isFalse(v) {
+		// Replication streams data past statement checks and masking.
+		return ss.fatal(pgwire.CodeInsufficientPrivilege, "warden: replication connections are not allowed through the proxy")
+	}
+	params := make(map[string]string, len(m.Parameters)+1)
+	for k, v := range m.Parameters {
+		params[k] = v
+	}
+	params["application_name"] = ss.applicationName()
+	creds := ss.att.TargetPolicy.Credentials
+	var password string
+	if creds != nil {
+		b, err := os.ReadFile(creds.PasswordFile)
+		if err != nil {
+			ss.s.Log.Error().Err(err).Msg("credential file unreadable")
+			return ss.fatal(pgwire.CodeInvalidAuthorization, fmt.Sprintf("warden: credentials for target %s are unavailable; tell the Warden administrator", ss.att.Target.Name))
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+		params["user"] = creds.Username
+	}
+	ss.user, ss.database = params["user"], params["database"]
+	if ss.database == "" {
+		ss.database = ss.user
+	}
+	if err := ss.uw.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: params}); err != nil {
+		return err
+	}
+	if err := ss.uw.Flush(); err != nil {
+		return fmt.Errorf("upstream startup: %w", err)
+	}
+	var scram *pgwire.SCRAM
+	for {
+		typ, body, err := ss.ur.Next()
+		if err != nil {
+			return ss.fatal("08006", fmt.Sprintf("warden: target %s closed the connection during login", ss.att.Target.Name))
+		}
+		switch typ {
+		case 'R':
+			if len(body) < 4 {
+				return fmt.Errorf("short authentication message")
+			}
+			authType := binary.BigEndian.Uint32(body)
+			if creds == nil {
+				if err := ss.passAuth(typ, body, authType); err != nil {
+					return err
+				}
+				continue
+			}
+			switch authType {
+			case 0: // AuthenticationOk: the client never saw a challenge.
+				ss.cw.Send(&pgproto3.AuthenticationOk{})
+			case 3:
+				ss.uw.Send(&pgproto3.PasswordMessage{Password: password})
+			case 5:
+				var salt [4]byte
+				copy(salt[:], body[4:])
+				ss.uw.Send(&pgproto3.PasswordMessage{Password: pgwire.MD5Password(creds.Username, password, salt)})
+			case 10:
+				var sasl pgproto3.AuthenticationSASL
+				if err := sasl.Decode(body); err != nil {
+					return fmt.Errorf("decode SASL offer: %w", err)
+				}
+				ok := false
+				for _, mech := range sasl.AuthMechanisms {
+					ok = ok || mech == pgwire.SCRAMMechanism
+				}
+				if !ok {
+					return ss.fatal(pgwire.CodeInvalidAuthorization, "warden: target offers no SASL mechanism Warden supports (want SCRAM-SHA-256)")
+				}
+				if scram, err = pgwire.NewSCRAM(password); err != nil {
+					return err
+				}
+				ss.uw.Send(&pgproto3.SASLInitialResponse{AuthMechanism: pgwire.SCRAMMechanism, Data: scram.ClientFirst()})
+			case 11:
+				if scram == nil {
+					return errors.New("SASL continue without SASL")
+				}
+				final, err := scram.ClientFinal(body[4:])
+				if err != nil {
+					return ss.fatal(pgwire.CodeInvalidAuthorization, "warden: upstream login failed: "+err.Error())
+				}
+				ss.uw.Send(&pgproto3.SASLResponse{Data: final})
+			case 12:
+				if scram == nil || scram.Verify(body[4:]) != nil {
+					return ss.fatal(pgwire.CodeInvalidAuthorization, "warden: the target could not prove it knows the credential")
+				}
+			default:
+				return ss.fatal(pgwire.CodeInvalidAuthorization, fmt.Sprintf("warden: target asks for authentication method %d, which credential injection does not support", authType))
+			}
+			if err := ss.uw.Flush(); err != nil {
+				return err
+			}
+		case 'K':
+			var k pgproto3.BackendKeyData
+			if err := k.Decode(body); err != nil {
+				return fmt.Errorf("decode BackendKeyData: %w", err)
+			}
+			sub := ""
+			if ss.att.Identity != nil {
+				sub = ss.att.Identity.Sub
+			}
+			mine, err := ss.codec.register(cancelTarget{addr: ss.s.Upstream.RemoteAddr().String(), pid: k.ProcessID, secret: k.SecretKey, sub: sub})
+			if err != nil {
+				return err
+			}
+			ss.key = &mine
+			ss.cw.Send(&mine)
+		case 'E':
+			var e pgproto3.ErrorResponse
+			if err := e.Decode(body); err == nil && creds != nil {
+				// The upstream account is Warden's business, not the
+				// user's: say what failed without naming it.
+				e = pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: e.Code,
+					Message: fmt.Sprintf("warden: login to target %s with the vaulted credential failed (%s); tell the Warden administrator", ss.att.Target.Name, e.Code)}
+				ss.cw.Send(&e)
+			} else {
+				ss.cw.Raw(typ, body)
+			}
+			ss.cw.Flush()
+			return errors.New("upstream refused the login")
+		case 'Z':
+			ss.cw.Raw(typ, body)
+			return ss.cw.Flush()
+		default: // ParameterStatus, NoticeResponse, NegotiateProtocolVersion
+			ss.cw.Raw(typ, body)
+		}
+	}
+}
+
+// passAuth relays one step of the client's own authentication exchange.
+func (ss *pgSession) passAuth(typ byte, body []byte, authType uint32) error {
+	ss.cw.Raw(typ, body)
+	if err := ss.cw.Flush(); err != nil {
+		return err
+	}
+	switch authType {
+	case 0, 12: // Ok, SASLFinal: nothing to answer
+		return nil
+	}
+	ctyp, cbody, err := ss.cr.Next()
+	if err != nil {
+		return fmt.Errorf("client authentication: %w", err)
+	}
+	if ctyp != 'p' {
+		return fmt.Errorf("client sent %q during authentication", ctyp)
+	}
+	ss.uw.Raw(ctyp, cbody)
+	return ss.uw.Flush()
+}
+
+func isFalse(v string) bool {
+	switch strings.ToLower(v) {
+	case "false", "off", "0", "no", "":
+		return true
+	}
+	return false
+}
+
+// run carries the session until one side ends it. The client loop owns
+// writes upstream; the upstream loop owns writes to the client, so that
+// Warden's own answers (denials) stay in order with the server's: they are
+// produced by the server itself, from a statement Warden substitutes, and
+// rewritten on the way back.
+func (ss *pgSession) run(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- ss.clientLoop(ctx) }()
+	go func() { errc <- ss.upstreamLoop() }()
+	err := <-errc
+	// Whichever side ended first, end the other: closing both conns
+	// unblocks the loop still reading.
+	ss.s.Client.Close()
+	ss.s.Upstream.Close()
+	err2 := <-errc
+	if isClosed(err) {
+		err = nil
+	}
+	if isClosed(err2) {
+		err2 = nil
+	}
+	return errors.Join(err, err2)
+}
+
+func isClosed(err error) bool {
+	return err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		strings.Contains(err.Error(), "EOF") || strings.Contains(err.Error(), "connection reset")
+}
+
+// deniedError is the ErrorResponse for a refused statement. It names the
+// rule, so the user knows what stopped them and whom to ask.
+func deniedError(action policy.Action, rule, kind, reason string) *pgproto3.ErrorResponse {
+	what := strings.ToUpper(kind)
+	if what == "" {
+		what = "statement"
+	}
+	e := &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: pgwire.CodeInsufficientPrivilege}
+	switch {
+	case rule == "parse":
+		e.Code = "42601"
+		e.Message = "warden: statement refused: " + reason
+		e.Hint = "Warden parses every statement with PostgreSQL's parser and refuses what it cannot read."
+	case action == policy.Review:
+		e.Message = fmt.Sprintf("warden: %s requires review (rule %q)", what, rule)
+		e.Hint = "Statements under this rule need a reviewer's approval; ask a database administrator to run it or to review it."
+	default:
+		e.Message = fmt.Sprintf("warden: %s denied by rule %q", what, rule)
+		e.Hint = "Ask a database administrator, or the owner of the Warden policy, if you need this."
+	}
+	return e
+}
+
+// record emits a db.query event.
+func (ss *pgSession) record(info *stmtInfo, dec event.Decision, data map[string]any) {
+	if ss.s.Recorder == nil {
+		return
+	}
+	if data == nil {
+		data = map[string]any{}
+	}
+	data["database"] = ss.database
+	data["db_user"] = ss.user
+	if info != nil && info.stmt != nil {
+		data["statement"] = info.stmt.Normalized
+		data["fingerprint"] = info.stmt.Fingerprint
+		data["kind"] = info.stmt.Kind()
+		if len(info.stmt.Tables) > 0 {
+			data["tables"] = info.stmt.Tables
+		}
+		if info.extended {
+			data["protocol"] = "extended"
+		} else {
+			data["protocol"] = "simple"
+		}
+	}
+	ss.s.Recorder.Emit(&event.Event{
+		Type:     event.DBQuery,
+		Identity: ss.att.Identity,
+		Process:  ss.att.Process,
+		Target:   &ss.att.Target,
+		Decision: &dec,
+		Data:     data,
+	})
+}

@@ -101,7 +101,7 @@ type Env struct {
 	agent     *Process
 	collector *Process
 	shells    atomic.Int64
-	servers []*Server
+	servers   []*Server
 }
 
 // Options configure Start.

@@ -1,0 +1,158 @@
+package sqlguard
+
+import (
+	"strings"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Outputs tells the masking layer which result columns of a statement carry
+// a masked column under another name.
+type Outputs struct {
+	// Names are output names derived from a masked column: aliases
+	// (SELECT email AS e), followed through subqueries and CTEs.
+	Names map[string]bool
+	// Positions, when not nil, flags each top-level output column whose
+	// expression reads a masked column (SELECT lower(email)). It is nil
+	// when the output list has a * or the statement returns no target
+	// list the parser can see.
+	Positions []bool
+}
+
+// Derived computes which outputs of s derive from the columns for which
+// masked(name) is true (name in lower case). Column masking by name alone
+// would let "SELECT email AS x" through; this closes that for everything
+// the parse tree shows. Whole-row and catalog tricks are left to the
+// content detectors.
+func (s *Statement) Derived(masked func(string) bool) Outputs {
+	out := Outputs{Names: map[string]bool{}}
+	if s.root == nil {
+		return out
+	}
+	type target struct {
+		name string
+		refs []string
+	}
+	var targets []target
+	collectTargets(s.root.ProtoReflect(), func(rt *pg_query.ResTarget) {
+		targets = append(targets, target{name: strings.ToLower(rt.Name), refs: columnRefs(rt.Val)})
+	})
+	tainted := func(refs []string) bool {
+		for _, r := range refs {
+			if masked(r) || out.Names[r] {
+				return true
+			}
+		}
+		return false
+	}
+	// Fixpoint: an alias of an alias of a masked column is masked too.
+	for changed := true; changed; {
+		changed = false
+		for _, t := range targets {
+			if t.name != "" && !out.Names[t.name] && !masked(t.name) && tainted(t.refs) {
+				out.Names[t.name] = true
+				changed = true
+			}
+		}
+	}
+	if sel := s.root.GetSelectStmt(); sel != nil {
+		out.Positions = selectPositions(sel, tainted)
+	}
+	return out
+}
+
+// selectPositions flags the outputs of a SELECT (or of either side of a
+// set operation) that read a tainted column.
+func selectPositions(sel *pg_query.SelectStmt, tainted func([]string) bool) []bool {
+	if sel == nil {
+		return nil
+	}
+	if sel.Larg != nil || sel.Rarg != nil {
+		l, r := selectPositions(sel.Larg, tainted), selectPositions(sel.Rarg, tainted)
+		if l == nil || r == nil || len(l) != len(r) {
+			return nil
+		}
+		for i := range l {
+			l[i] = l[i] || r[i]
+		}
+		return l
+	}
+	if len(sel.TargetList) == 0 {
+		return nil
+	}
+	pos := make([]bool, len(sel.TargetList))
+	for i, n := range sel.TargetList {
+		rt := n.GetResTarget()
+		if rt == nil {
+			return nil
+		}
+		if cr := rt.Val.GetColumnRef(); cr != nil {
+			for _, f := range cr.Fields {
+				if f.GetAStar() != nil {
+					return nil
+				}
+			}
+		}
+		pos[i] = tainted(columnRefs(rt.Val))
+	}
+	return pos
+}
+
+// collectTargets calls fn for every ResTarget in the tree.
+func collectTargets(m protoreflect.Message, fn func(*pg_query.ResTarget)) {
+	if !m.IsValid() {
+		return
+	}
+	if rt, ok := m.Interface().(*pg_query.ResTarget); ok {
+		fn(rt)
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				collectTargets(l.Get(i).Message(), fn)
+			}
+		case fd.IsMap():
+		case fd.Message() != nil:
+			collectTargets(v.Message(), fn)
+		}
+		return true
+	})
+}
+
+// columnRefs returns the column names (last field, lower case) referenced
+// anywhere in n.
+func columnRefs(n *pg_query.Node) []string {
+	if n == nil {
+		return nil
+	}
+	var refs []string
+	var walk func(m protoreflect.Message)
+	walk = func(m protoreflect.Message) {
+		if !m.IsValid() {
+			return
+		}
+		if cr, ok := m.Interface().(*pg_query.ColumnRef); ok && len(cr.Fields) > 0 {
+			if s := cr.Fields[len(cr.Fields)-1].GetString_(); s != nil {
+				refs = append(refs, strings.ToLower(s.Sval))
+			}
+		}
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			switch {
+			case fd.IsList() && fd.Message() != nil:
+				l := v.List()
+				for i := 0; i < l.Len(); i++ {
+					walk(l.Get(i).Message())
+				}
+			case fd.IsMap():
+			case fd.Message() != nil:
+				walk(v.Message())
+			}
+			return true
+		})
+	}
+	walk(n.ProtoReflect())
+	return refs
+}

@@ -1,0 +1,189 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/wardenhq/warden/pkg/devidp"
+	"github.com/wardenhq/warden/tests/harness"
+	"github.com/wardenhq/warden/tests/testenv"
+)
+
+// TestBenchPgbench runs "pgbench -S -c 8 -T 20" (read-only, simple
+// protocol, 8 clients, 2 threads) against one PostgreSQL server three
+// ways in one run: directly, through a plain io.Copy relay, and through
+// Warden with the kernel redirect, credential injection, statement
+// checks, masking and db.query recording all on. It prints TPS and the
+// p99 latency computed from pgbench's per-transaction log, and the ratios.
+func TestBenchPgbench(t *testing.T) {
+	requireBench(t)
+	testenv.RequireRoot(t)
+	pgbench := testenv.RequireCommand(t, "pgbench")
+	seconds := strconv.Itoa(envInt(t, "WARDEN_BENCH_SECONDS", 20))
+
+	e := harness.NewEnv(t)
+	pg := e.StartPostgres()
+	pg.Exec("postgres", "CREATE ROLE app LOGIN PASSWORD 'bench-secret'")
+	init := e.NSCommand(pgbench, "-i", "-q", "-s", "10", "-h", "127.0.0.1", "-p", strconv.Itoa(pg.Port), "-U", "postgres", "postgres")
+	init.Env = append(os.Environ(), "PGPASSWORD="+harness.PostgresSuperuserPassword)
+	if out, err := init.CombinedOutput(); err != nil {
+		t.Fatalf("pgbench -i: %v\n%s", err, out)
+	}
+	pg.Exec("postgres", "GRANT SELECT ON ALL TABLES IN SCHEMA public TO app")
+
+	relayPort := relay(t, e, pg.Addr())
+	secret := filepath.Join(e.Dir, "bench.secret")
+	if err := os.WriteFile(secret, []byte("bench-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.StartAgent(fmt.Sprintf(`targets:
+  - name: bench-db
+    protocol: postgres
+    address: %s
+    credentials:
+      username: app
+      password_file: %s
+access:
+  - groups: [engineering]
+    targets: [bench-db]
+rules:
+  - name: no-ddl
+    targets: [bench-db]
+    when: { statements: [drop, truncate, alter] }
+    action: deny
+  - name: no-mass-delete
+    targets: [bench-db]
+    when: { statements: [delete, update], no_where: true }
+    action: deny
+masking:
+  - name: pii
+    targets: [bench-db]
+    columns: [filler, email, ssn]
+    detectors: [email, credit_card, ssn, iban, phone, jwt, aws_access_key, private_key]
+`, pg.Addr(), secret))
+	token := e.Token(devidp.IssueOptions{Sub: "alice"})
+
+	logDir, err := os.MkdirTemp("", "warden-pgbench-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(logDir)
+	os.Chmod(logDir, 0o777)
+	args := func(port int, prefix string) string {
+		return fmt.Sprintf("%s -n -S -c 8 -j 2 -T %s -l --log-prefix=%s -h 127.0.0.1 -p %d -U app postgres",
+			pgbench, seconds, filepath.Join(logDir, prefix), port)
+	}
+	run := func(name string, cmd *exec.Cmd) (tps, p99 float64) {
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s pgbench: %v\n%s", name, err, out)
+		}
+		m := regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`).FindSubmatch(out)
+		if m == nil {
+			t.Fatalf("%s: no tps in pgbench output:\n%s", name, out)
+		}
+		tps, _ = strconv.ParseFloat(string(m[1]), 64)
+		p99 = percentile(t, filepath.Join(logDir, name), 0.99)
+		t.Logf("%s: tps %.0f p99 %.3f ms", name, tps, p99)
+		return tps, p99
+	}
+	direct := e.NSCommand("bash", "-c", args(pg.Port, "direct"))
+	direct.Env = append(os.Environ(), "PGPASSWORD=bench-secret")
+	dTPS, dP99 := run("direct", direct)
+	relayed := e.NSCommand("bash", "-c", args(relayPort, "relay"))
+	relayed.Env = append(os.Environ(), "PGPASSWORD=bench-secret")
+	rTPS, rP99 := run("relay", relayed)
+	// Warden: a logged-in shell, no password: credentials are injected.
+	warden := e.Command(harness.Shell{UID: 65534, GID: 65534, Script: fmt.Sprintf("warden login --token-file %s >/dev/null && %s", token, args(pg.Port, "warden"))})
+	wTPS, wP99 := run("warden", warden)
+
+	fmt.Printf("BENCH pgbench -S -c 8 -j 2 -T %s: direct %.0f tps p99 %.3f ms; relay %.0f tps p99 %.3f ms; warden %.0f tps p99 %.3f ms; "+
+		"warden/direct tps %.2f p99 %.2fx; warden/relay tps %.2f p99 %.2fx\n",
+		seconds, dTPS, dP99, rTPS, rP99, wTPS, wP99, wTPS/dTPS, wP99/dP99, wTPS/rTPS, wP99/rP99)
+}
+
+// percentile reads pgbench's per-transaction logs (prefix.<pid>[.<n>];
+// the third field is the latency in microseconds) and returns the q
+// quantile in milliseconds.
+func percentile(t *testing.T, prefix string, q float64) float64 {
+	t.Helper()
+	files, _ := filepath.Glob(prefix + ".*")
+	var lat []float64
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(fh)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) < 3 {
+				continue
+			}
+			if us, err := strconv.ParseFloat(fields[2], 64); err == nil {
+				lat = append(lat, us)
+			}
+		}
+		fh.Close()
+	}
+	if len(lat) == 0 {
+		t.Fatalf("no transactions logged under %s", prefix)
+	}
+	slices.Sort(lat)
+	return lat[int(q*float64(len(lat)-1))] / 1000
+}
+
+// relay is the baseline proxy: accept in the namespace, dial the server,
+// io.Copy both ways. It returns the port it listens on.
+func relay(t *testing.T, e *harness.Env, addr string) int {
+	ln, err := e.NS.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				up, err := e.NS.DialContext(context.Background(), "tcp4", addr)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				done := make(chan struct{})
+				go func() {
+					io.Copy(up, c)
+					up.(*net.TCPConn).CloseWrite()
+					close(done)
+				}()
+				io.Copy(c, up)
+				<-done
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}

@@ -1,0 +1,130 @@
+// Command pgxclient is the pgx-based client the end-to-end tests run
+// inside a logged-in session, so its connections go through Warden's BPF
+// redirection like any user's program. It prints one "key: value" line
+// per result for the test to check.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+func main() {
+	if len(os.Args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: pgxclient DSN MODE")
+		os.Exit(2)
+	}
+	ctx := context.Background()
+	cfg, err := pgx.ParseConfig(os.Args[1])
+	if err != nil {
+		fail(err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		fail(err)
+	}
+	defer conn.Close(ctx)
+	switch os.Args[2] {
+	case "mask":
+		rows, err := conn.Query(ctx, "select id, email, ssn, card, note from customers order by id")
+		if err != nil {
+			fail(err)
+		}
+		for rows.Next() {
+			vals, err := rows.Values()
+			if err != nil {
+				fail(err)
+			}
+			fmt.Printf("row: %v\n", vals)
+		}
+		if err := rows.Err(); err != nil {
+			fail(err)
+		}
+		var alias string
+		if err := conn.QueryRow(ctx, "select ssn as x from customers where id = $1", 1).Scan(&alias); err != nil {
+			fail(err)
+		}
+		fmt.Printf("alias: %s\n", alias)
+	case "prepare":
+		_, err := conn.Prepare(ctx, "wipe", "DELETE FROM customers")
+		fmt.Printf("prepare: %s\n", pgErr(err))
+		_, err = conn.Exec(ctx, "DROP TABLE customers")
+		fmt.Printf("exec: %s\n", pgErr(err))
+		batch := &pgx.Batch{}
+		batch.Queue("select 1")
+		batch.Queue("/**/DrOp/**/ TABLE customers")
+		batch.Queue("select 2")
+		err = conn.SendBatch(ctx, batch).Close()
+		fmt.Printf("pipeline: %s\n", pgErr(err))
+		var n int64
+		if err := conn.QueryRow(ctx, "select count(*) from customers").Scan(&n); err != nil {
+			fail(err)
+		}
+		fmt.Printf("count: %d\n", n)
+	case "cancel":
+		// Cancel as libpq does: a new connection to the configured
+		// address carrying the BackendKeyData the session got. (pgx's
+		// own PgConn.CancelRequest dials getpeername()'s address, which
+		// after the kernel's redirect is the proxy's; see
+		// docs/postgres.md.)
+		go func() {
+			time.Sleep(time.Second)
+			if err := sendCancel(cfg, conn.PgConn().PID(), conn.PgConn().SecretKey()); err != nil {
+				fmt.Fprintln(os.Stderr, "cancel request:", err)
+			}
+		}()
+		_, err := conn.Exec(ctx, "select pg_sleep(60)")
+		fmt.Printf("cancel: %s\n", pgErr(err))
+		var one int
+		if err := conn.QueryRow(ctx, "select 1").Scan(&one); err != nil {
+			fail(err)
+		}
+		fmt.Printf("after: %d\n", one)
+	default:
+		fail(fmt.Errorf("unknown mode %q", os.Args[2]))
+	}
+}
+
+func sendCancel(cfg *pgx.ConnConfig, pid uint32, secret []byte) error {
+	c, err := net.Dial("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	buf, err := (&pgproto3.CancelRequest{ProcessID: pid, SecretKey: secret}).Encode(nil)
+	if err != nil {
+		return err
+	}
+	if _, err := c.Write(buf); err != nil {
+		return err
+	}
+	_, err = io.ReadAll(c) // the server closes when done
+	return err
+}
+
+func pgErr(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code + " " + strings.ReplaceAll(pe.Message, "\n", " ")
+	}
+	if err == nil {
+		return "ok"
+	}
+	return "error " + err.Error()
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "pgxclient:", err)
+	os.Exit(1)
+}
