@@ -167,8 +167,9 @@ func (r *Recorder) recoverHead() error {
 // does not wait for the disk: the record is durable within the spool's
 // FlushInterval. An event that cannot be stored is counted as lost.
 func (r *Recorder) Emit(e *event.Event) {
+	prep, perr := r.prepare(e)
 	r.mu.Lock()
-	_, _ = r.emitLocked(e)
+	_, _ = r.emitLocked(e, prep, perr)
 	r.mu.Unlock()
 }
 
@@ -176,8 +177,9 @@ func (r *Recorder) Emit(e *event.Event) {
 // returns an error if the event was lost (it is counted either way) or ctx
 // ended first (the event is still stored).
 func (r *Recorder) EmitSync(ctx context.Context, e *event.Event) error {
+	prep, perr := r.prepare(e)
 	r.mu.Lock()
-	p, err := r.emitLocked(e)
+	p, err := r.emitLocked(e, prep, perr)
 	r.mu.Unlock()
 	if err != nil {
 		return err
@@ -185,9 +187,24 @@ func (r *Recorder) EmitSync(ctx context.Context, e *event.Event) error {
 	return p.Wait(ctx)
 }
 
+// prepare stamps e (all but its id) and encodes it for sealing. It runs in
+// the caller's goroutine, outside the chain lock: encoding is most of the
+// cost of an event, and producers (one per proxied connection) do it in
+// parallel.
+func (r *Recorder) prepare(e *event.Event) (*event.Prepared, error) {
+	now := time.Now()
+	e.Schema = event.Schema
+	if e.Time.IsZero() {
+		e.Time = now
+	}
+	e.Time = e.Time.UTC()
+	e.Host = r.host
+	return event.Prepare(e)
+}
+
 // emitLocked reports pending losses first (so the agent.loss event precedes
 // what follows it), then stores e.
-func (r *Recorder) emitLocked(e *event.Event) (spool.Pending, error) {
+func (r *Recorder) emitLocked(e *event.Event, prep *event.Prepared, perr error) (spool.Pending, error) {
 	now := time.Now()
 	if r.closed {
 		r.countLoss(LossKey{SourceRecorder, ReasonClosed}, 1, e.Type, now)
@@ -195,7 +212,7 @@ func (r *Recorder) emitLocked(e *event.Event) (spool.Pending, error) {
 	}
 	r.takeSpoolCorruption(now)
 	r.reportLossesLocked(now)
-	key, p, err := r.storeLocked(e, now)
+	key, p, err := r.storeLocked(e, prep, perr)
 	if err != nil {
 		r.countLoss(key, 1, e.Type, now)
 		return spool.Pending{}, err
@@ -204,36 +221,25 @@ func (r *Recorder) emitLocked(e *event.Event) (spool.Pending, error) {
 	return p, nil
 }
 
-// storeLocked stamps, seals and enqueues e. On failure the chain head does
-// not move, so the next event links to the last stored one and a lost event
-// shows up as an agent.loss event, never as a broken chain.
-func (r *Recorder) storeLocked(e *event.Event, now time.Time) (LossKey, spool.Pending, error) {
-	e.Schema = event.Schema
-	if e.Time.IsZero() {
-		e.Time = now
+// storeLocked seals and enqueues a prepared event. On failure the chain head
+// does not move, so the next event links to the last stored one and a lost
+// event shows up as an agent.loss event, never as a broken chain.
+func (r *Recorder) storeLocked(e *event.Event, prep *event.Prepared, perr error) (LossKey, spool.Pending, error) {
+	if perr != nil {
+		r.log.Error().Err(perr).Str("type", string(e.Type)).Msg("event cannot be encoded; counted as lost")
+		return LossKey{SourceRecorder, ReasonEncode}, spool.Pending{}, fmt.Errorf("encode event: %w", perr)
 	}
-	e.Time = e.Time.UTC()
 	if e.ID == "" {
-		id, err := ulid.New(ulid.Timestamp(now), r.entropy)
+		// Under the chain lock, so ids rise with seq.
+		id, err := ulid.New(ulid.Timestamp(time.Now()), r.entropy)
 		if err != nil {
 			// Monotonic entropy overflows only after 2^80 IDs in one ms.
 			return LossKey{SourceRecorder, ReasonEncode}, spool.Pending{}, fmt.Errorf("new ulid: %w", err)
 		}
 		e.ID = id.String()
 	}
-	e.Host = r.host
-
-	event.NewSigner(r.key, r.lastSeq, r.lastHash).Seal(e)
-	if e.Hash == "" {
-		_, err := e.Canonical()
-		r.log.Error().Err(err).Str("type", string(e.Type)).Msg("event cannot be encoded; counted as lost")
-		return LossKey{SourceRecorder, ReasonEncode}, spool.Pending{}, fmt.Errorf("encode event: %w", err)
-	}
-	b, err := json.Marshal(e)
-	if err != nil {
-		return LossKey{SourceRecorder, ReasonEncode}, spool.Pending{}, fmt.Errorf("encode event: %w", err)
-	}
-	p, err := r.spool.Enqueue(b)
+	signer := event.NewSigner(r.key, r.lastSeq, r.lastHash)
+	p, err := r.spool.Enqueue(signer.SealPrepared(e, prep))
 	switch {
 	case err == nil:
 		r.lastSeq, r.lastHash = e.Seq, e.Hash
@@ -323,8 +329,9 @@ func (r *Recorder) reportLossesLocked(now time.Time) {
 			}
 			data["types"] = types
 		}
-		ev := &event.Event{Type: event.AgentLoss, Data: data}
-		if _, _, err := r.storeLocked(ev, now); err != nil {
+		ev := &event.Event{Type: event.AgentLoss, Data: data, Time: now}
+		prep, perr := r.prepare(ev)
+		if _, _, err := r.storeLocked(ev, prep, perr); err != nil {
 			return // still failing; keep counting, retry later
 		}
 		r.log.Warn().Str("source", k.Source).Str("reason", k.Reason).Uint64("count", l.count).

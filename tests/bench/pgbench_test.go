@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,7 +108,17 @@ masking:
 	rTPS, rP99 := run("relay", relayed)
 	// Warden: a logged-in shell, no password: credentials are injected.
 	warden := e.Command(harness.Shell{UID: 65534, GID: 65534, Script: fmt.Sprintf("warden login --token-file %s >/dev/null && %s", token, args(pg.Port, "warden"))})
+	var profiled sync.WaitGroup
+	if path := os.Getenv("WARDEN_BENCH_PPROF"); path != "" {
+		// A CPU profile of wardend while pgbench runs through it.
+		profiled.Add(1)
+		go func() {
+			defer profiled.Done()
+			profileAgent(t, e, path, seconds)
+		}()
+	}
 	wTPS, wP99 := run("warden", warden)
+	profiled.Wait()
 
 	fmt.Printf("BENCH pgbench -S -c 8 -j 2 -T %s: direct %.0f tps p99 %.3f ms; relay %.0f tps p99 %.3f ms; warden %.0f tps p99 %.3f ms; "+
 		"warden/direct tps %.2f p99 %.2fx; warden/relay tps %.2f p99 %.2fx\n",
@@ -186,4 +197,23 @@ func relay(t *testing.T, e *harness.Env, addr string) int {
 		}
 	}()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// profileAgent saves a CPU profile of wardend, taken through its metrics
+// listener inside the test's namespace.
+func profileAgent(t *testing.T, e *harness.Env, path, seconds string) {
+	hc := &http.Client{Transport: &http.Transport{DialContext: e.NS.DialContext}}
+	resp, err := hc.Get("http://" + harness.MetricsAddr + "/debug/pprof/profile?seconds=" + seconds)
+	if err != nil {
+		t.Errorf("profile wardend: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Errorf("profile wardend: %v", err)
+		return
+	}
+	defer f.Close()
+	io.Copy(f, resp.Body)
 }
