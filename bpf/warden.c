@@ -314,3 +314,39 @@ int warden_sockops(struct bpf_sock_ops *skops)
 		count(COUNTER_CONN_LOST);
 	return 1;
 }
+
+// The getpeername hooks give a redirected socket its original destination
+// back, so the client sees the address it dialled, not the proxy's. Clients
+// that reuse the peer address, such as pgx dialling it for a PostgreSQL
+// CancelRequest, then reach the target again through the same checks.
+SEC("cgroup/getpeername4")
+int warden_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct conn_info *ci = bpf_sk_storage_get(&sk_conn, ctx->sk, 0, 0);
+	if (!ci)
+		return 1;
+	__u32 ip;
+	__builtin_memcpy(&ip, &ci->orig_addr[12], 4);
+	ctx->user_ip4 = ip;
+	ctx->user_port = ci->orig_port;
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int warden_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct conn_info *ci = bpf_sk_storage_get(&sk_conn, ctx->sk, 0, 0);
+	if (!ci)
+		return 1;
+	__u32 w0, w1, w2, w3;
+	__builtin_memcpy(&w0, &ci->orig_addr[0], 4);
+	__builtin_memcpy(&w1, &ci->orig_addr[4], 4);
+	__builtin_memcpy(&w2, &ci->orig_addr[8], 4);
+	__builtin_memcpy(&w3, &ci->orig_addr[12], 4);
+	ctx->user_ip6[0] = w0;
+	ctx->user_ip6[1] = w1;
+	ctx->user_ip6[2] = w2;
+	ctx->user_ip6[3] = w3;
+	ctx->user_port = ci->orig_port;
+	return 1;
+}

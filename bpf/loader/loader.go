@@ -104,6 +104,8 @@ var attachments = []struct {
 	{"connect4", ebpf.AttachCGroupInet4Connect, func(o *wardenObjects) *ebpf.Program { return o.WardenConnect4 }},
 	{"connect6", ebpf.AttachCGroupInet6Connect, func(o *wardenObjects) *ebpf.Program { return o.WardenConnect6 }},
 	{"sockops", ebpf.AttachCGroupSockOps, func(o *wardenObjects) *ebpf.Program { return o.WardenSockops }},
+	{"getpeername4", ebpf.AttachCgroupInet4GetPeername, func(o *wardenObjects) *ebpf.Program { return o.WardenGetpeername4 }},
+	{"getpeername6", ebpf.AttachCgroupInet6GetPeername, func(o *wardenObjects) *ebpf.Program { return o.WardenGetpeername6 }},
 }
 
 // Load loads the programs, reusing maps pinned by an earlier run, and

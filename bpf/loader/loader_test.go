@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -168,6 +169,27 @@ func TestKernelEnforcement(t *testing.T) {
 			}
 		})
 	}
+	t.Run("getpeername reports the original destination", func(t *testing.T) {
+		self, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, dst := range []string{fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("[::ffff:127.0.0.1]:%d", port)} {
+			cmd := testenv.CommandIn(t, aliceDir, self)
+			cmd.Env = append(os.Environ(), peerChild+"="+dst)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("child: %v: %s", err, out)
+			}
+			client, _ := accepted(t, f.proxy)
+			if _, err := f.enf.TakeConn(client); err != nil {
+				t.Fatal(err)
+			}
+			if got := netip.MustParseAddrPort(string(out)); got.Addr().Unmap() != netip.MustParseAddr("127.0.0.1") || got.Port() != port {
+				t.Fatalf("getpeername after dialling %s = %s, want the original destination", dst, out)
+			}
+		}
+	})
 	t.Run("ipv6", func(t *testing.T) {
 		_, stderr, err := dial(t, aliceDir, "::1", port)
 		if err != nil {
@@ -246,7 +268,7 @@ func TestKernelEnforcement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if counters["redirected"] != 5 || counters["denied"] != 2 {
+	if counters["redirected"] != 7 || counters["denied"] != 2 {
 		t.Fatalf("counters %v", counters)
 	}
 }

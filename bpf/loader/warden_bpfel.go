@@ -76,18 +76,20 @@ type wardenTargetValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	wardenMapAccess          = "access"
-	wardenMapBindings        = "bindings"
-	wardenMapConns           = "conns"
-	wardenMapCounters        = "counters"
-	wardenMapDenials         = "denials"
-	wardenMapExempt          = "exempt"
-	wardenMapProxyConf       = "proxy_conf"
-	wardenMapSkConn          = "sk_conn"
-	wardenMapTargets         = "targets"
-	wardenProgWardenConnect4 = "warden_connect4"
-	wardenProgWardenConnect6 = "warden_connect6"
-	wardenProgWardenSockops  = "warden_sockops"
+	wardenMapAccess              = "access"
+	wardenMapBindings            = "bindings"
+	wardenMapConns               = "conns"
+	wardenMapCounters            = "counters"
+	wardenMapDenials             = "denials"
+	wardenMapExempt              = "exempt"
+	wardenMapProxyConf           = "proxy_conf"
+	wardenMapSkConn              = "sk_conn"
+	wardenMapTargets             = "targets"
+	wardenProgWardenConnect4     = "warden_connect4"
+	wardenProgWardenConnect6     = "warden_connect6"
+	wardenProgWardenGetpeername4 = "warden_getpeername4"
+	wardenProgWardenGetpeername6 = "warden_getpeername6"
+	wardenProgWardenSockops      = "warden_sockops"
 )
 
 // loadWarden returns the embedded CollectionSpec for warden.
@@ -132,9 +134,11 @@ type wardenSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type wardenProgramSpecs struct {
-	WardenConnect4 *ebpf.ProgramSpec `ebpf:"warden_connect4"`
-	WardenConnect6 *ebpf.ProgramSpec `ebpf:"warden_connect6"`
-	WardenSockops  *ebpf.ProgramSpec `ebpf:"warden_sockops"`
+	WardenConnect4     *ebpf.ProgramSpec `ebpf:"warden_connect4"`
+	WardenConnect6     *ebpf.ProgramSpec `ebpf:"warden_connect6"`
+	WardenGetpeername4 *ebpf.ProgramSpec `ebpf:"warden_getpeername4"`
+	WardenGetpeername6 *ebpf.ProgramSpec `ebpf:"warden_getpeername6"`
+	WardenSockops      *ebpf.ProgramSpec `ebpf:"warden_sockops"`
 }
 
 // wardenMapSpecs contains maps before they are loaded into the kernel.
@@ -213,15 +217,19 @@ type wardenVariables struct {
 //
 // It can be passed to loadWardenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type wardenPrograms struct {
-	WardenConnect4 *ebpf.Program `ebpf:"warden_connect4"`
-	WardenConnect6 *ebpf.Program `ebpf:"warden_connect6"`
-	WardenSockops  *ebpf.Program `ebpf:"warden_sockops"`
+	WardenConnect4     *ebpf.Program `ebpf:"warden_connect4"`
+	WardenConnect6     *ebpf.Program `ebpf:"warden_connect6"`
+	WardenGetpeername4 *ebpf.Program `ebpf:"warden_getpeername4"`
+	WardenGetpeername6 *ebpf.Program `ebpf:"warden_getpeername6"`
+	WardenSockops      *ebpf.Program `ebpf:"warden_sockops"`
 }
 
 func (p *wardenPrograms) Close() error {
 	return _WardenClose(
 		p.WardenConnect4,
 		p.WardenConnect6,
+		p.WardenGetpeername4,
+		p.WardenGetpeername6,
 		p.WardenSockops,
 	)
 }
