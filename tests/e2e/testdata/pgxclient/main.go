@@ -8,16 +8,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 func main() {
@@ -73,14 +69,12 @@ func main() {
 		}
 		fmt.Printf("count: %d\n", n)
 	case "cancel":
-		// Cancel as libpq does: a new connection to the configured
-		// address carrying the BackendKeyData the session got. (pgx's
-		// own PgConn.CancelRequest dials getpeername()'s address, which
-		// after the kernel's redirect is the proxy's; see
-		// docs/postgres.md.)
+		// pgx's own cancel: it dials getpeername()'s address, which the
+		// kernel reports as the original destination, so the cancel goes
+		// through the proxy like any connection to the target.
 		go func() {
 			time.Sleep(time.Second)
-			if err := sendCancel(cfg, conn.PgConn().PID(), conn.PgConn().SecretKey()); err != nil {
+			if err := conn.PgConn().CancelRequest(context.Background()); err != nil {
 				fmt.Fprintln(os.Stderr, "cancel request:", err)
 			}
 		}()
@@ -94,23 +88,6 @@ func main() {
 	default:
 		fail(fmt.Errorf("unknown mode %q", os.Args[2]))
 	}
-}
-
-func sendCancel(cfg *pgx.ConnConfig, pid uint32, secret []byte) error {
-	c, err := net.Dial("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	buf, err := (&pgproto3.CancelRequest{ProcessID: pid, SecretKey: secret}).Encode(nil)
-	if err != nil {
-		return err
-	}
-	if _, err := c.Write(buf); err != nil {
-		return err
-	}
-	_, err = io.ReadAll(c) // the server closes when done
-	return err
 }
 
 func pgErr(err error) string {
