@@ -292,6 +292,9 @@ func (d *Daemon) applyPolicy(ctx context.Context, p *policy.Policy) error {
 	if err != nil {
 		return err
 	}
+	for _, msg := range table.Shadowed {
+		d.log.Warn().Str("policy", p.Source).Msg("targets overlap: " + msg)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.enf.SyncTargets(table.Entries); err != nil {

@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/wardenhq/warden/bpf/loader"
@@ -35,6 +36,9 @@ type Resolver interface {
 type Table struct {
 	Entries []loader.TargetEntry
 	ByID    map[uint32]policy.Target
+	// Shadowed says which addresses two targets both cover and which one
+	// got them, for the daemon to log.
+	Shadowed []string
 }
 
 // Options configure Build.
@@ -53,6 +57,36 @@ type Options struct {
 // naming the target; the caller keeps the previous table for it.
 func Build(ctx context.Context, p *policy.Policy, opts Options) (*Table, error) {
 	t := &Table{ByID: map[uint32]policy.Target{}}
+	// Two local targets on one port expand to the same local addresses.
+	// An address a target names (or resolves to) outranks one it only
+	// covers by expansion, and between expansions the target declared
+	// first keeps the entry, so the outcome never depends on map order.
+	type claim struct {
+		entry    loader.TargetEntry
+		explicit bool
+	}
+	claims := map[netip.Prefix]map[uint16]*claim{}
+	var order []loader.TargetEntry
+	add := func(tg policy.Target, e loader.TargetEntry, explicit bool) {
+		byPort := claims[e.Prefix]
+		if byPort == nil {
+			byPort = map[uint16]*claim{}
+			claims[e.Prefix] = byPort
+		}
+		c := byPort[e.Port]
+		switch {
+		case c == nil:
+			byPort[e.Port] = &claim{entry: e, explicit: explicit}
+			order = append(order, e)
+		case explicit && !c.explicit:
+			t.Shadowed = append(t.Shadowed, fmt.Sprintf("%s:%d is target %q's own address; the local expansion of target %q no longer covers it",
+				e.Prefix, e.Port, tg.Name, t.ByID[c.entry.ID].Name))
+			c.entry, c.explicit = e, true
+		case c.entry.ID != e.ID:
+			t.Shadowed = append(t.Shadowed, fmt.Sprintf("%s:%d stays with target %q; target %q covers it too",
+				e.Prefix, e.Port, t.ByID[c.entry.ID].Name, tg.Name))
+		}
+	}
 	for _, tg := range p.Targets {
 		id := ID(tg.Name)
 		if other, dup := t.ByID[id]; dup {
@@ -78,16 +112,24 @@ func Build(ctx context.Context, p *policy.Policy, opts Options) (*Table, error) 
 				prefixes = append(prefixes, netip.PrefixFrom(a, a.BitLen()))
 			}
 		}
-		if coversLocal(prefixes, opts.LocalAddrs) {
-			prefixes = append(prefixes, localPrefixes(opts.LocalAddrs)...)
-		}
 		var flags uint32
 		if opts.ProtocolErrors[tg.Protocol] {
 			flags |= loader.FlagProtocolErrors
 		}
-		for _, pfx := range dedupe(prefixes) {
-			t.Entries = append(t.Entries, loader.TargetEntry{Prefix: pfx, Port: ep.Port, ID: id, Flags: flags})
+		own := dedupe(prefixes)
+		for _, pfx := range own {
+			add(tg, loader.TargetEntry{Prefix: pfx, Port: ep.Port, ID: id, Flags: flags}, true)
 		}
+		if coversLocal(prefixes, opts.LocalAddrs) {
+			for _, pfx := range dedupe(localPrefixes(opts.LocalAddrs)) {
+				if !slices.Contains(own, pfx) {
+					add(tg, loader.TargetEntry{Prefix: pfx, Port: ep.Port, ID: id, Flags: flags}, false)
+				}
+			}
+		}
+	}
+	for _, e := range order {
+		t.Entries = append(t.Entries, claims[e.Prefix][e.Port].entry)
 	}
 	return t, nil
 }

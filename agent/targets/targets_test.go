@@ -286,3 +286,38 @@ func TestLocalAddrs(t *testing.T) {
 		t.Errorf("LocalAddrs() = %v, no loopback address", addrs)
 	}
 }
+
+// Two local targets on one port: each keeps its own address, and the
+// addresses only their expansions cover go to the one declared first.
+func TestBuildLocalTargetsSharingAPort(t *testing.T) {
+	p := &policy.Policy{Targets: []policy.Target{
+		{Name: "first", Protocol: policy.ProtocolTCP, Address: "127.0.0.1:5432"},
+		{Name: "second", Protocol: policy.ProtocolTCP, Address: "127.0.0.2:5432"},
+	}}
+	local := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("192.0.2.10")}
+	for range 20 { // map iteration must not decide the outcome
+		tab, err := Build(context.Background(), p, Options{Resolver: &fakeResolver{}, LocalAddrs: local})
+		if err != nil {
+			t.Fatal(err)
+		}
+		owner := map[string]string{}
+		for _, e := range tab.Entries {
+			if _, dup := owner[e.Prefix.String()]; dup {
+				t.Fatalf("%s listed twice", e.Prefix)
+			}
+			owner[e.Prefix.String()] = tab.ByID[e.ID].Name
+		}
+		want := map[string]string{
+			"127.0.0.1/32": "first", "127.0.0.2/32": "second", "127.0.0.0/8": "first",
+			"192.0.2.10/32": "first", "0.0.0.0/32": "first", "::1/128": "first", "::/128": "first",
+		}
+		for pfx, name := range want {
+			if owner[pfx] != name {
+				t.Fatalf("%s belongs to %q, want %q (all: %v)", pfx, owner[pfx], name, owner)
+			}
+		}
+		if len(tab.Shadowed) == 0 {
+			t.Fatal("overlap not reported")
+		}
+	}
+}
