@@ -66,7 +66,7 @@ install -d -o postgres -g postgres "$work/pg" "$work/pgsock" "$work/pglog"
 su postgres -s /bin/sh -c "$pgbin/initdb -D $work/pg -A trust -U postgres" >"$work/pg-init.log"
 su postgres -s /bin/sh -c "$pgbin/pg_ctl -D $work/pg -l $work/pglog/postgres.log -o '-p $pgport -k $work/pgsock -c listen_addresses=127.0.0.1' start" >/dev/null
 wait_for postgres "$pgbin/pg_isready" -h 127.0.0.1 -p $pgport
-psql -h 127.0.0.1 -p $pgport -U postgres -q -c "create table customers(id int, email text); insert into customers values (1, 'ada@example.com')"
+psql -h 127.0.0.1 -p $pgport -U postgres -q -c "create table customers(id int, email text, note text); insert into customers values (1, 'ada@example.com', 'card 4111 1111 1111 1111'), (2, 'alan@example.com', 'no secrets here')"
 
 bold "2. the dev IdP (NOT FOR PRODUCTION) on 127.0.0.1:5556"
 warden-devidp --listen 127.0.0.1:5556 >"$work/devidp.log" 2>&1 &
@@ -82,6 +82,17 @@ targets:
 access:
   - groups: [engineering]
     targets: [demo-db]
+rules:
+  - name: no-ddl
+    targets: [demo-db]
+    when: { statements: [drop, truncate, alter] }
+    action: deny
+    except_groups: [dba]
+masking:
+  - name: pii
+    targets: [demo-db]
+    columns: [email]
+    detectors: [email, credit_card, ssn]
 EOF
 cat >"$work/agent.yaml" <<EOF
 host_id: demo-host
@@ -133,23 +144,29 @@ step "warden login --token-file $(basename "$TOKEN")"
 warden login --token-file "$TOKEN" || exit 1
 step "warden whoami"
 warden whoami | sed 's/^/    /'
-step "psql -h 127.0.0.1 -p $PGPORT -U postgres -c '$QUERY'"
-psql -h 127.0.0.1 -p "$PGPORT" -U postgres -c "$QUERY" 2>&1 | sed 's/^/    /'
+for query in "$@"; do
+	step "psql -h 127.0.0.1 -p $PGPORT -U postgres -c '$query'"
+	psql -h 127.0.0.1 -p "$PGPORT" -U postgres -c "$query" 2>&1 | sed 's/^/    /'
+done
 EOF
 
-bold "6. alice (group engineering) logs in with a token from the dev IdP and connects"
+bold "6. alice (group engineering) logs in and connects: emails are masked, DROP is refused"
 curl -sf -d sub=alice -d format=raw http://127.0.0.1:5556/dev/token >"$work/alice.token"
-TOKEN=$work/alice.token PGPORT=$pgport QUERY='select * from customers' bash "$work/user-shell.sh"
+TOKEN=$work/alice.token PGPORT=$pgport bash "$work/user-shell.sh" \
+	'select * from customers' 'select 1; drop table customers' 'select count(*) from customers'
 
 bold "7. mallory (group contractors) logs in; the kernel refuses her connect() with EPERM"
 curl -sf -d sub=mallory -d format=raw http://127.0.0.1:5556/dev/token >"$work/mallory.token"
-TOKEN=$work/mallory.token PGPORT=$pgport QUERY='select 1' bash "$work/user-shell.sh" || true
+TOKEN=$work/mallory.token PGPORT=$pgport bash "$work/user-shell.sh" 'select 1' || true
 
 bold "8. the signed events at the collector"
 sleep 2
-step "warden events --since 10m"
-warden events --since 10m | sed 's/^/    /'
-id=$(warden events --type net.connect --user alice --json | head -1 | sed -n 's/^{"schema":"[^"]*","id":"\([^"]*\)".*/\1/p')
+step "warden events --type net.connect --since 10m"
+warden events --type net.connect --since 10m | sed 's/^/    /'
+step "warden events --type db.query --since 10m"
+warden events --type db.query --since 10m | sed 's/^/    /'
+# The refused DROP: walk from the statement back to the person.
+id=$(warden events --type db.query --user alice --json | grep -i '"statement":"drop' | head -1 | grep -o '"id":"[0-9A-HJKMNP-TV-Z]\{26\}"' | head -1 | cut -d'"' -f4) || true
 if [ -n "$id" ]; then
 	step "warden lineage $id"
 	warden lineage "$id" | sed 's/^/    /'
