@@ -1,9 +1,14 @@
 package event
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"math"
+	"math/rand/v2"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -69,5 +74,267 @@ func TestPreparedMatchesCanonical(t *testing.T) {
 func TestPrepareRejectsUnencodable(t *testing.T) {
 	if _, err := Prepare(&Event{ID: "x", Data: map[string]any{"n": math.NaN()}}); err == nil {
 		t.Fatal("NaN accepted")
+	}
+}
+
+// TestPrepareRandomEvents checks the direct encoder against the reference
+// (Event.Canonical) and the generic path over many generated events. The
+// generator fills every field of the event structs by reflection, so a
+// field added to them without a matching change in prepareDirect fails
+// here.
+func TestPrepareRandomEvents(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	n := 20000
+	if testing.Short() {
+		n = 2000
+	}
+	direct := 0
+	for i := range n {
+		e := &Event{}
+		fillRandom(rng, reflect.ValueOf(e).Elem(), 0)
+		// The chain members are written by Prepared.Canonical, which
+		// trusts them to be a ULID and hex.
+		e.ID = fmt.Sprintf("01J%023d", i)
+		e.PrevHash = fmt.Sprintf("%x", rng.Uint64())
+		if rng.IntN(8) == 0 {
+			e.Data = nil
+		}
+		want, werr := e.Canonical()
+		p, perr := Prepare(e)
+		if _, derr := prepareDirect(e); derr != errGeneric {
+			direct++
+		}
+		if (werr != nil) != (perr != nil) {
+			t.Fatalf("event %d: Canonical error %v, Prepare error %v\n%#v", i, werr, perr, e)
+		}
+		if werr != nil {
+			continue
+		}
+		if got := p.Canonical(e.ID, e.Seq, e.PrevHash); !bytes.Equal(got, want) {
+			t.Fatalf("event %d: prepared canonical differs:\n got %s\nwant %s", i, got, want)
+		}
+		g, err := prepareGeneric(e)
+		if err != nil {
+			t.Fatalf("event %d: generic: %v", i, err)
+		}
+		if got, gen := p.Canonical(e.ID, e.Seq, e.PrevHash), g.Canonical(e.ID, e.Seq, e.PrevHash); !bytes.Equal(got, gen) {
+			t.Fatalf("event %d: direct and generic differ:\n got %s\nwant %s", i, got, gen)
+		}
+	}
+	// The generator must mostly exercise the direct encoder, not the
+	// generic fallback.
+	if direct < n/2 {
+		t.Fatalf("only %d of %d events took the direct path", direct, n)
+	}
+}
+
+// randomStrings are the awkward cases of the canonical string rules.
+var randomStrings = []string{
+	"", "a", "alice", "<&>", "</script>", "\u2028", "\u2029", "x\u2028y\u2029z", "é", "日本語", "🙂",
+	"\"quoted\"", `back\slash`, "\b\f\n\r\t", "\x00\x01\x1f\x7f", "bad\xffutf8", "\xed\xa0\x80", "\xc3",
+	"a/b", "'single'", "\ufffd", "tab\there", "emoji\U0001F600end", strings.Repeat("long ", 40),
+}
+
+func randomString(rng *rand.Rand) string {
+	if rng.IntN(4) == 0 {
+		// Mix pieces, so escapes land at every position.
+		var b strings.Builder
+		for range rng.IntN(5) {
+			b.WriteString(randomStrings[rng.IntN(len(randomStrings))])
+		}
+		return b.String()
+	}
+	return randomStrings[rng.IntN(len(randomStrings))]
+}
+
+var randomNumbers = []json.Number{
+	"0", "-0", "1", "-1", "18446744073709551615", "123456789012345678901234567890", "1.5", "-2.5e-10",
+	"1E+300", "0.000001", "", "01", "1 ", " 1", "+1", "1e", "NaN", "0x10", "1.", ".5", `"1"`, "[1]",
+}
+
+var randomFloats = []float64{
+	0, math.Copysign(0, -1), 1, -1, 0.1, 1e-6, 1e-7, 9.999e-7, 1e20, 1e21, 1.5e300, -2.5e-300,
+	math.MaxFloat64, math.SmallestNonzeroFloat64, 123456789.125, 1 << 53, 1<<53 + 1, math.NaN(), math.Inf(1),
+}
+
+// randomValue returns a Data value: mostly types the direct encoder
+// handles, sometimes one it leaves to the generic path.
+func randomValue(rng *rand.Rand, depth int) any {
+	k := rng.IntN(24)
+	if depth > 3 && k >= 18 {
+		k = rng.IntN(18)
+	}
+	switch k {
+	case 0:
+		return nil
+	case 1, 2, 3:
+		return randomString(rng)
+	case 4:
+		return rng.IntN(2) == 0
+	case 5:
+		return randomFloats[rng.IntN(len(randomFloats))] * float64(rng.IntN(3)+1)
+	case 6:
+		return float32(randomFloats[rng.IntN(len(randomFloats))])
+	case 7:
+		return []any{int(rng.Int64()), int8(rng.Int32()), int16(rng.Int32()), int32(rng.Int32()), -rng.Int64()}[rng.IntN(5)]
+	case 8:
+		return []any{uint(rng.Uint64()), uint8(rng.Uint32()), uint16(rng.Uint32()), uint32(rng.Uint32()), rng.Uint64()}[rng.IntN(5)]
+	case 9:
+		return randomNumbers[rng.IntN(len(randomNumbers))]
+	case 10:
+		return float64(rng.Int64N(1<<40)) / 1000 // like duration_ms
+	case 11, 12:
+		switch rng.IntN(3) {
+		case 0:
+			return []string(nil)
+		case 1:
+			return []string{}
+		}
+		s := make([]string, rng.IntN(4)+1)
+		for i := range s {
+			s[i] = randomString(rng)
+		}
+		return s
+	case 13, 14:
+		if rng.IntN(5) == 0 {
+			return []any(nil)
+		}
+		s := make([]any, rng.IntN(4))
+		for i := range s {
+			s[i] = randomValue(rng, depth+1)
+		}
+		return s
+	case 15, 16, 17:
+		return randomMap(rng, depth+1)
+	// Types the direct encoder leaves to the generic path.
+	case 18:
+		return Deny // a named string type
+	case 19:
+		return time.Duration(rng.Int64())
+	case 20:
+		return []byte(randomString(rng))
+	case 21:
+		return map[string]int{"a": 1, randomString(rng): 2}
+	case 22:
+		return time.Unix(rng.Int64N(1<<33), 0)
+	}
+	return struct {
+		A string `json:"a"`
+		B int    `json:"b,omitempty"`
+	}{randomString(rng), rng.IntN(2)}
+}
+
+func randomMap(rng *rand.Rand, depth int) map[string]any {
+	switch rng.IntN(8) {
+	case 0:
+		return nil
+	case 1:
+		return map[string]any{}
+	}
+	m := map[string]any{}
+	for range rng.IntN(6) + 1 {
+		k := randomString(rng)
+		if rng.IntN(2) == 0 {
+			k = []string{"database", "db_user", "statement", "rows", "z", "a", "A", "_", "é"}[rng.IntN(9)]
+		}
+		m[k] = randomValue(rng, depth)
+	}
+	return m
+}
+
+// fillRandom sets every exported field of v, recursively.
+func fillRandom(rng *rand.Rand, v reflect.Value, depth int) {
+	switch v.Type() {
+	case reflect.TypeFor[time.Time]():
+		tm := time.Unix(rng.Int64N(1<<35), rng.Int64N(1e9))
+		switch rng.IntN(6) {
+		case 0:
+			tm = tm.In(time.FixedZone("x", -(rng.IntN(24*3600) / 60 * 60)))
+		case 1:
+			tm = time.Date(10000+rng.IntN(5), 1, 1, 0, 0, 0, 0, time.UTC) // cannot be encoded
+		case 2:
+			tm = tm.Truncate(time.Second)
+		default:
+			tm = tm.UTC()
+		}
+		v.Set(reflect.ValueOf(tm))
+		return
+	case reflect.TypeFor[map[string]any]():
+		v.Set(reflect.ValueOf(randomMap(rng, 1)))
+		return
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(randomString(rng))
+	case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uint:
+		switch rng.IntN(3) {
+		case 0:
+			v.SetUint(0)
+		case 1:
+			v.SetUint(rng.Uint64() & 0xFFFF)
+		default:
+			v.SetUint(rng.Uint64())
+			v.SetUint(v.Uint()) // truncated by the field's width
+		}
+	case reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Int:
+		v.SetInt(rng.Int64() - rng.Int64())
+	case reflect.Bool:
+		v.SetBool(rng.IntN(2) == 0)
+	case reflect.Pointer:
+		if rng.IntN(5) == 0 {
+			v.SetZero()
+			return
+		}
+		p := reflect.New(v.Type().Elem())
+		fillRandom(rng, p.Elem(), depth+1)
+		v.Set(p)
+	case reflect.Slice:
+		switch rng.IntN(4) {
+		case 0:
+			v.SetZero()
+			return
+		case 1:
+			v.Set(reflect.MakeSlice(v.Type(), 0, 0))
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), rng.IntN(3)+1, 4)
+		for i := range s.Len() {
+			fillRandom(rng, s.Index(i), depth+1)
+		}
+		v.Set(s)
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				fillRandom(rng, v.Field(i), depth+1)
+			}
+		}
+	default:
+		panic(fmt.Sprintf("fillRandom: no generator for %s; add one", v.Type()))
+	}
+}
+
+func BenchmarkPrepare(b *testing.B) {
+	e := &Event{
+		Schema: Schema, ID: "01JABCDEFGHJKMNPQRSTVWXYZ0", Time: time.Now().UTC(), Type: DBQuery, Host: Host{ID: "host-1", Name: "bastion-1"},
+		Identity: &Identity{Sub: "alice", Email: "alice@example.com", Groups: []string{"engineering"}, Issuer: "https://idp.example.com", SessionID: "s-123"},
+		Process:  &Process{ExecID: "e-1", PID: 4242, UID: 1000, Binary: "/usr/bin/pgbench", Args: []string{"pgbench", "-S", "-c", "8"}, ParentExecID: "e-0", Ancestors: []Ancestor{{ExecID: "e-0", PID: 1, Binary: "/bin/bash", Args: []string{"bash"}}}, CgroupID: 12345},
+		Target:   &Target{Name: "bench-db", Protocol: "postgres", Address: "127.0.0.1:5432"},
+		Decision: &Decision{Action: Allow},
+		Data: map[string]any{"duration_ms": 0.123, "command": "SELECT 1", "rows": int64(1), "rows_returned": int64(1),
+			"database": "postgres", "db_user": "app", "statement": "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+			"fingerprint": "a1b2c3d4e5f60718", "kind": "select", "tables": []string{"pgbench_accounts"}, "protocol": "simple"},
+	}
+	for _, bc := range []struct {
+		name string
+		f    func(*Event) (*Prepared, error)
+	}{{"direct", Prepare}, {"generic", prepareGeneric}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := bc.f(e); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

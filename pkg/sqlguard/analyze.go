@@ -5,9 +5,11 @@
 package sqlguard
 
 import (
+	"container/list"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -42,6 +44,9 @@ type Statement struct {
 	Copy *Copy
 
 	root *pg_query.Node
+	// targets are the tree's ResTargets, found by the analysis walk and
+	// shared by every copy of the statement (see Analyze's cache).
+	targets *targetSet
 }
 
 // Copy describes a COPY statement.
@@ -74,7 +79,25 @@ func (s *Statement) Kind() string {
 // one. An empty string yields no statements. A parse error is returned as
 // is: the caller must refuse text the parser does not accept, since the
 // server might read it differently.
+//
+// Results are cached by the exact text (see analysisCache): clients and
+// drivers send the same statements over and over, and the analysis is a
+// pure function of the text. Each call returns its own Statement values,
+// so callers cannot change what a later caller gets.
 func Analyze(sql string) ([]*Statement, error) {
+	if stmts, ok := cache.get(sql); ok {
+		return cloneStatements(stmts), nil
+	}
+	stmts, err := analyze(sql)
+	if err != nil {
+		return nil, err
+	}
+	cache.put(sql, stmts)
+	return cloneStatements(stmts), nil
+}
+
+// analyze is Analyze without the cache.
+func analyze(sql string) ([]*Statement, error) {
 	tree, err := pg_query.Parse(sql)
 	if err != nil {
 		return nil, fmt.Errorf("parse: %w", err)
@@ -82,7 +105,7 @@ func Analyze(sql string) ([]*Statement, error) {
 	stmts := make([]*Statement, 0, len(tree.Stmts))
 	for _, raw := range tree.Stmts {
 		text := stmtText(sql, raw)
-		s := &Statement{Text: text, root: raw.Stmt}
+		s := &Statement{Text: text, root: raw.Stmt, targets: &targetSet{}}
 		s.Normalized, err = pg_query.Normalize(text)
 		if err != nil {
 			return nil, fmt.Errorf("normalize: %w", err)
@@ -96,6 +119,83 @@ func Analyze(sql string) ([]*Statement, error) {
 		stmts = append(stmts, s)
 	}
 	return stmts, nil
+}
+
+// cloneStatements copies cached statements for one caller. The parse tree
+// is shared and never modified; everything a caller can reach and change
+// is copied.
+func cloneStatements(cached []*Statement) []*Statement {
+	out := make([]*Statement, len(cached))
+	for i, s := range cached {
+		c := *s
+		c.Kinds, c.Tables, c.Functions = slices.Clone(s.Kinds), slices.Clone(s.Tables), slices.Clone(s.Functions)
+		if s.Copy != nil {
+			cp := *s.Copy
+			c.Copy = &cp
+		}
+		out[i] = &c
+	}
+	return out
+}
+
+// Bounds of the analysis cache. Long texts are not cached: they are rarely
+// repeated and their trees are large, so the bound on entries is also a
+// bound on memory (a parse tree is some tens of bytes per byte of SQL).
+const (
+	cacheEntries = 1024
+	cacheMaxText = 2048
+)
+
+var cache = newAnalysisCache(cacheEntries)
+
+// analysisCache is a bounded LRU of analyses keyed by the exact SQL text,
+// safe for concurrent use. Only successful analyses are stored.
+type analysisCache struct {
+	mu      sync.Mutex
+	max     int
+	order   *list.List // of *cacheEntry, most recently used first
+	entries map[string]*list.Element
+}
+
+type cacheEntry struct {
+	sql   string
+	stmts []*Statement
+}
+
+func newAnalysisCache(max int) *analysisCache {
+	return &analysisCache{max: max, order: list.New(), entries: make(map[string]*list.Element, max)}
+}
+
+func (c *analysisCache) get(sql string) ([]*Statement, bool) {
+	if len(sql) > cacheMaxText {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.entries[sql]
+	if !ok {
+		return nil, false
+	}
+	c.order.MoveToFront(el)
+	return el.Value.(*cacheEntry).stmts, true
+}
+
+func (c *analysisCache) put(sql string, stmts []*Statement) {
+	if len(sql) > cacheMaxText {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.entries[sql]; ok {
+		c.order.MoveToFront(el)
+		return
+	}
+	c.entries[sql] = c.order.PushFront(&cacheEntry{sql: sql, stmts: stmts})
+	for c.order.Len() > c.max {
+		last := c.order.Back()
+		c.order.Remove(last)
+		delete(c.entries, last.Value.(*cacheEntry).sql)
+	}
 }
 
 // stmtText cuts one statement out of the query string. Locations are byte
@@ -193,6 +293,8 @@ func (a *analyzer) visit(n any) {
 		a.kind("merge")
 	case *pg_query.RangeVar:
 		a.table(n.Schemaname, n.Relname)
+	case *pg_query.ResTarget:
+		a.s.targets.rts = append(a.s.targets.rts, n)
 	case *pg_query.FuncCall:
 		a.function(qualifiedName(n.Funcname))
 	case *pg_query.DropStmt:

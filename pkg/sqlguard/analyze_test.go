@@ -172,6 +172,7 @@ func FuzzAnalyze(f *testing.F) {
 	}
 	rules := []policy.Rule{{Name: "no-drop", When: policy.Match{Statements: []string{"drop"}}, Action: policy.Deny}}
 	f.Fuzz(func(t *testing.T, sql string) {
+		checkCached(t, sql)
 		stmts, err := Analyze(sql)
 		if err != nil {
 			return

@@ -2,6 +2,7 @@ package sqlguard
 
 import (
 	"strings"
+	"sync"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -30,14 +31,7 @@ func (s *Statement) Derived(masked func(string) bool) Outputs {
 	if s.root == nil {
 		return out
 	}
-	type target struct {
-		name string
-		refs []string
-	}
-	var targets []target
-	collectTargets(s.root.ProtoReflect(), func(rt *pg_query.ResTarget) {
-		targets = append(targets, target{name: strings.ToLower(rt.Name), refs: columnRefs(rt.Val)})
-	})
+	targets := s.resTargets()
 	tainted := func(refs []string) bool {
 		for _, r := range refs {
 			if masked(r) || out.Names[r] {
@@ -60,6 +54,40 @@ func (s *Statement) Derived(masked func(string) bool) Outputs {
 		out.Positions = selectPositions(sel, tainted)
 	}
 	return out
+}
+
+// targetSet holds the ResTargets of one statement's tree, in the order a
+// pre-order walk meets them, and their names and column references once
+// Derived first needs them. The tree never changes, so one computation
+// serves every session that runs the statement.
+type targetSet struct {
+	rts []*pg_query.ResTarget // filled by the analysis walk
+
+	once sync.Once
+	list []target
+}
+
+type target struct {
+	name string
+	refs []string
+}
+
+// resTargets returns the statement's output targets with their column
+// references.
+func (s *Statement) resTargets() []target {
+	ts := s.targets
+	if ts == nil {
+		// Not made by Analyze: walk the tree here.
+		ts = &targetSet{}
+		collectTargets(s.root.ProtoReflect(), func(rt *pg_query.ResTarget) { ts.rts = append(ts.rts, rt) })
+	}
+	ts.once.Do(func() {
+		ts.list = make([]target, len(ts.rts))
+		for i, rt := range ts.rts {
+			ts.list[i] = target{name: strings.ToLower(rt.Name), refs: columnRefs(rt.Val)}
+		}
+	})
+	return ts.list
 }
 
 // selectPositions flags the outputs of a SELECT (or of either side of a
