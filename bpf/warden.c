@@ -208,6 +208,21 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, const __u8 addr[16]
 	return ALLOW_VERDICT;
 }
 
+// set_user_ip6 writes a 16-byte address into the context word by word: the
+// verifier allows only 4-byte accesses to user_ip6.
+static __always_inline void set_user_ip6(struct bpf_sock_addr *ctx, const __u8 a[16])
+{
+	__u32 w0, w1, w2, w3;
+	__builtin_memcpy(&w0, &a[0], 4);
+	__builtin_memcpy(&w1, &a[4], 4);
+	__builtin_memcpy(&w2, &a[8], 4);
+	__builtin_memcpy(&w3, &a[12], 4);
+	ctx->user_ip6[0] = w0;
+	ctx->user_ip6[1] = w1;
+	ctx->user_ip6[2] = w2;
+	ctx->user_ip6[3] = w3;
+}
+
 // proxy returns where redirected connections go, or NULL (counted) if the
 // agent has not said yet: then the connection is refused, never let through.
 static __always_inline struct proxy_config *proxy(void)
@@ -269,15 +284,13 @@ int warden_connect6(struct bpf_sock_addr *ctx)
 	// so it must go to the IPv4 proxy listener in mapped form.
 	int mapped = w0 == 0 && w1 == 0 && w2 == bpf_htonl(0x0000ffff);
 	if (mapped) {
-		ctx->user_ip6[0] = 0;
-		ctx->user_ip6[1] = 0;
-		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
-		ctx->user_ip6[3] = pc->addr4;
+		__u8 proxy4[16] = {};
+		proxy4[10] = 0xff;
+		proxy4[11] = 0xff;
+		__builtin_memcpy(&proxy4[12], &pc->addr4, 4);
+		set_user_ip6(ctx, proxy4);
 	} else {
-		ctx->user_ip6[0] = pc->addr6[0];
-		ctx->user_ip6[1] = pc->addr6[1];
-		ctx->user_ip6[2] = pc->addr6[2];
-		ctx->user_ip6[3] = pc->addr6[3];
+		set_user_ip6(ctx, (const __u8 *)pc->addr6);
 	}
 	ctx->user_port = pc->port;
 	return ALLOW_VERDICT;
@@ -338,15 +351,7 @@ int warden_getpeername6(struct bpf_sock_addr *ctx)
 	struct conn_info *ci = bpf_sk_storage_get(&sk_conn, ctx->sk, 0, 0);
 	if (!ci)
 		return 1;
-	__u32 w0, w1, w2, w3;
-	__builtin_memcpy(&w0, &ci->orig_addr[0], 4);
-	__builtin_memcpy(&w1, &ci->orig_addr[4], 4);
-	__builtin_memcpy(&w2, &ci->orig_addr[8], 4);
-	__builtin_memcpy(&w3, &ci->orig_addr[12], 4);
-	ctx->user_ip6[0] = w0;
-	ctx->user_ip6[1] = w1;
-	ctx->user_ip6[2] = w2;
-	ctx->user_ip6[3] = w3;
+	set_user_ip6(ctx, ci->orig_addr);
 	ctx->user_port = ci->orig_port;
 	return 1;
 }

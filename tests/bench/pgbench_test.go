@@ -2,10 +2,8 @@ package bench
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -44,7 +42,7 @@ func TestBenchPgbench(t *testing.T) {
 	}
 	pg.Exec("postgres", "GRANT SELECT ON ALL TABLES IN SCHEMA public TO app")
 
-	relayPort := relay(t, e, pg.Addr())
+	relayPort := e.Forward(pg.Addr())
 	secret := filepath.Join(e.Dir, "bench.secret")
 	if err := os.WriteFile(secret, []byte("bench-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -165,49 +163,6 @@ func percentile(t *testing.T, prefix string, q float64) float64 {
 	}
 	slices.Sort(lat)
 	return lat[int(q*float64(len(lat)-1))] / 1000
-}
-
-// relay is the baseline proxy: accept in the namespace, dial the server,
-// io.Copy both ways. It returns the port it listens on.
-func relay(t *testing.T, e *harness.Env, addr string) int {
-	ln, err := e.NS.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				up, err := e.NS.DialContext(context.Background(), "tcp4", addr)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				done := make(chan struct{})
-				go func() {
-					io.Copy(up, c)
-					up.(*net.TCPConn).CloseWrite()
-					close(done)
-				}()
-				io.Copy(c, up)
-				<-done
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // profileAgent saves a CPU profile of wardend, taken through its metrics

@@ -114,6 +114,32 @@ func TestLoginBindsSessionAndRedirectsThroughProxy(t *testing.T) {
 	}
 }
 
+// sessionInBackground starts a shell as uid that logs in with token and
+// stays, and returns its session cgroup. The shell ends with the test.
+func (e *identityEnv) sessionInBackground(t *testing.T, uid int, token string) string {
+	t.Helper()
+	marker := filepath.Join(e.Dir, fmt.Sprintf("session-%d.json", time.Now().UnixNano()))
+	shell := e.Command(harness.Shell{UID: uid, GID: uid, Script: e.login(token) +
+		fmt.Sprintf(`warden whoami --json > %s.tmp && mv %s.tmp %s; sleep 60`, marker, marker, marker)})
+	os.Chmod(e.Dir, 0o777) // the shell's user writes its marker there
+	defer os.Chmod(e.Dir, 0o755)
+	if err := shell.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shell.Process.Kill(); shell.Wait() })
+	var sess struct {
+		Cgroup string `json:"cgroup"`
+	}
+	e.Eventually("background session logged in", func() error {
+		data, err := os.ReadFile(marker)
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(data, &sess)
+	})
+	return sess.Cgroup
+}
+
 func regexpInt(t *testing.T, out, prefix string) int {
 	t.Helper()
 	i := strings.Index(out, prefix)
@@ -224,35 +250,16 @@ wait $early; echo "early_exit=$?"; cat /tmp/early-$$; rm -f /tmp/go-$$ /tmp/earl
 	})
 
 	t.Run("stolen binding", func(t *testing.T) {
-		alice := e.Token(devidp.IssueOptions{Sub: "alice"})
-		marker := filepath.Join(e.Dir, "alice-session.json")
-		victim := e.Command(harness.Shell{UID: 1000, GID: 1000, Script: e.login(alice) +
-			fmt.Sprintf(`warden whoami --json > %s.tmp && mv %s.tmp %s; sleep 60`, marker, marker, marker)})
-		os.Chmod(e.Dir, 0o777)
-		defer os.Chmod(e.Dir, 0o755)
-		if err := victim.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() { victim.Process.Kill(); victim.Wait() }()
-		var sess struct {
-			Cgroup string `json:"cgroup"`
-		}
-		e.Eventually("victim logged in", func() error {
-			data, err := os.ReadFile(marker)
-			if err != nil {
-				return err
-			}
-			return json.Unmarshal(data, &sess)
-		})
+		cgroup := e.sessionInBackground(t, 1000, e.Token(devidp.IssueOptions{Sub: "alice"}))
 		out := e.refused(t, harness.Shell{UID: nobody, GID: nobody, Script: fmt.Sprintf(
-			`echo $$ > %s/cgroup.procs; echo "move_exit=$?"; %s`, sess.Cgroup, talk("127.0.0.1", port))}, "Operation not permitted")
+			`echo $$ > %s/cgroup.procs; echo "move_exit=$?"; %s`, cgroup, talk("127.0.0.1", port))}, "Operation not permitted")
 		if !strings.Contains(out, "Permission denied") || strings.Contains(out, "move_exit=0") {
 			t.Fatalf("moving into another session's cgroup was not refused:\n%s", out)
 		}
 		// The same uid as the victim cannot move either: cgroup files
 		// are root's.
 		e.refused(t, harness.Shell{UID: 1000, GID: 1000, Script: fmt.Sprintf(
-			`echo $$ > %s/cgroup.procs; %s`, sess.Cgroup, talk("127.0.0.1", port))}, "Permission denied")
+			`echo $$ > %s/cgroup.procs; %s`, cgroup, talk("127.0.0.1", port))}, "Permission denied")
 	})
 
 	t.Run("expired binding", func(t *testing.T) {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -169,27 +168,8 @@ warden login --token-file %s || exit 9
 // and the event says so instead of silently trusting the cgroup.
 func TestLineageWarningForProcessMovedIntoSession(t *testing.T) {
 	e := newIdentityEnv(t)
-	alice := e.Token(devidp.IssueOptions{Sub: "alice"})
-	marker := filepath.Join(e.Dir, "alice-session.json")
-	victim := e.Command(harness.Shell{UID: nobody, GID: nobody, Script: e.login(alice) +
-		fmt.Sprintf(`warden whoami --json > %s.tmp && mv %s.tmp %s; sleep 60`, marker, marker, marker)})
-	os.Chmod(e.Dir, 0o777) // the victim, nobody, writes its marker there
-	defer os.Chmod(e.Dir, 0o755)
-	if err := victim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { victim.Process.Kill(); victim.Wait() }()
-	var sess struct {
-		Cgroup string `json:"cgroup"`
-	}
-	e.Eventually("alice logged in", func() error {
-		data, err := os.ReadFile(marker)
-		if err != nil {
-			return err
-		}
-		return json.Unmarshal(data, &sess)
-	})
-	out := e.MustRun(harness.Shell{Script: fmt.Sprintf(`echo $$ > %s/cgroup.procs && %s`, sess.Cgroup, talk("127.0.0.1", e.target.Port()))})
+	cgroup := e.sessionInBackground(t, nobody, e.Token(devidp.IssueOptions{Sub: "alice"}))
+	out := e.MustRun(harness.Shell{Script: fmt.Sprintf(`echo $$ > %s/cgroup.procs && %s`, cgroup, talk("127.0.0.1", e.target.Port()))})
 	pid := regexpInt(t, out, "reply=echo:pid=")
 	ev := connectEvent(e, pid)
 	w, _ := ev.Data["lineage_warning"].(string)

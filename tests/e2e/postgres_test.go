@@ -1,16 +1,12 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/wardenhq/warden/pkg/collectorclient"
@@ -63,7 +59,7 @@ GRANT SELECT ON customers TO person, legacy;`, rawEmail, rawSSN, rawCard))
 
 	// legacy-db is the same server behind a second port: a forwarder in
 	// the test process, which no BPF program redirects.
-	legacyPort := e.forward(t, e.pg.Addr())
+	legacyPort := e.Forward(e.pg.Addr())
 
 	secret := filepath.Join(e.Dir, "orders-db.secret")
 	if err := os.WriteFile(secret, []byte("vaulted-app-secret\n"), 0o600); err != nil {
@@ -348,48 +344,4 @@ func (e *pgEnv) buildPGX(t *testing.T) string {
 	os.Chmod(bin, 0o755)
 	e.pgxBin = bin
 	return bin
-}
-
-// forward listens on a free port in the namespace and relays every
-// connection to addr, returning the port.
-func (e *pgEnv) forward(t *testing.T, addr string) int {
-	ln, err := e.NS.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				up, err := e.NS.DialContext(context.Background(), "tcp4", addr)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				done := make(chan struct{})
-				go func() {
-					io.Copy(up, c)
-					up.(*net.TCPConn).CloseWrite()
-					close(done)
-				}()
-				io.Copy(c, up)
-				c.Close()
-				<-done
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
 }
