@@ -54,6 +54,9 @@ type cancelTarget struct {
 	pid    uint32
 	secret []byte
 	sub    string // only the same person may cancel
+	// target is the session's target entry, whose credentials.tls the
+	// cancel connection to the same server follows.
+	target policy.Target
 }
 
 // Refuse answers the client's startup with a FATAL ErrorResponse.
@@ -83,7 +86,7 @@ func (p *Postgres) Serve(ctx context.Context, s *Stream) error {
 				return fmt.Errorf("decline encryption: %w", err)
 			}
 		case *pgproto3.CancelRequest:
-			return p.cancel(s, m)
+			return p.cancel(ctx, s, m)
 		case *pgproto3.StartupMessage:
 			startup = m
 		}
@@ -93,7 +96,7 @@ func (p *Postgres) Serve(ctx context.Context, s *Stream) error {
 		return err
 	}
 	defer sess.close()
-	if err := sess.startup(startup); err != nil {
+	if err := sess.startup(ctx, startup); err != nil {
 		return err
 	}
 	s.Client.SetDeadline(time.Time{})
@@ -124,8 +127,11 @@ func (p *Postgres) unregister(key pgproto3.BackendKeyData) {
 
 // cancel forwards a CancelRequest to the backend it names, translated to
 // that backend's own key. Unknown keys and other people's sessions get
-// nothing, as a server answers a bad cancel: by closing.
-func (p *Postgres) cancel(s *Stream, m *pgproto3.CancelRequest) error {
+// nothing, as a server answers a bad cancel: by closing. For a target with
+// upstream TLS the request goes over TLS too (servers accept a
+// CancelRequest after SSLRequest), so the backend's key does not cross the
+// network in the clear.
+func (p *Postgres) cancel(ctx context.Context, s *Stream, m *pgproto3.CancelRequest) error {
 	p.mu.Lock()
 	up, ok := p.cancels[cancelKey{m.ProcessID, string(m.SecretKey)}]
 	p.mu.Unlock()
@@ -145,6 +151,13 @@ func (p *Postgres) cancel(s *Stream, m *pgproto3.CancelRequest) error {
 			return fmt.Errorf("dial for cancel: %w", err)
 		}
 		defer conn.Close()
+	}
+	if tp := up.target; tp.Credentials != nil && tp.Credentials.TLS.Enabled() {
+		tc, err := pgUpstreamTLS(ctx, conn, tp)
+		if err != nil {
+			return fmt.Errorf("TLS for cancel: %w", err)
+		}
+		conn = tc
 	}
 	req := &pgproto3.CancelRequest{ProcessID: up.pid, SecretKey: up.secret}
 	buf, err := req.Encode(nil)
@@ -235,21 +248,55 @@ func (ss *pgSession) fatal(code, msg string) error {
 }
 
 // applicationName ties the database session to the person behind it, so
-// pg_stat_activity and the server's logs show who is really connected.
+// pg_stat_activity and the server's logs show who is really connected. The
+// target's credentials.application_name template shapes it; without one
+// (or without credentials) it is policy.DefaultApplicationName.
 func (ss *pgSession) applicationName() string {
-	sub := "unknown"
+	v := policy.ApplicationNameValues{Session: ss.att.SessionID}
 	if ss.att.Identity != nil {
-		sub = ss.att.Identity.Sub
+		v.Sub, v.Email = ss.att.Identity.Sub, ss.att.Identity.Email
 	}
-	return "warden:" + sub + ":" + ss.att.SessionID
+	template := ""
+	if c := ss.att.TargetPolicy.Credentials; c != nil {
+		template = c.ApplicationName
+	}
+	return policy.ExpandApplicationName(template, v)
 }
+
+// secureUpstream switches the upstream connection to TLS when the target's
+// credentials ask for it, before anything of the login crosses it. On
+// failure the client gets a FATAL error naming the target; the details
+// (certificate errors, the CA file) go to the agent's log and into the
+// message, as none of them is secret.
+func (ss *pgSession) secureUpstream(ctx context.Context) error {
+	tp := ss.att.TargetPolicy
+	if tp.Credentials == nil || !tp.Credentials.TLS.Enabled() {
+		return nil
+	}
+	tc, err := pgUpstreamTLS(ctx, ss.s.Upstream, tp)
+	if err != nil {
+		ss.s.Log.Warn().Err(err).Str("tls_mode", string(tp.Credentials.TLS.Mode)).Msg("upstream TLS failed")
+		return ss.fatal(codeCannotConnect, fmt.Sprintf("warden: cannot open a verified TLS connection to target %s (%s): %v; tell the Warden administrator",
+			ss.att.Target.Name, tp.Credentials.TLS.Mode, err))
+	}
+	ss.s.Upstream = tc
+	ss.ur, ss.uw = pgwire.NewReader(tc), pgwire.NewWriter(tc)
+	return nil
+}
+
+// codeCannotConnect is SQLSTATE 08001,
+// sqlclient_unable_to_establish_sqlconnection.
+const codeCannotConnect = "08001"
 
 // startup logs in upstream and brings the client to its first
 // ReadyForQuery.
-func (ss *pgSession) startup(m *pgproto3.StartupMessage) error {
+func (ss *pgSession) startup(ctx context.Context, m *pgproto3.StartupMessage) error {
 	if v, ok := m.Parameters["replication"]; ok && !isFalse(v) {
 		// Replication streams data past statement checks and masking.
 		return ss.fatal(pgwire.CodeInsufficientPrivilege, "warden: replication connections are not allowed through the proxy")
+	}
+	if err := ss.secureUpstream(ctx); err != nil {
+		return err
 	}
 	params := make(map[string]string, len(m.Parameters)+1)
 	for k, v := range m.Parameters {
@@ -348,7 +395,7 @@ func (ss *pgSession) startup(m *pgproto3.StartupMessage) error {
 			if ss.att.Identity != nil {
 				sub = ss.att.Identity.Sub
 			}
-			mine, err := ss.codec.register(cancelTarget{addr: ss.s.Upstream.RemoteAddr().String(), pid: k.ProcessID, secret: k.SecretKey, sub: sub})
+			mine, err := ss.codec.register(cancelTarget{addr: ss.s.Upstream.RemoteAddr().String(), pid: k.ProcessID, secret: k.SecretKey, sub: sub, target: ss.att.TargetPolicy})
 			if err != nil {
 				return err
 			}

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -403,7 +402,7 @@ func (d *decoder) targetList(e entry) []Target {
 			}
 		}
 		if e, ok := m["credentials"]; ok {
-			t.Credentials, ok = d.credentials(e, where, t.Protocol)
+			t.Credentials, ok = d.credentials(e, where, t.Protocol, t.Address)
 			valid = valid && ok
 		}
 		if valid {
@@ -411,37 +410,6 @@ func (d *decoder) targetList(e entry) []Target {
 		}
 	}
 	return out
-}
-
-func (d *decoder) credentials(e entry, where, protocol string) (*Credentials, bool) {
-	where += ": credentials"
-	m, ok := d.mapping(e.val, where, "username", "password_file")
-	if !ok {
-		return nil, false
-	}
-	ok = d.require(e.val, where, m, "username", "password_file")
-	c := &Credentials{}
-	if protocol == ProtocolTCP {
-		d.errorf(e.key, "%s", at(where, "tcp targets are forwarded as raw bytes, so there is nowhere to inject credentials"))
-		ok = false
-	}
-	if e, found := m["username"]; found {
-		var good bool
-		c.Username, good = d.nonEmptyStr(e, where)
-		ok = ok && good
-	}
-	if e, found := m["password_file"]; found {
-		s, good := d.nonEmptyStr(e, where)
-		if good && !filepath.IsAbs(s) {
-			// wardend runs from /, not from the policy's directory, so a
-			// relative path would point somewhere unexpected.
-			d.errorf(resolve(e.val), "%s", at(where, fmt.Sprintf("password_file %q must be an absolute path", s)))
-			good = false
-		}
-		c.PasswordFile = s
-		ok = ok && good
-	}
-	return c, ok
 }
 
 // refs checks that every item names a declared target.

@@ -89,6 +89,74 @@ func (t Target) Endpoint() (Endpoint, error) {
 type Credentials struct {
 	Username     string
 	PasswordFile string
+	// TLS says how the proxy protects the upstream hop that carries the
+	// injected login. The zero value is TLSDisable.
+	TLS UpstreamTLS
+	// ApplicationName is the template for the application_name the proxy
+	// sets upstream (see ExpandApplicationName); "" means
+	// DefaultApplicationName.
+	ApplicationName string
+}
+
+// TLSMode is how the proxy secures its connection to a target.
+type TLSMode string
+
+// TLS modes. There is deliberately no mode that encrypts without checking
+// the server's certificate: it would protect only against passive
+// eavesdroppers, while anyone who can intercept the hop could collect the
+// vaulted credential's login (and every query) by presenting any
+// certificate.
+const (
+	// TLSDisable speaks plain TCP upstream.
+	TLSDisable TLSMode = "disable"
+	// TLSRequire encrypts and checks that the server's certificate chains
+	// to a trusted CA (CAFile, or the system roots), but not which host
+	// it was issued to. Use it for servers whose certificates do not name
+	// the address Warden dials; prefer TLSVerifyFull.
+	TLSRequire TLSMode = "require"
+	// TLSVerifyFull also checks that the certificate was issued to the
+	// server: ServerName, or the target's host.
+	TLSVerifyFull TLSMode = "verify-full"
+)
+
+var tlsModes = []string{string(TLSDisable), string(TLSRequire), string(TLSVerifyFull)}
+
+// UpstreamTLS configures TLS from the proxy to a target.
+type UpstreamTLS struct {
+	// Mode is one of the TLS* constants; "" means TLSDisable.
+	Mode TLSMode
+	// CAFile is an absolute path to PEM CA certificates that the server's
+	// chain must end in; "" means the system roots. Like PasswordFile it
+	// is read by the proxy when it dials, so a rotated CA needs no reload.
+	CAFile string
+	// ServerName is the host name the certificate must be issued to in
+	// TLSVerifyFull mode, and the SNI the proxy sends; "" means the
+	// target's host (see Target.TLSServerName).
+	ServerName string
+}
+
+// Enabled reports whether the proxy speaks TLS to the target.
+func (t UpstreamTLS) Enabled() bool { return t.Mode != "" && t.Mode != TLSDisable }
+
+// TLSServerName is the name the target's certificate must carry in
+// verify-full mode: credentials.tls.server_name if set, else the DNS name
+// or the IP address of the target's address. It returns "" when there is
+// none, for a prefix target without server_name (Parse rejects that
+// combination) or a target without credentials.
+func (t Target) TLSServerName() string {
+	if t.Credentials != nil && t.Credentials.TLS.ServerName != "" {
+		return t.Credentials.TLS.ServerName
+	}
+	ep, err := t.Endpoint()
+	switch {
+	case err != nil:
+		return ""
+	case ep.IsName():
+		return ep.Host
+	case ep.Prefix.IsSingleIP():
+		return ep.Prefix.Addr().String()
+	}
+	return ""
 }
 
 // Access grants the members of any of Groups the right to connect to any of

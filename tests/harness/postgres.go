@@ -51,10 +51,24 @@ func PostgresBin(t testing.TB) string {
 	return filepath.Dir(dirs[len(dirs)-1])
 }
 
+// PostgresOptions change how StartPostgresWith configures the server.
+type PostgresOptions struct {
+	// TLS, when set, turns ssl on with this certificate and key. Clients
+	// may still log in without TLS (pg_hba's "host" lines match both), so
+	// tests check pg_stat_ssl to see which one they got.
+	TLS *ServerCert
+}
+
 // StartPostgres initialises a cluster as the postgres OS user in a fresh
 // directory, starts it inside the namespace and waits until it accepts
 // logins. It stops at cleanup, before the directory is removed.
 func (e *Env) StartPostgres() *Postgres {
+	e.T.Helper()
+	return e.StartPostgresWith(PostgresOptions{})
+}
+
+// StartPostgresWith is StartPostgres with options.
+func (e *Env) StartPostgresWith(opts PostgresOptions) *Postgres {
 	e.T.Helper()
 	bin := PostgresBin(e.T)
 	u, err := user.Lookup("postgres")
@@ -96,10 +110,25 @@ func (e *Env) StartPostgres() *Postgres {
 
 	// "md5" in pg_hba means: SCRAM for roles whose password is stored as
 	// SCRAM, md5 for the others. So both methods are testable.
-	cmd := exec.Command("nsenter", "--net="+e.NS.Path, fmt.Sprintf("--setuid=%d", uid), fmt.Sprintf("--setgid=%d", gid), "--",
+	args := []string{"--net=" + e.NS.Path, fmt.Sprintf("--setuid=%d", uid), fmt.Sprintf("--setgid=%d", gid), "--",
 		filepath.Join(bin, "postgres"), "-D", filepath.Join(dir, "data"), "-p", strconv.Itoa(port),
-		"-c", "listen_addresses=127.0.0.1,127.0.0.2", "-c", "unix_socket_directories="+dir,
-		"-c", "fsync=off", "-c", "max_connections=100", "-c", "shared_buffers=64MB", "-c", "log_min_messages=warning")
+		"-c", "listen_addresses=127.0.0.1,127.0.0.2", "-c", "unix_socket_directories=" + dir,
+		"-c", "fsync=off", "-c", "max_connections=100", "-c", "shared_buffers=64MB", "-c", "log_min_messages=warning"}
+	if opts.TLS != nil {
+		// The server refuses a key file that others can read, so both
+		// files belong to the postgres user, mode 0600.
+		crt, key := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+		for path, data := range map[string][]byte{crt: opts.TLS.CertPEM, key: opts.TLS.KeyPEM} {
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				e.T.Fatal(err)
+			}
+			if err := os.Chown(path, uid, gid); err != nil {
+				e.T.Fatal(err)
+			}
+		}
+		args = append(args, "-c", "ssl=on", "-c", "ssl_cert_file="+crt, "-c", "ssl_key_file="+key)
+	}
+	cmd := exec.Command("nsenter", args...)
 	cmd.Dir = dir
 	pg := &Postgres{env: e, Dir: dir, Port: port}
 	pg.proc = e.StartProcess("postgres", cmd)
