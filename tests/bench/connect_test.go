@@ -18,6 +18,7 @@ import (
 
 	"github.com/wardenhq/warden/bpf/loader"
 	"github.com/wardenhq/warden/pkg/cgroupv2"
+	"github.com/wardenhq/warden/tests/harness"
 	"github.com/wardenhq/warden/tests/testenv"
 )
 
@@ -35,7 +36,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(childEnv); spec != "" {
 		os.Exit(connectLoop(spec))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	harness.CleanupBinaries()
+	os.Exit(code)
 }
 
 // connectLoop does connect()+close() to addr n times and prints ns/op.
