@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/wardenhq/warden/agent/config"
@@ -82,10 +83,20 @@ type Daemon struct {
 // Run starts the daemon and blocks until ctx is done. Each value received
 // on reload re-reads the policy file (SIGHUP). BPF programs stay attached
 // (pinned) after Run returns, so enforcement outlives the process.
-func Run(ctx context.Context, cfg config.Config, rec Recorder, log zerolog.Logger, reload <-chan os.Signal) error {
+// collectors, such as the recorder and the publisher, are served with the
+// daemon's own metrics.
+func Run(ctx context.Context, cfg config.Config, rec Recorder, log zerolog.Logger, reload <-chan os.Signal, collectors ...prometheus.Collector) error {
 	d, err := start(ctx, cfg, rec, log)
 	if err != nil {
 		return err
+	}
+	// The recorder's and publisher's own metrics (losses, spool, NATS
+	// connection) are served beside the daemon's.
+	for _, c := range collectors {
+		if err := d.metrics.Registry.Register(c); err != nil {
+			d.close()
+			return fmt.Errorf("register metrics: %w", err)
+		}
 	}
 	return d.run(ctx, reload)
 }

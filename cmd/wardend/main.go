@@ -123,7 +123,7 @@ func run(configPath string) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	return daemon.Run(ctx, cfg, rec, log, hup)
+	return daemon.Run(ctx, cfg, rec, log, hup, rec, pub)
 }
 
 // publicKeyPath is where the agent's public key is written, named the way

@@ -25,11 +25,6 @@ type Detector struct {
 	valid func([]byte) bool
 }
 
-// Detectors returns every detector, in the order they are applied: the
-// specific formats first, so that the digits of a card number are not
-// taken for a phone number.
-func Detectors() []*Detector { return all }
-
 // Lookup returns the detector called name.
 func Lookup(name string) (*Detector, bool) {
 	for _, d := range all {

@@ -57,6 +57,12 @@ done`, alice, control, talk("127.0.0.1", port))})
 	if !strings.Contains(metrics, `warden_proxy_connections_total{target="echo"} 1`) {
 		t.Fatalf("metrics lack the relayed connection:\n%s", grepLines(metrics, "warden_"))
 	}
+	// The recorder's and the publisher's metrics are served too.
+	for _, name := range []string{"warden_events_emitted_total", "warden_publish_connected 1", "warden_publish_pending"} {
+		if !strings.Contains(metrics, name) {
+			t.Fatalf("metrics lack %s:\n%s", name, grepLines(metrics, "warden_"))
+		}
+	}
 
 	e.Agent().Kill()
 	// The programs are pinned: with wardend gone, the unbound are still

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/wardenhq/warden/tests/testenv"
 )
@@ -203,10 +202,4 @@ func (pg *Postgres) QueryInt(database, sql string) int64 {
 		pg.env.T.Fatalf("query: %v", err)
 	}
 	return n
-}
-
-// IsPgError reports whether err is a PostgreSQL error with SQLSTATE code.
-func IsPgError(err error, code string) bool {
-	pe, ok := err.(*pgconn.PgError)
-	return ok && pe.Code == code
 }

@@ -138,11 +138,5 @@ func (w *Writer) Send(msg pgproto3.Message) error {
 	return err
 }
 
-// Bytes queues already-framed bytes.
-func (w *Writer) Bytes(b []byte) error {
-	_, err := w.w.Write(b)
-	return err
-}
-
 // Flush sends everything queued.
 func (w *Writer) Flush() error { return w.w.Flush() }
