@@ -10,7 +10,7 @@ export GOFLAGS ?= -buildvcs=false
 BIN := bin
 CMDS := wardend warden warden-collector warden-devidp
 
-.PHONY: all deps generate check-generated build test test-unit bench demo fuzz lint clean
+.PHONY: all deps generate check-generated build test test-unit bench fuzz demo clean
 
 all: build
 
@@ -40,6 +40,17 @@ test-unit:
 
 bench: deps
 	WARDEN_BENCH=1 $(GO) test -count=1 -timeout 60m -run '^TestBench' -v ./tests/bench/
+
+# Each fuzz target for FUZZTIME on top of its committed seed corpus
+# (testdata/fuzz/), as CI runs them.
+FUZZTIME ?= 20s
+FUZZ := ./pkg/protocol/postgres/:FuzzMessages ./pkg/masking/:FuzzMask \
+	./pkg/sqlguard/:FuzzAnalyze ./pkg/sqlguard/:FuzzShape
+fuzz:
+	@set -e; for t in $(FUZZ); do \
+		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
+	done
 
 demo: deps build
 	./deploy/demo.sh

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -201,6 +202,33 @@ type pgSession struct {
 
 	// Upstream loop state.
 	shapes map[string][]masking.Field // portal shapes from Describe
+
+	// conforming is standard_conforming_strings as the server last
+	// reported it (one of the conforming* values). Set by the upstream
+	// side, read by the client loop.
+	conforming atomic.Int32
+}
+
+// Values of pgSession.conforming.
+const (
+	conformingUnknown int32 = iota // the server has not said
+	conformingOn
+	conformingOff
+)
+
+// noteParameter follows the server's ParameterStatus reports. Only
+// standard_conforming_strings matters to Warden: it changes how the server
+// reads backslashes in strings (see sqlguard.AmbiguousEscapes).
+func (ss *pgSession) noteParameter(body []byte) {
+	var p pgproto3.ParameterStatus
+	if p.Decode(body) != nil || p.Name != "standard_conforming_strings" {
+		return
+	}
+	if p.Value == "on" {
+		ss.conforming.Store(conformingOn)
+	} else {
+		ss.conforming.Store(conformingOff)
+	}
 }
 
 // stmtInfo is the analysis of what one Query or Parse carried.
@@ -418,6 +446,9 @@ func (ss *pgSession) startup(ctx context.Context, m *pgproto3.StartupMessage) er
 			ss.cw.Raw(typ, body)
 			return ss.cw.Flush()
 		default: // ParameterStatus, NoticeResponse, NegotiateProtocolVersion
+			if typ == 'S' {
+				ss.noteParameter(body)
+			}
 			ss.cw.Raw(typ, body)
 		}
 	}
@@ -497,6 +528,9 @@ func deniedError(action policy.Action, rule, kind, reason string) *pgproto3.Erro
 	case action == policy.Review:
 		e.Message = fmt.Sprintf("warden: %s requires review (rule %q)", what, rule)
 		e.Hint = "Statements under this rule need a reviewer's approval; ask a database administrator to run it or to review it."
+	case rule == ruleEscapes:
+		e.Message = fmt.Sprintf("warden: %s denied by rule %q: %s", what, rule, reason)
+		e.Hint = "Write E'...' strings for backslash escapes, or SET standard_conforming_strings = on."
 	default:
 		e.Message = fmt.Sprintf("warden: %s denied by rule %q", what, rule)
 		e.Hint = "Ask a database administrator, or the owner of the Warden policy, if you need this."

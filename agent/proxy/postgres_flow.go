@@ -100,6 +100,13 @@ func (q *opQueue) dropUntilSync() {
 	}
 }
 
+// empty reports whether nothing sent upstream awaits its answer.
+func (q *opQueue) empty() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.ops) == 0
+}
+
 // popThroughSync discards up to and including the next Sync.
 func (q *opQueue) popThroughSync() {
 	q.mu.Lock()
@@ -200,6 +207,10 @@ func (ss *pgSession) clientLoop(ctx context.Context) error {
 	}
 }
 
+// ruleEscapes names Warden's own refusal of texts whose strings the server
+// may read differently from the check.
+const ruleEscapes = "escapes"
+
 // analyze parses sql and decides on it.
 func (ss *pgSession) analyze(ctx context.Context, sql string) ([]*sqlguard.Statement, sqlguard.Verdict, string) {
 	stmts, err := sqlguard.Analyze(sql)
@@ -207,6 +218,18 @@ func (ss *pgSession) analyze(ctx context.Context, sql string) ([]*sqlguard.State
 		// pg_query's message points at the offending token of the
 		// user's own text; it goes back to the user only.
 		return nil, sqlguard.Verdict{Action: policy.Deny, Rule: "parse", Index: -1}, errors.Unwrap(err).Error()
+	}
+	// The server reports standard_conforming_strings before its
+	// ReadyForQuery, so with nothing in flight the reported value is the
+	// one this text will be read under; with something in flight, that
+	// something may change it.
+	if (ss.conforming.Load() != conformingOn || !ss.q.empty()) && sqlguard.AmbiguousEscapes(sql) {
+		kind := ""
+		if len(stmts) > 0 {
+			kind = stmts[0].Kind()
+		}
+		return stmts, sqlguard.Verdict{Action: policy.Deny, Rule: ruleEscapes, Index: -1, Kind: kind},
+			"a backslash in a '...' string is read as an escape while standard_conforming_strings is off, and Warden checks statements as if it were on"
 	}
 	v := sqlguard.Evaluate(ss.rules, ss.groups, stmts)
 	if v.Action == policy.Review && ss.codec.Review != nil && ss.codec.Review(ctx, ss.att, stmts[v.Index], v.Rule) {
@@ -457,6 +480,8 @@ func (ss *pgSession) fromUpstream(typ byte, body []byte) error {
 			n.Payload = ss.masker.RedactString(n.Payload)
 			return ss.cw.Send(&n)
 		}
+	case 'S': // ParameterStatus
+		ss.noteParameter(body)
 	case 'Z':
 		ss.q.popThroughSync()
 	}

@@ -8,6 +8,7 @@ import (
 	"container/list"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -80,45 +81,128 @@ func (s *Statement) Kind() string {
 // is: the caller must refuse text the parser does not accept, since the
 // server might read it differently.
 //
-// Results are cached by the exact text (see analysisCache): clients and
-// drivers send the same statements over and over, and the analysis is a
-// pure function of the text. Each call returns its own Statement values,
-// so callers cannot change what a later caller gets.
+// Results are cached (see analysisCache): by shape when sql has one the
+// scanner models and the analysis does not depend on literal values (see
+// shapeOf and shapeSafe), else by the exact text. Clients send the same
+// statements over and over, often with only the literals changed, and
+// parsing is most of the cost of a statement. Each call returns its own
+// Statement values, so callers cannot change what a later caller gets.
 func Analyze(sql string) ([]*Statement, error) {
-	if stmts, ok := cache.get(sql); ok {
-		return cloneStatements(stmts), nil
+	if len(sql) > cacheMaxText {
+		stmts, _, err := analyze(sql)
+		return stmts, err
 	}
-	stmts, err := analyze(sql)
+	shape, lits, shaped := shapeOf(sql)
+	exact := "t" + sql
+	if shaped {
+		shape = "s" + shape
+		if e, ok := cache.get(shape); ok {
+			return e.instantiate(sql, lits), nil
+		}
+	}
+	if e, ok := cache.get(exact); ok {
+		return cloneStatements(e.stmts), nil
+	}
+	stmts, ranges, err := analyze(sql)
 	if err != nil {
 		return nil, err
 	}
-	cache.put(sql, stmts)
+	if shaped && shapeSafe(sql, stmts, ranges, lits) {
+		cache.put(&cacheEntry{key: shape, stmts: stmts, lits: lits, ranges: ranges})
+	} else {
+		cache.put(&cacheEntry{key: exact, stmts: stmts})
+	}
 	return cloneStatements(stmts), nil
 }
 
-// analyze is Analyze without the cache.
-func analyze(sql string) ([]*Statement, error) {
+// analyze is Analyze without the cache. ranges holds each statement's byte
+// range in sql, before trimming.
+func analyze(sql string) (stmts []*Statement, ranges []span, err error) {
 	tree, err := pg_query.Parse(sql)
 	if err != nil {
-		return nil, fmt.Errorf("parse: %w", err)
+		return nil, nil, fmt.Errorf("parse: %w", err)
 	}
-	stmts := make([]*Statement, 0, len(tree.Stmts))
+	stmts = make([]*Statement, 0, len(tree.Stmts))
 	for _, raw := range tree.Stmts {
-		text := stmtText(sql, raw)
+		r := stmtRange(sql, raw)
+		text := strings.TrimSpace(sql[r.start:r.end])
 		s := &Statement{Text: text, root: raw.Stmt, targets: &targetSet{}}
 		s.Normalized, err = pg_query.Normalize(text)
 		if err != nil {
-			return nil, fmt.Errorf("normalize: %w", err)
+			return nil, nil, fmt.Errorf("normalize: %w", err)
 		}
 		s.Fingerprint, err = pg_query.Fingerprint(text)
 		if err != nil {
-			return nil, fmt.Errorf("fingerprint: %w", err)
+			return nil, nil, fmt.Errorf("fingerprint: %w", err)
 		}
 		a := analyzer{s: s, version: tree.Version}
 		a.walk(raw.Stmt.ProtoReflect())
 		stmts = append(stmts, s)
+		ranges = append(ranges, r)
 	}
-	return stmts, nil
+	return stmts, ranges, nil
+}
+
+// shapeSafe reports whether an analysis of sql may serve every text of the
+// same shape. Two things in it depend on literal values: a COPY's options
+// (FORMAT 'csv', HEADER 0), and the normalized text, which must show no
+// literal of sql's own. So every statement must be other than COPY, and its
+// Normalized must be exactly its text with the literals the scanner found
+// replaced by $1, $2, ... in order. Anything pg_query normalizes otherwise
+// (a negative number as one constant, a literal it keeps, an existing $n)
+// fails the comparison and is cached by its exact text instead.
+func shapeSafe(sql string, stmts []*Statement, ranges []span, lits []span) bool {
+	next := 0 // first literal not yet placed in a statement
+	for i, s := range stmts {
+		if s.Copy != nil {
+			return false
+		}
+		r := ranges[i]
+		var b strings.Builder
+		at, k := r.start, 0
+		for ; next < len(lits) && lits[next].start < r.end; next++ {
+			l := lits[next]
+			if l.start < r.start {
+				return false
+			}
+			k++
+			b.WriteString(sql[at:l.start])
+			b.WriteString("$" + strconv.Itoa(k))
+			at = l.end
+		}
+		if at > r.end {
+			return false
+		}
+		b.WriteString(sql[at:r.end])
+		if strings.TrimSpace(b.String()) != s.Normalized {
+			return false
+		}
+	}
+	return next == len(lits)
+}
+
+// instantiate returns the entry's statements for sql, a text of the
+// entry's shape whose literals are at lits: copies of the cached analysis
+// with each statement's Text cut from sql. Statement boundaries are never
+// inside a literal, so they move by the difference in length of the
+// literals before them.
+func (e *cacheEntry) instantiate(sql string, lits []span) []*Statement {
+	out := cloneStatements(e.stmts)
+	move := func(off int) int {
+		d := 0
+		for i, l := range e.lits {
+			if l.start >= off {
+				break
+			}
+			d += (lits[i].end - lits[i].start) - (l.end - l.start)
+		}
+		return off + d
+	}
+	for i, s := range out {
+		r := e.ranges[i]
+		s.Text = strings.TrimSpace(sql[move(r.start):move(r.end)])
+	}
+	return out
 }
 
 // cloneStatements copies cached statements for one caller. The parse tree
@@ -148,8 +232,9 @@ const (
 
 var cache = newAnalysisCache(cacheEntries)
 
-// analysisCache is a bounded LRU of analyses keyed by the exact SQL text,
-// safe for concurrent use. Only successful analyses are stored.
+// analysisCache is a bounded LRU of analyses, safe for concurrent use.
+// Keys are "s" + a shape or "t" + an exact text. Only successful analyses
+// are stored.
 type analysisCache struct {
 	mu      sync.Mutex
 	max     int
@@ -158,49 +243,47 @@ type analysisCache struct {
 }
 
 type cacheEntry struct {
-	sql   string
+	key   string
 	stmts []*Statement
+	// For a shape entry: where the literals and the statements were in the
+	// text that was analysed. The parse trees hold that text's constants,
+	// so nothing may read constant values from a cached tree.
+	lits, ranges []span
 }
 
 func newAnalysisCache(max int) *analysisCache {
 	return &analysisCache{max: max, order: list.New(), entries: make(map[string]*list.Element, max)}
 }
 
-func (c *analysisCache) get(sql string) ([]*Statement, bool) {
-	if len(sql) > cacheMaxText {
-		return nil, false
-	}
+func (c *analysisCache) get(key string) (*cacheEntry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	el, ok := c.entries[sql]
+	el, ok := c.entries[key]
 	if !ok {
 		return nil, false
 	}
 	c.order.MoveToFront(el)
-	return el.Value.(*cacheEntry).stmts, true
+	return el.Value.(*cacheEntry), true
 }
 
-func (c *analysisCache) put(sql string, stmts []*Statement) {
-	if len(sql) > cacheMaxText {
-		return
-	}
+func (c *analysisCache) put(e *cacheEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.entries[sql]; ok {
+	if el, ok := c.entries[e.key]; ok {
 		c.order.MoveToFront(el)
 		return
 	}
-	c.entries[sql] = c.order.PushFront(&cacheEntry{sql: sql, stmts: stmts})
+	c.entries[e.key] = c.order.PushFront(e)
 	for c.order.Len() > c.max {
 		last := c.order.Back()
 		c.order.Remove(last)
-		delete(c.entries, last.Value.(*cacheEntry).sql)
+		delete(c.entries, last.Value.(*cacheEntry).key)
 	}
 }
 
-// stmtText cuts one statement out of the query string. Locations are byte
+// stmtRange finds one statement in the query string. Locations are byte
 // offsets; a zero length means "to the end".
-func stmtText(sql string, raw *pg_query.RawStmt) string {
+func stmtRange(sql string, raw *pg_query.RawStmt) span {
 	start := int(raw.StmtLocation)
 	if start < 0 || start > len(sql) {
 		start = 0
@@ -209,7 +292,7 @@ func stmtText(sql string, raw *pg_query.RawStmt) string {
 	if raw.StmtLen > 0 && start+int(raw.StmtLen) <= len(sql) {
 		end = start + int(raw.StmtLen)
 	}
-	return strings.TrimSpace(sql[start:end])
+	return span{start, end}
 }
 
 type analyzer struct {

@@ -186,3 +186,22 @@ func FuzzAnalyze(f *testing.F) {
 		}
 	})
 }
+
+func TestAmbiguousEscapes(t *testing.T) {
+	for sql, want := range map[string]bool{
+		`SELECT 'a\''; DROP TABLE t; --'`: true,
+		`SELECT 'a\d' ~ 'x'`:              true,
+		`SELECT 'it''s'`:                  false,
+		`SELECT E'a\'b'`:                  false,
+		`SELECT $$a\b$$`:                  false,
+		`SELECT "a\b" FROM t`:             false,
+		`SELECT 1 -- a\b`:                 false,
+		`SELECT 1 /* 'a\' */`:             false,
+		`SELECT 'unterminated\`:           true,
+		`SELECT 'plain'`:                  false,
+	} {
+		if got := AmbiguousEscapes(sql); got != want {
+			t.Errorf("AmbiguousEscapes(%q) = %v, want %v", sql, got, want)
+		}
+	}
+}

@@ -50,7 +50,7 @@ func views(stmts []*Statement) []statementView {
 // uncached analysis gives.
 func checkCached(t *testing.T, sql string) {
 	t.Helper()
-	fresh, ferr := analyze(sql)
+	fresh, _, ferr := analyze(sql)
 	for range 2 {
 		got, err := Analyze(sql)
 		if (err != nil) != (ferr != nil) {
@@ -84,7 +84,11 @@ func TestAnalyzeCacheIsolation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := views(must(analyze(sql)))
+	fresh, _, err := analyze(sql)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := views(fresh)
 	s := first[0]
 	s.Kinds = append(s.Kinds, "drop")
 	s.Tables[0] = "other"
@@ -104,11 +108,11 @@ func TestAnalyzeCacheBounded(t *testing.T) {
 	c := newAnalysisCache(8)
 	for i := range 100 {
 		sql := fmt.Sprintf("select %d", i)
-		stmts, err := analyze(sql)
+		stmts, _, err := analyze(sql)
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.put(sql, stmts)
+		c.put(&cacheEntry{key: sql, stmts: stmts})
 		c.get("select 0") // keep one entry hot
 	}
 	if c.order.Len() != 8 || len(c.entries) != 8 {
@@ -120,11 +124,16 @@ func TestAnalyzeCacheBounded(t *testing.T) {
 	if _, ok := c.get("select 1"); ok {
 		t.Fatal("least recently used entry kept")
 	}
+}
+
+func TestAnalyzeSkipsCacheForLongText(t *testing.T) {
 	long := "select 1" + strings.Repeat(" ", cacheMaxText)
-	stmts, _ := analyze(long)
-	c.put(long, stmts)
-	if _, ok := c.get(long); ok {
-		t.Fatal("over-long text cached")
+	checkCached(t, long)
+	shape, _, _ := shapeOf(long)
+	for _, key := range []string{"t" + long, "s" + shape} {
+		if _, ok := cache.get(key); ok {
+			t.Fatal("over-long text cached")
+		}
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+
 	"github.com/wardenhq/warden/pkg/policy"
 )
 
@@ -95,6 +97,39 @@ func hasName(names []string, want string) bool {
 			}
 		}
 		if strings.EqualFold(n, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// AmbiguousEscapes reports whether sql has a backslash inside a '...'
+// string. libpg_query reads such strings as PostgreSQL does with
+// standard_conforming_strings on, the default, where a backslash is an
+// ordinary character. A session can turn the setting off, and then the
+// server reads the backslash as an escape, so the same text can hold other
+// statements. This is one string to the parser, and a string then a DROP
+// to such a server:
+//
+//	SELECT 'a\''; DROP TABLE t; --'
+//
+// Texts without a backslash in such a string read the same either way;
+// E'...' and dollar-quoted strings mean the same under both settings. A
+// text the scanner rejects counts as ambiguous.
+func AmbiguousEscapes(sql string) bool {
+	if strings.IndexByte(sql, '\\') < 0 {
+		return false
+	}
+	res, err := pg_query.Scan(sql)
+	if err != nil {
+		return true
+	}
+	for _, t := range res.Tokens {
+		if t.Token != pg_query.Token_SCONST || int(t.End) > len(sql) || t.Start < 0 || t.Start >= t.End {
+			continue
+		}
+		lit := sql[t.Start:t.End]
+		if lit[0] == '\'' && strings.IndexByte(lit, '\\') >= 0 {
 			return true
 		}
 	}

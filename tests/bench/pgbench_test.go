@@ -84,26 +84,35 @@ masking:
 		return fmt.Sprintf("%s -n -S -c 8 -j 2 -T %s -l --log-prefix=%s -h 127.0.0.1 -p %d -U app postgres",
 			pgbench, seconds, filepath.Join(logDir, prefix), port)
 	}
-	run := func(name string, cmd *exec.Cmd) (tps, p99 float64) {
+	// run runs one pgbench and returns its TPS, its p99 latency and the CPU
+	// time process pid (the relay or wardend) spent per transaction.
+	run := func(name string, cmd *exec.Cmd, pid int) (tps, p99, cpuPerTx float64) {
+		cpu0 := cpuTime(t, pid)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("%s pgbench: %v\n%s", name, err, out)
 		}
+		cpu := cpuTime(t, pid) - cpu0
 		m := regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`).FindSubmatch(out)
-		if m == nil {
+		n := regexp.MustCompile(`number of transactions actually processed: ([0-9]+)`).FindSubmatch(out)
+		if m == nil || n == nil {
 			t.Fatalf("%s: no tps in pgbench output:\n%s", name, out)
 		}
 		tps, _ = strconv.ParseFloat(string(m[1]), 64)
+		txs, _ := strconv.ParseFloat(string(n[1]), 64)
+		cpuPerTx = float64(cpu.Microseconds()) / max(txs, 1)
 		p99 = percentile(t, filepath.Join(logDir, name), 0.99)
-		t.Logf("%s: tps %.0f p99 %.3f ms", name, tps, p99)
-		return tps, p99
+		t.Logf("%s: tps %.0f p99 %.3f ms, %.0f µs CPU per transaction in pid %d", name, tps, p99, cpuPerTx, pid)
+		return tps, p99, cpuPerTx
 	}
+	agentPID := wardendPID(t, e)
 	direct := e.NSCommand("bash", "-c", args(pg.Port, "direct"))
 	direct.Env = append(os.Environ(), "PGPASSWORD=bench-secret")
-	dTPS, dP99 := run("direct", direct)
+	dTPS, dP99, _ := run("direct", direct, agentPID)
 	relayed := e.NSCommand("bash", "-c", args(relayPort, "relay"))
 	relayed.Env = append(os.Environ(), "PGPASSWORD=bench-secret")
-	rTPS, rP99 := run("relay", relayed)
+	// The relay runs in this test process; nothing else here is busy.
+	rTPS, rP99, rCPU := run("relay", relayed, os.Getpid())
 	// Warden: a logged-in shell, no password: credentials are injected.
 	warden := e.Command(harness.Shell{UID: 65534, GID: 65534, Script: fmt.Sprintf("warden login --token-file %s >/dev/null && %s", token, args(pg.Port, "warden"))})
 	var profiled sync.WaitGroup
@@ -115,7 +124,7 @@ masking:
 			profileAgent(t, e, path, seconds)
 		}()
 	}
-	wTPS, wP99 := run("warden", warden)
+	wTPS, wP99, wCPU := run("warden", warden, agentPID)
 	profiled.Wait()
 
 	// The collector, its NATS server and SQLite share these 2 cores with
@@ -125,13 +134,15 @@ masking:
 	// collector is back), so this is the agent's own cost.
 	e.StopCollector()
 	alone := e.Command(harness.Shell{UID: 65534, GID: 65534, Script: fmt.Sprintf("warden login --token-file %s >/dev/null && %s", token, args(pg.Port, "warden-alone"))})
-	aTPS, aP99 := run("warden-alone", alone)
+	aTPS, aP99, aCPU := run("warden-alone", alone, agentPID)
 	e.StartCollector()
 
 	fmt.Printf("BENCH pgbench -S -c 8 -j 2 -T %s: direct %.0f tps p99 %.3f ms; relay %.0f tps p99 %.3f ms; warden %.0f tps p99 %.3f ms; "+
 		"warden/direct tps %.2f p99 %.2fx; warden/relay tps %.2f p99 %.2fx; "+
-		"warden with the collector stopped %.0f tps p99 %.3f ms, /relay tps %.2f p99 %.2fx\n",
-		seconds, dTPS, dP99, rTPS, rP99, wTPS, wP99, wTPS/dTPS, wP99/dP99, wTPS/rTPS, wP99/rP99, aTPS, aP99, aTPS/rTPS, aP99/rP99)
+		"warden with the collector stopped %.0f tps p99 %.3f ms, /relay tps %.2f p99 %.2fx; "+
+		"CPU per transaction: relay %.0f µs, wardend %.0f µs (%.0f µs with the collector stopped)\n",
+		seconds, dTPS, dP99, rTPS, rP99, wTPS, wP99, wTPS/dTPS, wP99/dP99, wTPS/rTPS, wP99/rP99, aTPS, aP99, aTPS/rTPS, aP99/rP99,
+		rCPU, wCPU, aCPU)
 }
 
 // percentile reads pgbench's per-transaction logs (prefix.<pid>[.<n>];

@@ -221,6 +221,28 @@ func TestPostgresL7(t *testing.T) {
 		}
 	})
 
+	// With standard_conforming_strings off, the server reads a backslash
+	// in '...' as an escape and libpg_query does not: the same text is
+	// one string to the check and a DROP to the server.
+	t.Run("backslash escapes cannot hide a statement", func(t *testing.T) {
+		before := tableCount()
+		// psql -c sends each text as one Query, unsplit, in one session.
+		script := fmt.Sprintf(`psql "%s" -X -c %s -c %s -c %s -c %s`, conn,
+			`"SELECT 'a\\d' ~ 'x' AS conforming_ok"`,
+			`"SET standard_conforming_strings = off"`,
+			`"SELECT 'a\\''; DROP TABLE customers; --'"`,
+			`"SELECT 'still-usable'"`)
+		out := e.psql(t, e.alice, conn, script)
+		for _, want := range []string{"conforming_ok", `denied by rule "escapes"`, "still-usable"} {
+			if !strings.Contains(out, want) {
+				t.Fatalf("output lacks %q:\n%s", want, out)
+			}
+		}
+		if got := tableCount(); got != before {
+			t.Fatalf("customers has %d rows, had %d", got, before)
+		}
+	})
+
 	t.Run("session usable after denial, in and out of transactions", func(t *testing.T) {
 		script := fmt.Sprintf(`psql "%s" -X -v ON_ERROR_STOP=0 <<'SQL'
 DROP TABLE customers;
