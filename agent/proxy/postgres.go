@@ -203,32 +203,38 @@ type pgSession struct {
 	// Upstream loop state.
 	shapes map[string][]masking.Field // portal shapes from Describe
 
-	// conforming is standard_conforming_strings as the server last
-	// reported it (one of the conforming* values). Set by the upstream
-	// side, read by the client loop.
-	conforming atomic.Int32
+	// The server's reports of the settings that change how it reads a
+	// text (see noteParameter). Set by the upstream side, read by the
+	// client loop; false until the server has reported them.
+	conformingStrings atomic.Bool // standard_conforming_strings = on
+	asciiSafeEncoding atomic.Bool // see sqlguard.ASCIISafeEncoding
 }
 
-// Values of pgSession.conforming.
-const (
-	conformingUnknown int32 = iota // the server has not said
-	conformingOn
-	conformingOff
-)
-
-// noteParameter follows the server's ParameterStatus reports. Only
-// standard_conforming_strings matters to Warden: it changes how the server
-// reads backslashes in strings (see sqlguard.AmbiguousEscapes).
+// noteParameter follows the server's ParameterStatus reports of the
+// settings that change how it splits a text into tokens (see
+// sqlguard.Misread). The server reports both at login and on every change.
 func (ss *pgSession) noteParameter(body []byte) {
 	var p pgproto3.ParameterStatus
-	if p.Decode(body) != nil || p.Name != "standard_conforming_strings" {
+	if p.Decode(body) != nil {
 		return
 	}
-	if p.Value == "on" {
-		ss.conforming.Store(conformingOn)
-	} else {
-		ss.conforming.Store(conformingOff)
+	switch p.Name {
+	case "standard_conforming_strings":
+		ss.conformingStrings.Store(p.Value == "on")
+	case "client_encoding":
+		ss.asciiSafeEncoding.Store(sqlguard.ASCIISafeEncoding(p.Value))
 	}
+}
+
+// lexing is how the server will read the next text. The server reports a
+// changed setting before its ReadyForQuery, so with nothing in flight the
+// reports are current; with something in flight, that something may be
+// changing them, and nothing is assumed.
+func (ss *pgSession) lexing() sqlguard.Lexing {
+	if !ss.q.empty() {
+		return sqlguard.Lexing{}
+	}
+	return sqlguard.Lexing{ConformingStrings: ss.conformingStrings.Load(), ASCIISafeEncoding: ss.asciiSafeEncoding.Load()}
 }
 
 // stmtInfo is the analysis of what one Query or Parse carried.
@@ -530,7 +536,7 @@ func deniedError(action policy.Action, rule, kind, reason string) *pgproto3.Erro
 		e.Hint = "Statements under this rule need a reviewer's approval; ask a database administrator to run it or to review it."
 	case rule == ruleEscapes:
 		e.Message = fmt.Sprintf("warden: %s denied by rule %q: %s", what, rule, reason)
-		e.Hint = "Write E'...' strings for backslash escapes, or SET standard_conforming_strings = on."
+		e.Hint = "Warden must read each statement as the server will: use E'...' strings for escapes, standard_conforming_strings = on and client_encoding UTF8."
 	default:
 		e.Message = fmt.Sprintf("warden: %s denied by rule %q", what, rule)
 		e.Hint = "Ask a database administrator, or the owner of the Warden policy, if you need this."

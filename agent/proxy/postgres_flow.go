@@ -213,23 +213,14 @@ const ruleEscapes = "escapes"
 
 // analyze parses sql and decides on it.
 func (ss *pgSession) analyze(ctx context.Context, sql string) ([]*sqlguard.Statement, sqlguard.Verdict, string) {
+	if reason := sqlguard.Misread(sql, ss.lexing()); reason != "" {
+		return nil, sqlguard.Verdict{Action: policy.Deny, Rule: ruleEscapes, Index: -1}, reason
+	}
 	stmts, err := sqlguard.Analyze(sql)
 	if err != nil {
 		// pg_query's message points at the offending token of the
 		// user's own text; it goes back to the user only.
 		return nil, sqlguard.Verdict{Action: policy.Deny, Rule: "parse", Index: -1}, errors.Unwrap(err).Error()
-	}
-	// The server reports standard_conforming_strings before its
-	// ReadyForQuery, so with nothing in flight the reported value is the
-	// one this text will be read under; with something in flight, that
-	// something may change it.
-	if (ss.conforming.Load() != conformingOn || !ss.q.empty()) && sqlguard.AmbiguousEscapes(sql) {
-		kind := ""
-		if len(stmts) > 0 {
-			kind = stmts[0].Kind()
-		}
-		return stmts, sqlguard.Verdict{Action: policy.Deny, Rule: ruleEscapes, Index: -1, Kind: kind},
-			"a backslash in a '...' string is read as an escape while standard_conforming_strings is off, and Warden checks statements as if it were on"
 	}
 	v := sqlguard.Evaluate(ss.rules, ss.groups, stmts)
 	if v.Action == policy.Review && ss.codec.Review != nil && ss.codec.Review(ctx, ss.att, stmts[v.Index], v.Rule) {

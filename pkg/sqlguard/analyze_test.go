@@ -200,8 +200,34 @@ func TestAmbiguousEscapes(t *testing.T) {
 		`SELECT 'unterminated\`:           true,
 		`SELECT 'plain'`:                  false,
 	} {
-		if got := AmbiguousEscapes(sql); got != want {
-			t.Errorf("AmbiguousEscapes(%q) = %v, want %v", sql, got, want)
+		if got := ambiguousEscapes(sql); got != want {
+			t.Errorf("ambiguousEscapes(%q) = %v, want %v", sql, got, want)
+		}
+	}
+}
+
+func TestMisread(t *testing.T) {
+	safe := Lexing{ConformingStrings: true, ASCIISafeEncoding: true}
+	for _, tc := range []struct {
+		sql     string
+		lx      Lexing
+		misread bool
+	}{
+		{`SELECT 'a\d' ~ 'x'`, safe, false},
+		{`SELECT 'a\d' ~ 'x'`, Lexing{ASCIISafeEncoding: true}, true},
+		{`SELECT E'a\'b'`, Lexing{ASCIISafeEncoding: true}, false},
+		{"SELECT E'\x83\\'; DROP TABLE t; --'", Lexing{ConformingStrings: true}, true},
+		{"SELECT E'\x83\\'; DROP TABLE t; --'", safe, false},
+		{"SELECT 'é'", Lexing{}, false},
+		{"SELECT 1", Lexing{}, false},
+	} {
+		if got := Misread(tc.sql, tc.lx) != ""; got != tc.misread {
+			t.Errorf("Misread(%q, %+v) = %v, want %v", tc.sql, tc.lx, got, tc.misread)
+		}
+	}
+	for name, want := range map[string]bool{"UTF8": true, "SQL_ASCII": true, "LATIN1": true, "EUC_JP": true, "SJIS": false, "big5": false, "": false} {
+		if ASCIISafeEncoding(name) != want {
+			t.Errorf("ASCIISafeEncoding(%q) != %v", name, want)
 		}
 	}
 }

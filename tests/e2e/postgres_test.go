@@ -243,6 +243,26 @@ func TestPostgresL7(t *testing.T) {
 		}
 	})
 
+	// In Shift-JIS, 0x83 0x5C is one character whose second byte is a
+	// backslash: the parser would read \' as an escaped quote, the server
+	// reads a character and then the end of the string.
+	t.Run("multi-byte client encodings cannot hide a statement", func(t *testing.T) {
+		before := tableCount()
+		script := fmt.Sprintf(`psql "%s" -X -c %s -c %s -c %s`, conn,
+			`"SET client_encoding = 'SJIS'"`,
+			`$'SELECT E\'\x83\x5c\'; DROP TABLE customers; --\''`,
+			`"SELECT 'still-usable'"`)
+		out := e.psql(t, e.alice, conn, script)
+		for _, want := range []string{`denied by rule "escapes"`, "still-usable"} {
+			if !strings.Contains(out, want) {
+				t.Fatalf("output lacks %q:\n%s", want, out)
+			}
+		}
+		if got := tableCount(); got != before {
+			t.Fatalf("customers has %d rows, had %d", got, before)
+		}
+	})
+
 	t.Run("session usable after denial, in and out of transactions", func(t *testing.T) {
 		script := fmt.Sprintf(`psql "%s" -X -v ON_ERROR_STOP=0 <<'SQL'
 DROP TABLE customers;
