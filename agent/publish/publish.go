@@ -342,7 +342,6 @@ func (p *Publisher) pump(ctx context.Context, nc *nats.Conn, js jetstream.JetStr
 			// Progress is persisted on the tick, not per ack: a cursor
 			// fsync per event would cost more than publishing it. What a
 			// crash loses is re-published and dropped as a duplicate.
-
 		case err := <-errCh:
 			return fmt.Errorf("publish record %d: %w", window[0].pos, err)
 		case <-tick.C:
