@@ -68,6 +68,45 @@ type Config struct {
 	// and bindings survive a restart. If it is not on a bpffs, wardend
 	// mounts a private bpffs instance there.
 	BPFPinDir string
+	// ClientTLS configures the TLS the proxy offers clients that ask for
+	// it (PostgreSQL's SSLRequest).
+	ClientTLS ClientTLS
+}
+
+// ClientTLS configures the TLS the proxy offers clients.
+type ClientTLS struct {
+	// Mode is "on" (answer TLS requests with a certificate from the
+	// agent's own authority) or "off" (decline them).
+	Mode string
+	// CACert and CAKey are the authority's certificate and key. Empty
+	// means client-ca.crt and client-ca.key in StateDir; wardend creates
+	// them if neither exists.
+	CACert, CAKey string
+}
+
+// ClientTLS modes.
+const (
+	ClientTLSOn  = "on"
+	ClientTLSOff = "off"
+)
+
+// PublicClientCA is where wardend publishes the client TLS authority's
+// certificate for users to trust: client-ca.crt beside the control socket.
+func (c Config) PublicClientCA() string {
+	return filepath.Join(filepath.Dir(c.Socket), "client-ca.crt")
+}
+
+// ClientCAFiles returns the client TLS authority's certificate and key
+// paths, with the defaults in StateDir filled in.
+func (c Config) ClientCAFiles() (cert, key string) {
+	cert, key = c.ClientTLS.CACert, c.ClientTLS.CAKey
+	if cert == "" {
+		cert = filepath.Join(c.StateDir, "client-ca.crt")
+	}
+	if key == "" {
+		key = filepath.Join(c.StateDir, "client-ca.key")
+	}
+	return cert, key
 }
 
 // OIDC configures verification of ID tokens.
@@ -104,6 +143,7 @@ func Default() Config {
 		LogLevel:      "info",
 		StateDir:      "/var/lib/warden",
 		BPFPinDir:     "/sys/fs/bpf/warden",
+		ClientTLS:     ClientTLS{Mode: ClientTLSOn},
 	}
 }
 
@@ -193,6 +233,12 @@ func (c Config) problems() []problem {
 	if err := checkNATS(c.NATS.URL); err != nil {
 		add("nats.url", "%v", err)
 	}
+	if c.ClientTLS.Mode != ClientTLSOn && c.ClientTLS.Mode != ClientTLSOff {
+		add("client_tls.mode", "%q is not %s or %s", c.ClientTLS.Mode, ClientTLSOn, ClientTLSOff)
+	}
+	if (c.ClientTLS.CACert == "") != (c.ClientTLS.CAKey == "") {
+		add("client_tls.ca_key", "and client_tls.ca_cert must be set together, or both left out for the defaults in state_dir")
+	}
 	if !slices.Contains(logLevels, c.LogLevel) {
 		add("log_level", "%q is not one of %s", c.LogLevel, strings.Join(logLevels, ", "))
 	}
@@ -208,6 +254,8 @@ func (c Config) problems() []problem {
 		{"bpf_pin_dir", c.BPFPinDir, false},
 		{"cgroup_root", c.CgroupRoot, true},
 		{"oidc.ca_file", c.OIDC.CAFile, true},
+		{"client_tls.ca_cert", c.ClientTLS.CACert, true},
+		{"client_tls.ca_key", c.ClientTLS.CAKey, true},
 	}
 	for _, p := range paths {
 		switch {
@@ -363,6 +411,11 @@ func (d *decoder) decode(data []byte, c *Config) {
 		"log_level":      &c.LogLevel,
 		"state_dir":      &c.StateDir,
 		"bpf_pin_dir":    &c.BPFPinDir,
+		"client_tls": map[string]any{
+			"mode":    &c.ClientTLS.Mode,
+			"ca_cert": &c.ClientTLS.CACert,
+			"ca_key":  &c.ClientTLS.CAKey,
+		},
 	})
 }
 

@@ -27,6 +27,7 @@ func TestLoadProductExample(t *testing.T) {
 		LogLevel:      "info",
 		StateDir:      "/var/lib/warden",
 		BPFPinDir:     "/sys/fs/bpf/warden",
+		ClientTLS:     ClientTLS{Mode: "on"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load:\n got %+v\nwant %+v", c, want)
@@ -116,7 +117,7 @@ func TestLoadErrors(t *testing.T) {
 			`agent.yaml: oidc.client_id is required`,
 		}},
 		{"unknown key", oidc + "hots_id: b1\n", []string{
-			`agent.yaml:4:1: unknown key "hots_id" (want one of bpf_pin_dir, cgroup_root, host_id,`,
+			`agent.yaml:4:1: unknown key "hots_id" (want one of bpf_pin_dir, cgroup_root, client_tls, host_id,`,
 		}},
 		{"unknown nested key", "oidc:\n  isuer: https://idp.example.com\n  client_id: warden\n", []string{
 			`agent.yaml: oidc.issuer is required`,
@@ -132,6 +133,14 @@ func TestLoadErrors(t *testing.T) {
 		{"syntax: block", "oidc:\n  - issuer\n  client_id: w\n", []string{`agent.yaml:2: invalid YAML: did not find expected '-' indicator`}},
 		{"syntax: tab", "oidc:\n\tissuer: x\n", []string{`agent.yaml:2: invalid YAML: found character that cannot start any token`}},
 		{"two documents", oidc + "---\nhost_id: x\n", []string{`agent.yaml: more than one YAML document`}},
+		{"client tls mode", oidc + "client_tls:\n  mode: yes\n", []string{`agent.yaml:5:9: client_tls.mode "yes" is not on or off`}},
+		{"client tls half set", oidc + "client_tls:\n  ca_cert: /etc/warden/ca.crt\n", []string{
+			`agent.yaml: client_tls.ca_key and client_tls.ca_cert must be set together`,
+		}},
+		{"client tls relative", oidc + "client_tls:\n  ca_cert: ca.crt\n  ca_key: ca.key\n", []string{
+			`agent.yaml:5:12: client_tls.ca_cert "ca.crt" must be an absolute path`,
+			`agent.yaml:6:11: client_tls.ca_key "ca.key" must be an absolute path`,
+		}},
 		{"http issuer", "oidc:\n  issuer: http://idp.example.com\n  client_id: warden\n", []string{
 			`agent.yaml:2:11: oidc.issuer "http://idp.example.com" must use https: the token signing keys are fetched from the issuer`,
 		}},

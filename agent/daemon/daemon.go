@@ -4,6 +4,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/wardenhq/warden/agent/clientca"
 	"github.com/wardenhq/warden/agent/config"
 	"github.com/wardenhq/warden/agent/control"
 	"github.com/wardenhq/warden/agent/lineage"
@@ -134,7 +136,11 @@ func start(ctx context.Context, cfg config.Config, rec Recorder, log zerolog.Log
 	}
 	d.registerLineageMetrics()
 
-	d.codecs = proxy.Codecs()
+	clientTLS, err := openClientTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.codecs = proxy.Codecs(clientTLS)
 	listeners, port, err := listenProxy(cfg.ProxyListen)
 	if err != nil {
 		return nil, err
@@ -582,4 +588,23 @@ func (d *Daemon) emitSession(typ event.Type, s *session.Session, proc *event.Pro
 	d.emit(&event.Event{Type: typ, Identity: identityOf(s), Process: proc, Data: map[string]any{
 		"uid": s.UID, "cgroup": s.Cgroup, "login_time": s.LoginTime, "expires": s.Expires,
 	}})
+}
+
+// openClientTLS loads (or creates) the authority behind the TLS the proxy
+// offers clients, unless client_tls.mode is off, and publishes its
+// certificate beside the control socket, whose directory every user can
+// reach (state_dir is root's alone).
+func openClientTLS(cfg config.Config) (func(netip.Addr) *tls.Config, error) {
+	if cfg.ClientTLS.Mode == config.ClientTLSOff {
+		return nil, nil
+	}
+	certFile, keyFile := cfg.ClientCAFiles()
+	ca, err := clientca.Open(certFile, keyFile, cfg.HostID)
+	if err != nil {
+		return nil, err
+	}
+	if err := ca.WriteCertificate(cfg.PublicClientCA()); err != nil {
+		return nil, err
+	}
+	return ca.ServerConfig, nil
 }

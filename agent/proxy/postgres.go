@@ -3,10 +3,12 @@ package proxy
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -38,6 +40,11 @@ type Postgres struct {
 	// matched. Without it they are refused with a "requires review"
 	// error.
 	Review ReviewFunc
+	// ClientTLS, when set, gives the TLS configuration for a client that
+	// asks for TLS and connected to dst; without it, such requests are
+	// declined and the client goes on in the clear (or gives up, if it
+	// requires TLS). The agent reads the protocol either way.
+	ClientTLS func(dst netip.Addr) *tls.Config
 
 	mu      sync.Mutex
 	cancels map[cancelKey]cancelTarget
@@ -60,39 +67,29 @@ type cancelTarget struct {
 	target policy.Target
 }
 
-// Refuse answers the client's startup with a FATAL ErrorResponse.
-func (*Postgres) Refuse(ctx context.Context, client net.Conn, reason string) error {
+// Refuse answers the client's startup with a FATAL ErrorResponse, over TLS
+// if the client asks for it and the codec offers it, so that a client that
+// requires TLS still sees why.
+func (p *Postgres) Refuse(ctx context.Context, client net.Conn, att *Attribution) error {
 	// A client that never sends its startup packet must not pin the handler.
 	client.SetDeadline(time.Now().Add(30 * time.Second))
-	return pgwire.RefuseStartup(client, reason)
+	return pgwire.RefuseStartup(ctx, client, att.Decision.Reason, p.clientTLS(att))
 }
 
 // Serve carries one allowed connection: startup and authentication, then
 // statements until either side closes.
 func (p *Postgres) Serve(ctx context.Context, s *Stream) error {
 	s.Client.SetDeadline(time.Now().Add(30 * time.Second))
-	cr := pgwire.NewReader(s.Client)
-	cw := pgwire.NewWriter(s.Client)
-	var startup *pgproto3.StartupMessage
-	for startup == nil {
-		msg, err := cr.Startup()
-		if err != nil {
-			return fmt.Errorf("postgres startup: %w", err)
-		}
-		switch m := msg.(type) {
-		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
-			// The hop from client to agent is loopback: decline TLS so
-			// the agent can read the protocol (see docs/postgres.md).
-			if _, err := s.Client.Write([]byte{'N'}); err != nil {
-				return fmt.Errorf("decline encryption: %w", err)
-			}
-		case *pgproto3.CancelRequest:
-			return p.cancel(ctx, s, m)
-		case *pgproto3.StartupMessage:
-			startup = m
-		}
+	conn, cr, msg, err := pgwire.Negotiate(ctx, s.Client, p.clientTLS(s.Attribution))
+	if err != nil {
+		return fmt.Errorf("postgres startup: %w", err)
 	}
-	sess, err := newPGSession(p, s, cr, cw)
+	s.Client = conn
+	startup, ok := msg.(*pgproto3.StartupMessage)
+	if !ok {
+		return p.cancel(ctx, s, msg.(*pgproto3.CancelRequest))
+	}
+	sess, err := newPGSession(p, s, cr, pgwire.NewWriter(conn))
 	if err != nil {
 		return err
 	}
@@ -102,6 +99,14 @@ func (p *Postgres) Serve(ctx context.Context, s *Stream) error {
 	}
 	s.Client.SetDeadline(time.Time{})
 	return sess.run(ctx)
+}
+
+// clientTLS is the TLS offered to a client, nil for none.
+func (p *Postgres) clientTLS(att *Attribution) *tls.Config {
+	if p.ClientTLS == nil {
+		return nil
+	}
+	return p.ClientTLS(att.Kernel.OrigDst.Addr())
 }
 
 // register maps the key the client sees to the upstream backend's.

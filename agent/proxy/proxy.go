@@ -72,10 +72,10 @@ type Stream struct {
 
 // Codec speaks one target protocol.
 type Codec interface {
-	// Refuse tells the client why it cannot proceed, in the protocol's own
-	// terms where the protocol has an error message, then returns. The
-	// target is never contacted.
-	Refuse(ctx context.Context, client net.Conn, reason string) error
+	// Refuse tells the client why it cannot proceed (att.Decision.Reason),
+	// in the protocol's own terms where the protocol has an error message,
+	// then returns. The target is never contacted.
+	Refuse(ctx context.Context, client net.Conn, att *Attribution) error
 	// Serve carries an allowed connection until one side closes it.
 	Serve(ctx context.Context, s *Stream) error
 }
@@ -220,7 +220,7 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 			p.opts.Metrics.Refused(att.Target.Name, att.Decision.Rule)
 		}
 		log.Info().Str("reason", att.Decision.Reason).Msg("connection refused")
-		if err := codec.Refuse(ctx, client, att.Decision.Reason); err != nil {
+		if err := codec.Refuse(ctx, client, &att); err != nil {
 			log.Debug().Err(err).Msg("refusal not delivered")
 		}
 		return
@@ -239,7 +239,7 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 			p.opts.Metrics.Refused(att.Target.Name, att.Decision.Rule)
 		}
 		log.Warn().Err(err).Msg("upstream dial failed")
-		codec.Refuse(ctx, client, att.Decision.Reason)
+		codec.Refuse(ctx, client, &att)
 		return
 	}
 	p.track(upstream, true)

@@ -111,7 +111,8 @@ type fakeCodec struct {
 	serves  []*Stream
 }
 
-func (c *fakeCodec) Refuse(ctx context.Context, client net.Conn, reason string) error {
+func (c *fakeCodec) Refuse(ctx context.Context, client net.Conn, att *Attribution) error {
+	reason := att.Decision.Reason
 	c.mu.Lock()
 	c.refuses = append(c.refuses, reason)
 	c.mu.Unlock()
@@ -626,7 +627,7 @@ func TestServeStopsOnCancel(t *testing.T) {
 // codec waiting for a startup message.
 type slowRefuser struct{ entered chan struct{} }
 
-func (r slowRefuser) Refuse(ctx context.Context, client net.Conn, reason string) error {
+func (r slowRefuser) Refuse(ctx context.Context, client net.Conn, att *Attribution) error {
 	close(r.entered)
 	_, err := io.ReadAll(client)
 	return err
@@ -736,7 +737,7 @@ func TestPipeWithoutCloseWrite(t *testing.T) {
 
 func TestRelayRefuseIsSilent(t *testing.T) {
 	a, b := tcpPair(t)
-	if err := (Relay{}).Refuse(context.Background(), a, "nope"); err != nil {
+	if err := (Relay{}).Refuse(context.Background(), a, &Attribution{}); err != nil {
 		t.Fatal(err)
 	}
 	a.Close()

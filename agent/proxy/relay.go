@@ -13,7 +13,7 @@ import (
 type Relay struct{}
 
 // Refuse closes the connection; a bare TCP stream has no way to say why.
-func (Relay) Refuse(ctx context.Context, client net.Conn, reason string) error { return nil }
+func (Relay) Refuse(ctx context.Context, client net.Conn, att *Attribution) error { return nil }
 
 // Serve copies in both directions, propagating half-closes, until both
 // directions are done.

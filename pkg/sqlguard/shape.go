@@ -2,6 +2,7 @@ package sqlguard
 
 import (
 	"strings"
+	"unicode/utf8"
 )
 
 // A statement's shape is its text with the value of every plain literal
@@ -24,7 +25,8 @@ import (
 // in strings depends on standard_conforming_strings), E'', B'', X'', N''
 // and U&'' strings, U&"" identifiers, dollar quoting, string continuation
 // across lines, numbers glued to identifiers or dots (read differently by
-// PostgreSQL 15 and 16+: 0x1F, 1_000, 1abc), NUL and control characters.
+// PostgreSQL 15 and 16+: 0x1F, 1_000, 1abc), NUL, control characters and
+// invalid UTF-8.
 // The tests hold it against libpg_query's own scanner.
 
 // Markers that replace a literal in a shape. A NUL cannot occur in SQL
@@ -43,8 +45,11 @@ type span struct{ start, end int }
 // ok is false when sql uses lexical features the scanner does not model;
 // the caller must then treat sql as a text of its own.
 func shapeOf(sql string) (shape string, lits []span, ok bool) {
-	if strings.IndexByte(sql, 0) >= 0 {
-		return "", nil, false // libpg_query would stop reading at it
+	if strings.IndexByte(sql, 0) >= 0 || !utf8.ValidString(sql) {
+		// libpg_query stops reading at a NUL, and refuses invalid UTF-8
+		// in a string's value: both make the analysis depend on a
+		// literal's bytes.
+		return "", nil, false
 	}
 	n := len(sql)
 	var b strings.Builder

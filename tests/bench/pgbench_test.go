@@ -81,7 +81,9 @@ masking:
 	defer os.RemoveAll(logDir)
 	os.Chmod(logDir, 0o777)
 	args := func(port int, prefix string) string {
-		return fmt.Sprintf("%s -n -S -c 8 -j 2 -T %s -l --log-prefix=%s -h 127.0.0.1 -p %d -U app postgres",
+		// No TLS on any path: the server has none, and the agent would
+		// otherwise accept libpq's default sslmode=prefer.
+		return fmt.Sprintf("PGSSLMODE=disable %s -n -S -c 8 -j 2 -T %s -l --log-prefix=%s -h 127.0.0.1 -p %d -U app postgres",
 			pgbench, seconds, filepath.Join(logDir, prefix), port)
 	}
 	// run runs one pgbench and returns its TPS, its p99 latency and the CPU

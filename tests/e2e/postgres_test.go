@@ -292,6 +292,30 @@ sleep 2; kill -INT $p; wait $p; kill $w 2>/dev/null; echo done`, conn))
 		}
 	})
 
+	// Clients that require TLS get it from the agent; one that verifies
+	// the server trusts the agent's client authority.
+	t.Run("client TLS", func(t *testing.T) {
+		// The agent publishes its authority beside the control socket,
+		// where every user can read it.
+		root := filepath.Join(filepath.Dir(e.Socket()), "client-ca.crt")
+		if fi, err := os.Stat(root); err != nil || fi.Mode().Perm() != 0o644 {
+			t.Fatalf("client TLS authority not published readable at %s: %v", root, err)
+		}
+		base := strings.Replace(conn, "sslmode=prefer", "", 1)
+		for _, mode := range []string{"sslmode=require", "sslmode=verify-full sslrootcert=" + root} {
+			out := e.psql(t, e.alice, conn, fmt.Sprintf(`psql "%s %s" -XAt -c '\conninfo' -c "select email from customers where id = 1"`, base, mode))
+			if !strings.Contains(out, "SSL connection (protocol: TLSv1.3") || !strings.Contains(out, "[masked:email]") {
+				t.Fatalf("%s: no TLS to the agent, or no masking through it:\n%s", mode, out)
+			}
+		}
+		// A client that trusts another authority refuses the agent.
+		other := harness.NewTestCA(t, "other").WriteCA(t, filepath.Join(e.Dir, "other-ca.crt"))
+		out := e.psql(t, e.alice, conn, fmt.Sprintf(`psql "%s sslmode=verify-full sslrootcert=%s" -XAt -c 'select 1'`, base, other))
+		if !strings.Contains(out, "certificate") {
+			t.Fatalf("verify-full against another authority did not fail on the certificate:\n%s", out)
+		}
+	})
+
 	t.Run("password passthrough without credentials", func(t *testing.T) {
 		legacy := fmt.Sprintf("host=127.0.0.1 port=%d dbname=orders sslmode=disable connect_timeout=10", e.legacyPort)
 		out := e.psql(t, e.alice, legacy, fmt.Sprintf(`PGPASSWORD=person-secret psql "%[1]s user=person" -XAtc "select current_user, ssn from customers where id = 1"

@@ -1,9 +1,16 @@
 package postgres
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"io"
+	"math/big"
 	"net"
 	"strings"
 	"testing"
@@ -21,6 +28,11 @@ const refusal = "warden: no verified identity for this session; run 'warden logi
 // connection and returns the client end and RefuseStartup's result. The
 // server end is closed once RefuseStartup returns, as the proxy does.
 func refuseOn(t *testing.T, message string) (net.Conn, <-chan error) {
+	return refuseWith(t, message, nil)
+}
+
+// refuseWith is refuseOn with TLS offered.
+func refuseWith(t *testing.T, message string, cfg *tls.Config) (net.Conn, <-chan error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -41,7 +53,7 @@ func refuseOn(t *testing.T, message string) (net.Conn, <-chan error) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		done <- RefuseStartup(server, message)
+		done <- RefuseStartup(context.Background(), server, message, cfg)
 		server.Close()
 	}()
 	return client, done
@@ -228,15 +240,86 @@ func TestRefuseStartupGarbage(t *testing.T) {
 }
 
 func TestRefuseStartupWriteErrors(t *testing.T) {
-	w := &failingWriter{r: strings.NewReader(string(startupPacket(80877103, nil)))}
-	if err := RefuseStartup(w, refusal); err == nil || !errors.Is(err, errWrite) {
+	client, server := net.Pipe()
+	defer client.Close()
+	go client.Write(startupPacket(80877103, nil))
+	err := RefuseStartup(context.Background(), failingWriter{server}, refusal, nil)
+	if err == nil || !errors.Is(err, errWrite) {
 		t.Errorf("RefuseStartup = %v, want the write error", err)
 	}
 }
 
 var errWrite = errors.New("write failed")
 
-type failingWriter struct{ r io.Reader }
+type failingWriter struct{ net.Conn }
 
-func (f *failingWriter) Read(p []byte) (int, error)  { return f.r.Read(p) }
-func (f *failingWriter) Write(p []byte) (int, error) { return 0, errWrite }
+func (failingWriter) Write(p []byte) (int, error) { return 0, errWrite }
+
+// selfSigned is a TLS configuration with a throwaway certificate for
+// 127.0.0.1, and a pool that trusts it.
+func selfSigned(t *testing.T) (*tls.Config, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, pool
+}
+
+// A client that asks for TLS gets it, and reads the refusal over it.
+func TestRefuseStartupOverTLS(t *testing.T) {
+	cfg, pool := selfSigned(t)
+	c, done := refuseWith(t, refusal, cfg)
+	c.Write(startupPacket(80877103, nil))
+	if b := readByte(t, c); b != 'S' {
+		t.Fatalf("answer to SSLRequest = %q, want 'S'", b)
+	}
+	tc := tls.Client(c, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	fe := pgproto3.NewFrontend(tc, tc)
+	fe.Send(startup())
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	expectFatal(t, tc, fe, refusal)
+	if err := wait(t, done); err != nil {
+		t.Errorf("RefuseStartup: %v", err)
+	}
+}
+
+// Bytes sent behind the SSLRequest are refused, not read as if the
+// handshake protected them; so is a second SSLRequest inside TLS.
+func TestNegotiateRefusesInjectedPlaintext(t *testing.T) {
+	cfg, pool := selfSigned(t)
+	c, done := refuseWith(t, refusal, cfg)
+	c.Write(append(startupPacket(80877103, nil), startupPacket(196608, []byte("user\x00alice\x00\x00"))...))
+	if err := wait(t, done); err == nil || !strings.Contains(err.Error(), "ahead of the TLS handshake") {
+		t.Errorf("RefuseStartup = %v, want a refusal of the injected bytes", err)
+	}
+	if got, _ := io.ReadAll(c); len(got) != 0 {
+		t.Errorf("client read %q, want nothing", got)
+	}
+
+	c, done = refuseWith(t, refusal, cfg)
+	c.Write(startupPacket(80877103, nil))
+	readByte(t, c)
+	tc := tls.Client(c, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	tc.Write(startupPacket(80877103, nil))
+	if err := wait(t, done); err == nil || !strings.Contains(err.Error(), "inside TLS") {
+		t.Errorf("RefuseStartup = %v, want a refusal of SSLRequest inside TLS", err)
+	}
+}
