@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,7 +63,7 @@ type cancelTarget struct {
 	pid    uint32
 	secret []byte
 	sub    string // only the same person may cancel
-	// target is the session's target entry, whose credentials.tls the
+	// target is the session's target entry, whose upstream TLS the
 	// cancel connection to the same server follows.
 	target policy.Target
 }
@@ -102,8 +103,17 @@ func (p *Postgres) Serve(ctx context.Context, s *Stream) error {
 }
 
 // clientTLS is the TLS offered to a client, nil for none.
+//
+// None for a target without credentials that is reached over TLS: there
+// the client logs in itself, and a SCRAM client on TLS that is not offered
+// channel binding says so in its first message, which a server on TLS
+// rejects as a downgrade; the proof covers that message, so the proxy
+// cannot change it. In the clear, the client's SCRAM passes unchanged.
 func (p *Postgres) clientTLS(att *Attribution) *tls.Config {
 	if p.ClientTLS == nil {
+		return nil
+	}
+	if tp := att.TargetPolicy; tp.Credentials == nil && tp.UpstreamTLS().Enabled() {
 		return nil
 	}
 	return p.ClientTLS(att.Kernel.OrigDst.Addr())
@@ -158,7 +168,7 @@ func (p *Postgres) cancel(ctx context.Context, s *Stream, m *pgproto3.CancelRequ
 		}
 		defer conn.Close()
 	}
-	if tp := up.target; tp.Credentials != nil && tp.Credentials.TLS.Enabled() {
+	if tp := up.target; tp.UpstreamTLS().Enabled() {
 		tc, err := pgUpstreamTLS(ctx, conn, tp)
 		if err != nil {
 			return fmt.Errorf("TLS for cancel: %w", err)
@@ -302,21 +312,23 @@ func (ss *pgSession) applicationName() string {
 	return policy.ExpandApplicationName(template, v)
 }
 
-// secureUpstream switches the upstream connection to TLS when the target's
-// credentials ask for it, before anything of the login crosses it. On
+// secureUpstream switches the upstream connection to TLS when the target
+// asks for it (tls, or credentials.tls), before anything of the login
+// crosses it. On
 // failure the client gets a FATAL error naming the target; the details
 // (certificate errors, the CA file) go to the agent's log and into the
 // message, as none of them is secret.
 func (ss *pgSession) secureUpstream(ctx context.Context) error {
 	tp := ss.att.TargetPolicy
-	if tp.Credentials == nil || !tp.Credentials.TLS.Enabled() {
+	mode := tp.UpstreamTLS().Mode
+	if !tp.UpstreamTLS().Enabled() {
 		return nil
 	}
 	tc, err := pgUpstreamTLS(ctx, ss.s.Upstream, tp)
 	if err != nil {
-		ss.s.Log.Warn().Err(err).Str("tls_mode", string(tp.Credentials.TLS.Mode)).Msg("upstream TLS failed")
+		ss.s.Log.Warn().Err(err).Str("tls_mode", string(mode)).Msg("upstream TLS failed")
 		return ss.fatal(codeCannotConnect, fmt.Sprintf("warden: cannot open a verified TLS connection to target %s (%s): %v; tell the Warden administrator",
-			ss.att.Target.Name, tp.Credentials.TLS.Mode, err))
+			ss.att.Target.Name, mode, err))
 	}
 	ss.s.Upstream = tc
 	ss.ur, ss.uw = pgwire.NewReader(tc), pgwire.NewWriter(tc)
@@ -466,8 +478,26 @@ func (ss *pgSession) startup(ctx context.Context, m *pgproto3.StartupMessage) er
 }
 
 // passAuth relays one step of the client's own authentication exchange.
+//
+// SCRAM with channel binding (SCRAM-SHA-256-PLUS) binds the login to one
+// TLS session, and the client's ends at the agent while the server's
+// starts there: the offer is taken out, and the client uses plain SCRAM.
+// A client that demands channel binding (channel_binding=require) then
+// refuses, as it should, since no binding can span the proxy.
 func (ss *pgSession) passAuth(typ byte, body []byte, authType uint32) error {
-	ss.cw.Raw(typ, body)
+	if authType == 10 {
+		var sasl pgproto3.AuthenticationSASL
+		if err := sasl.Decode(body); err != nil {
+			return fmt.Errorf("decode SASL offer: %w", err)
+		}
+		sasl.AuthMechanisms = slices.DeleteFunc(sasl.AuthMechanisms, func(m string) bool { return strings.HasSuffix(m, "-PLUS") })
+		if len(sasl.AuthMechanisms) == 0 {
+			return ss.fatal(pgwire.CodeInvalidAuthorization, fmt.Sprintf("warden: target %s offers only SCRAM with channel binding, which cannot pass through the proxy", ss.att.Target.Name))
+		}
+		ss.cw.Send(&sasl)
+	} else {
+		ss.cw.Raw(typ, body)
+	}
 	if err := ss.cw.Flush(); err != nil {
 		return err
 	}

@@ -69,10 +69,10 @@ func pgUpstreamTLS(ctx context.Context, conn net.Conn, target policy.Target) (*t
 // file is read here, at each connection, like the password file: a rotated
 // CA takes effect without a policy reload.
 func upstreamTLSConfig(target policy.Target) (*tls.Config, error) {
-	if target.Credentials == nil || !target.Credentials.TLS.Enabled() {
+	if !target.UpstreamTLS().Enabled() {
 		return nil, errors.New("TLS is not configured for this target")
 	}
-	opts := target.Credentials.TLS
+	opts := target.UpstreamTLS()
 	var roots *x509.CertPool // nil: the system roots
 	if opts.CAFile != "" {
 		pem, err := os.ReadFile(opts.CAFile)

@@ -178,7 +178,7 @@ func (d *decoder) postgresOnly(e entry, where, protocol string) bool {
 	return false
 }
 
-// upstreamTLS decodes credentials.tls.
+// upstreamTLS decodes a target's tls, or its credentials.tls.
 func (d *decoder) upstreamTLS(e entry, where, protocol, address string) (UpstreamTLS, bool) {
 	where += ": tls"
 	var t UpstreamTLS

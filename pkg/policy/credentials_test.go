@@ -136,3 +136,43 @@ func TestExpandApplicationName(t *testing.T) {
 		})
 	}
 }
+
+// tls may sit on the target itself, for targets without credentials
+// (the client's own login then passes through, over TLS).
+func TestParseTargetTLS(t *testing.T) {
+	doc := "targets:\n  - name: db\n    protocol: postgres\n    address: db.internal:5432\n    tls: {mode: verify-full, ca_file: /ca.pem}\n"
+	p, err := Parse([]byte(doc), "policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := p.Targets[0]
+	if want := (UpstreamTLS{Mode: TLSVerifyFull, CAFile: "/ca.pem"}); tg.UpstreamTLS() != want || tg.Credentials != nil {
+		t.Fatalf("target tls %+v, credentials %+v", tg.UpstreamTLS(), tg.Credentials)
+	}
+	// credentials.tls is still honoured.
+	p, err = Parse([]byte(credTarget("postgres", "10.0.0.5:5432", "      tls: {mode: require}\n")), "policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Targets[0].UpstreamTLS(); got.Mode != TLSRequire {
+		t.Fatalf("credentials.tls not honoured: %+v", got)
+	}
+
+	for _, tt := range []struct{ name, yaml, want string }{
+		{"both", credTarget("postgres", "10.0.0.5:5432", "      tls: {mode: require}\n") + "    tls: {mode: require}\n",
+			`target "db": tls is set both here and under credentials; keep one`},
+		{"tcp", "targets:\n  - name: db\n    protocol: tcp\n    address: 10.0.0.5:5432\n    tls: {mode: require}\n",
+			`policy.yaml:5:5: target "db": tls: tcp targets are forwarded as raw bytes`},
+		{"mysql", "targets:\n  - name: db\n    protocol: mysql\n    address: 10.0.0.5:3306\n    tls: {mode: require}\n",
+			`policy.yaml:5:5: target "db": tls is implemented for postgres targets only; this target is mysql`},
+		{"bad mode", "targets:\n  - name: db\n    protocol: postgres\n    address: 10.0.0.5:5432\n    tls: {mode: prefer}\n",
+			`policy.yaml:5:17: target "db": tls: mode "prefer" is not one of disable, require, verify-full`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml), "policy.yaml")
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}

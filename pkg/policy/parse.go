@@ -356,7 +356,7 @@ func (d *decoder) targetList(e entry) []Target {
 	endpoints := make(map[string]string) // canonical endpoint -> label
 	for i, n := range d.seq(e) {
 		where := label(n, "target", "targets", i)
-		m, ok := d.mapping(n, where, "name", "protocol", "address", "credentials")
+		m, ok := d.mapping(n, where, "name", "protocol", "address", "credentials", "tls")
 		if !ok {
 			continue
 		}
@@ -404,6 +404,18 @@ func (d *decoder) targetList(e entry) []Target {
 		if e, ok := m["credentials"]; ok {
 			t.Credentials, ok = d.credentials(e, where, t.Protocol, t.Address)
 			valid = valid && ok
+		}
+		if e, ok := m["tls"]; ok {
+			t.TLS, ok = d.upstreamTLS(e, where, t.Protocol, t.Address)
+			valid = valid && ok
+			switch {
+			case t.Protocol == ProtocolTCP:
+				d.errorf(e.key, "%s", at(where, "tls: tcp targets are forwarded as raw bytes, so the proxy cannot secure them; the client's own TLS passes through"))
+				valid = false
+			case t.Credentials != nil && t.Credentials.TLS.Mode != "":
+				d.errorf(e.key, "%s", at(where, "tls is set both here and under credentials; keep one"))
+				valid = false
+			}
 		}
 		if valid {
 			out = append(out, t)

@@ -75,6 +75,19 @@ type Target struct {
 	Address string
 	// Credentials, when set, are injected upstream by the proxy.
 	Credentials *Credentials
+	// TLS says how the proxy secures the upstream hop, with or without
+	// Credentials. The file may give it here or as credentials.tls, not
+	// both; see UpstreamTLS.
+	TLS UpstreamTLS
+}
+
+// UpstreamTLS is how the proxy secures its connection to the target: the
+// target's tls, or its credentials' tls. The zero value is TLSDisable.
+func (t Target) UpstreamTLS() UpstreamTLS {
+	if t.TLS.Mode == "" && t.Credentials != nil {
+		return t.Credentials.TLS
+	}
+	return t.TLS
 }
 
 // Endpoint returns the parsed Address. It cannot fail for a target that came

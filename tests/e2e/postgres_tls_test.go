@@ -23,6 +23,8 @@ import (
 //	rogue-db    forwarder       verify-full against another CA
 //	misnamed-db forwarder       verify-full for a name the certificate lacks
 //	plain-db    forwarder       no tls block: plain TCP, as before
+//	own-db      forwarder       no credentials, target-level tls verify-full:
+//	                            the client's own login, over TLS both hops
 func TestPostgresUpstreamTLS(t *testing.T) {
 	testenv.RequireCommand(t, "psql")
 	e := &pgEnv{Env: harness.NewEnv(t)}
@@ -38,7 +40,7 @@ func TestPostgresUpstreamTLS(t *testing.T) {
 	if err := os.WriteFile(secret, []byte("vaulted-app-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	rogueAt, misnamedAt, plainAt := e.Forward(e.pg.Addr()), e.Forward(e.pg.Addr()), e.Forward(e.pg.Addr())
+	rogueAt, misnamedAt, plainAt, ownAt := e.Forward(e.pg.Addr()), e.Forward(e.pg.Addr()), e.Forward(e.pg.Addr()), e.Forward(e.pg.Addr())
 	e.StartAgent(fmt.Sprintf(`targets:
   - name: tls-db
     protocol: postgres
@@ -73,14 +75,18 @@ func TestPostgresUpstreamTLS(t *testing.T) {
     protocol: postgres
     address: 127.0.0.1:%[7]d
     credentials: {username: app, password_file: %[2]s}
+  - name: own-db
+    protocol: postgres
+    address: 127.0.0.1:%[8]d
+    tls: {mode: verify-full, ca_file: %[3]s}
 access:
   - groups: [engineering]
-    targets: [tls-db, chain-db, rogue-db, misnamed-db, plain-db]
-`, e.pg.Port, secret, caFile, rogueAt, rogueFile, misnamedAt, plainAt))
+    targets: [tls-db, chain-db, rogue-db, misnamed-db, plain-db, own-db]
+`, e.pg.Port, secret, caFile, rogueAt, rogueFile, misnamedAt, plainAt, ownAt))
 	alice := e.Token(devidp.IssueOptions{Sub: "alice"})
 
-	// The client's own hop stays as it is: psql asks for TLS (prefer),
-	// Warden declines, and psql carries on in the clear over loopback.
+	// The client's own hop is its own: psql asks for TLS (prefer) and gets
+	// it from the agent; the upstream hop follows the target's tls.
 	conn := func(host string, port int) string {
 		return fmt.Sprintf("host=%s port=%d dbname=postgres user=whoever sslmode=prefer connect_timeout=10", host, port)
 	}
@@ -141,6 +147,28 @@ access:
 		out := query(conn("127.0.0.1", plainAt))
 		if !strings.Contains(out, "ssl=false") || !strings.Contains(out, "user=app") {
 			t.Fatalf("plain target:\n%s", out)
+		}
+	})
+
+	// Without credentials the client logs in itself, with SCRAM, and the
+	// agent reaches the server over TLS. Channel binding cannot span the
+	// proxy: the server's SCRAM-SHA-256-PLUS offer is taken out, and the
+	// agent keeps the loopback hop in the clear (a SCRAM client on TLS
+	// would announce binding support, which the server rejects).
+	t.Run("own login over target-level tls", func(t *testing.T) {
+		c := strings.Replace(conn("127.0.0.1", ownAt), "user=whoever", "user=app", 1)
+		out := e.psql(t, alice, c, fmt.Sprintf(`PGPASSWORD=vaulted-app-secret psql "%s" -XAt -c '\conninfo' -c "select 'ssl=' || ssl from pg_stat_ssl where pid = pg_backend_pid()" -c "select 'user=' || current_user" </dev/null`, c))
+		for _, want := range []string{"ssl=true", "user=app"} {
+			if !strings.Contains(out, want) {
+				t.Fatalf("output lacks %q:\n%s", want, out)
+			}
+		}
+		if strings.Contains(out, "SSL connection") {
+			t.Fatalf("the loopback hop used TLS:\n%s", out)
+		}
+		out = e.psql(t, alice, c, fmt.Sprintf(`PGPASSWORD=vaulted-app-secret psql "%s channel_binding=require" -XAt -c 'select 1' </dev/null`, c))
+		if !strings.Contains(out, "channel binding") {
+			t.Fatalf("channel_binding=require did not fail on channel binding:\n%s", out)
 		}
 	})
 
