@@ -108,6 +108,21 @@ func expectFatal(t *testing.T, c net.Conn, fe *pgproto3.Frontend, message string
 	}
 }
 
+// startupRefused sends m on c and expects the FATAL refusal with message,
+// and then RefuseStartup's clean return.
+func startupRefused(t *testing.T, c net.Conn, done <-chan error, m *pgproto3.StartupMessage, message string) {
+	t.Helper()
+	fe := pgproto3.NewFrontend(c, c)
+	fe.Send(m)
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	expectFatal(t, c, fe, message)
+	if err := wait(t, done); err != nil {
+		t.Errorf("RefuseStartup: %v", err)
+	}
+}
+
 func TestRefuseStartup(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -132,14 +147,7 @@ func TestRefuseStartup(t *testing.T) {
 					t.Fatalf("answer to %T = %q, want 'N'", m, b)
 				}
 			}
-			fe.Send(startup())
-			if err := fe.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			expectFatal(t, c, fe, refusal)
-			if err := wait(t, done); err != nil {
-				t.Errorf("RefuseStartup: %v", err)
-			}
+			startupRefused(t, c, done, startup(), refusal)
 		})
 	}
 }
@@ -149,32 +157,16 @@ func TestRefuseStartup(t *testing.T) {
 // still reach it.
 func TestRefuseStartupProtocol32(t *testing.T) {
 	c, done := refuseOn(t, refusal)
-	fe := pgproto3.NewFrontend(c, c)
 	m := startup()
 	m.ProtocolVersion = pgproto3.ProtocolVersion32
-	fe.Send(m)
-	if err := fe.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	expectFatal(t, c, fe, refusal)
-	if err := wait(t, done); err != nil {
-		t.Errorf("RefuseStartup: %v", err)
-	}
+	startupRefused(t, c, done, m, refusal)
 }
 
 func TestRefuseStartupMessageVerbatim(t *testing.T) {
 	// Quotes, newlines and non-ASCII go through untouched.
 	msg := "warden: target \"orders-db\" refused\nrun 'warden login' — then retry"
 	c, done := refuseOn(t, msg)
-	fe := pgproto3.NewFrontend(c, c)
-	fe.Send(startup())
-	if err := fe.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	expectFatal(t, c, fe, msg)
-	if err := wait(t, done); err != nil {
-		t.Errorf("RefuseStartup: %v", err)
-	}
+	startupRefused(t, c, done, startup(), msg)
 }
 
 func TestRefuseStartupCancelRequest(t *testing.T) {
@@ -287,15 +279,7 @@ func TestRefuseStartupOverTLS(t *testing.T) {
 	if err := tc.Handshake(); err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
-	fe := pgproto3.NewFrontend(tc, tc)
-	fe.Send(startup())
-	if err := fe.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	expectFatal(t, tc, fe, refusal)
-	if err := wait(t, done); err != nil {
-		t.Errorf("RefuseStartup: %v", err)
-	}
+	startupRefused(t, tc, done, startup(), refusal)
 }
 
 // Bytes sent behind the SSLRequest are refused, not read as if the
