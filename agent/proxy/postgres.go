@@ -86,9 +86,14 @@ func (p *Postgres) Serve(ctx context.Context, s *Stream) error {
 		return fmt.Errorf("postgres startup: %w", err)
 	}
 	s.Client = conn
-	startup, ok := msg.(*pgproto3.StartupMessage)
-	if !ok {
-		return p.cancel(ctx, s, msg.(*pgproto3.CancelRequest))
+	var startup *pgproto3.StartupMessage
+	switch m := msg.(type) {
+	case *pgproto3.CancelRequest:
+		return p.cancel(ctx, s, m)
+	case *pgproto3.StartupMessage:
+		startup = m
+	default:
+		return fmt.Errorf("postgres startup: unexpected %T", msg)
 	}
 	sess, err := newPGSession(p, s, cr, pgwire.NewWriter(conn))
 	if err != nil {
@@ -314,10 +319,9 @@ func (ss *pgSession) applicationName() string {
 
 // secureUpstream switches the upstream connection to TLS when the target
 // asks for it (tls, or credentials.tls), before anything of the login
-// crosses it. On
-// failure the client gets a FATAL error naming the target; the details
-// (certificate errors, the CA file) go to the agent's log and into the
-// message, as none of them is secret.
+// crosses it. On failure the client gets a FATAL error naming the target;
+// the details (certificate errors, the CA file) go to the agent's log and
+// into the message, as none of them is secret.
 func (ss *pgSession) secureUpstream(ctx context.Context) error {
 	tp := ss.att.TargetPolicy
 	mode := tp.UpstreamTLS().Mode
