@@ -324,15 +324,15 @@ func (ss *pgSession) applicationName() string {
 // into the message, as none of them is secret.
 func (ss *pgSession) secureUpstream(ctx context.Context) error {
 	tp := ss.att.TargetPolicy
-	mode := tp.UpstreamTLS().Mode
-	if !tp.UpstreamTLS().Enabled() {
+	up := tp.UpstreamTLS()
+	if !up.Enabled() {
 		return nil
 	}
 	tc, err := pgUpstreamTLS(ctx, ss.s.Upstream, tp)
 	if err != nil {
-		ss.s.Log.Warn().Err(err).Str("tls_mode", string(mode)).Msg("upstream TLS failed")
+		ss.s.Log.Warn().Err(err).Str("tls_mode", string(up.Mode)).Msg("upstream TLS failed")
 		return ss.fatal(codeCannotConnect, fmt.Sprintf("warden: cannot open a verified TLS connection to target %s (%s): %v; tell the Warden administrator",
-			ss.att.Target.Name, mode, err))
+			ss.att.Target.Name, up.Mode, err))
 	}
 	ss.s.Upstream = tc
 	ss.ur, ss.uw = pgwire.NewReader(tc), pgwire.NewWriter(tc)

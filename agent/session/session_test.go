@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wardenhq/warden/agent/procinfo"
 	"github.com/wardenhq/warden/agent/session"
 	"github.com/wardenhq/warden/bpf/loader"
 	"github.com/wardenhq/warden/pkg/cgroupv2"
@@ -538,14 +539,11 @@ func TestLoginFromInitChild(t *testing.T) {
 
 func parentOf(t *testing.T, pid int) int {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := procinfo.ReadStat(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
+	return st.PPID
 }
 
 func countDirs(es []os.DirEntry) int {

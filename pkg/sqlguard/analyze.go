@@ -93,13 +93,13 @@ func Analyze(sql string) ([]*Statement, error) {
 		return stmts, err
 	}
 	shape, lits, shaped := shapeOf(sql)
-	exact := "t" + sql
 	if shaped {
 		shape = "s" + shape
 		if e, ok := cache.get(shape); ok {
 			return e.instantiate(sql, lits), nil
 		}
 	}
+	exact := "t" + sql
 	if e, ok := cache.get(exact); ok {
 		return cloneStatements(e.stmts), nil
 	}
