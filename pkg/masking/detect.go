@@ -87,17 +87,38 @@ func (d *Detector) Find(v []byte) [][]int {
 	if !d.maybe(v) {
 		return nil
 	}
-	spans := d.re.FindAllIndex(v, -1)
 	if d.valid == nil {
-		return spans
+		return d.re.FindAllIndex(v, -1)
 	}
-	out := spans[:0]
-	for _, s := range spans {
-		if d.valid(v[s[0]:s[1]]) {
-			out = append(out, s)
+	// A match that fails its checksum must not hide a valid one inside it:
+	// in "12 4111 1111 1111 1111" the whole run fails Luhn, the card in it
+	// passes. So after a failed match the search goes on from the next
+	// place a match can begin (after a valid one, from its end). Every
+	// checked pattern begins at a word boundary before a word byte, so that
+	// is the next position after a non-word byte, where a search of the
+	// rest reads \b as a search of the whole text would.
+	var out [][]int
+	for pos := 0; pos < len(v); {
+		loc := d.re.FindIndex(v[pos:])
+		if loc == nil {
+			break
+		}
+		start, end := pos+loc[0], pos+loc[1]
+		pos = start + 1
+		if d.valid(v[start:end]) {
+			out = append(out, []int{start, end})
+			pos = end
+		}
+		for pos < len(v) && wordByte(v[pos-1]) {
+			pos++
 		}
 	}
 	return out
+}
+
+// wordByte is an ASCII word character, as regexp's \b sees it.
+func wordByte(c byte) bool {
+	return c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
 }
 
 func digits(b []byte) int {

@@ -29,11 +29,26 @@ func TestDetectors(t *testing.T) {
 		{"-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\nafter", "[masked:private_key]\nafter"},
 		{"-----BEGIN PRIVATE KEY-----\nMIIB truncated", "[masked:private_key]"},
 		{"order 12345 on 2024-01-02", "order 12345 on 2024-01-02"},
+		// A longer run that fails its checksum must not hide a valid
+		// number inside it.
+		{"ref 12 4111 1111 1111 1111", "ref 12 [masked:credit_card]"},
+		{"GB00 GB82WEST12345698765432", "GB00 [masked:iban]"},
 	}
 	for _, tt := range tests {
 		got, hit := m.Redact([]byte(tt.in))
 		if string(got) != tt.want || hit != (tt.in != tt.want) {
 			t.Errorf("Redact(%q) = %q, %v; want %q", tt.in, got, hit, tt.want)
+		}
+	}
+}
+
+// Detector.Find resumes after a failed checksum at the next position that
+// follows a non-word byte, which is only right for patterns that begin
+// with \b.
+func TestCheckedPatternsBeginAtWordBoundary(t *testing.T) {
+	for _, d := range all {
+		if d.valid != nil && !strings.HasPrefix(d.re.String(), `\b`) {
+			t.Errorf("%s: checked pattern %q does not begin with \\b", d.Name, d.re.String())
 		}
 	}
 }
