@@ -22,6 +22,7 @@ import (
 
 	"github.com/wardenhq/warden/bpf/loader"
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/guard"
 	"github.com/wardenhq/warden/pkg/policy"
 )
 
@@ -66,12 +67,21 @@ type Stream struct {
 	Client      net.Conn
 	Upstream    net.Conn
 	Attribution *Attribution
-	Recorder    Recorder
-	Log         zerolog.Logger
+	// Guard decides the stream's requests under the policy in force when
+	// the connection was accepted.
+	Guard *guard.Guard
+	// Audit records the stream's requests and their results.
+	Audit *Audit
+	Log   zerolog.Logger
 }
 
-// Codec speaks one target protocol.
+// Codec speaks one target protocol. Each codec lives in its own package
+// under agent/proxy/ and is registered in agent/proxy/codecs.
 type Codec interface {
+	// Enforces lists what the codec enforces. Policy validation rejects
+	// any rule, mask or credential on the protocol's targets that needs
+	// something else, so nothing in a policy goes silently unenforced.
+	Enforces() []policy.Capability
 	// Refuse tells the client why it cannot proceed (att.Decision.Reason),
 	// in the protocol's own terms where the protocol has an error message,
 	// then returns. The target is never contacted.
@@ -92,9 +102,10 @@ type Options struct {
 	Listeners  []net.Listener
 	Attributor Attributor
 	Authorize  Authorizer
-	// Codecs by target protocol; Fallback serves protocols without one.
-	Codecs   map[string]Codec
-	Fallback Codec
+	// Codecs picks each stream's codec by its target's protocol.
+	Codecs *Registry
+	// Reviewer decides requests that review rules hold; nil refuses them.
+	Reviewer guard.Reviewer
 	Recorder Recorder
 	Metrics  Metrics
 	Log      zerolog.Logger
@@ -209,13 +220,10 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 	}
 	att := p.opts.Authorize(info)
 	log = log.With().Str("target", att.Target.Name).Uint32("pid", info.TGID).Uint32("uid", info.UID).Logger()
-	codec := p.opts.Codecs[att.Target.Protocol]
-	if codec == nil {
-		codec = p.opts.Fallback
-	}
+	codec := p.opts.Codecs.Codec(att.Target.Protocol)
 
 	if att.Decision.Action != event.Allow {
-		p.record(&att, nil)
+		p.record(&att, event.Connect{})
 		if p.opts.Metrics != nil {
 			p.opts.Metrics.Refused(att.Target.Name, att.Decision.Rule)
 		}
@@ -234,7 +242,7 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 			// Not the target's fault: the agent is stopping.
 			att.Decision = event.Decision{Action: event.Deny, Rule: "shutdown", Reason: "warden: the agent is shutting down; try again"}
 		}
-		p.record(&att, map[string]any{"error": err.Error()})
+		p.record(&att, event.Connect{Error: err.Error()})
 		if p.opts.Metrics != nil {
 			p.opts.Metrics.Refused(att.Target.Name, att.Decision.Rule)
 		}
@@ -246,29 +254,28 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 	defer p.track(upstream, false)
 	defer upstream.Close()
 
-	p.record(&att, map[string]any{"upstream_local": upstream.LocalAddr().String()})
+	p.record(&att, event.Connect{UpstreamLocal: upstream.LocalAddr().String()})
 	if p.opts.Metrics != nil {
 		p.opts.Metrics.Accepted(att.Target.Name)
 	}
-	s := &Stream{Client: client, Upstream: upstream, Attribution: &att, Recorder: p.opts.Recorder, Log: log}
+	var groups []string
+	if att.Identity != nil {
+		groups = att.Identity.Groups
+	}
+	s := &Stream{
+		Client: client, Upstream: upstream, Attribution: &att, Log: log,
+		Guard: guard.New(att.Policy, att.Target.Name, groups, p.opts.Reviewer),
+		Audit: NewAudit(p.opts.Recorder, &att),
+	}
 	if err := codec.Serve(ctx, s); err != nil && ctx.Err() == nil {
 		log.Debug().Err(err).Msg("stream ended with error")
 	}
 }
 
 // record emits the net.connect event for a connection.
-func (p *Proxy) record(att *Attribution, extra map[string]any) {
-	data := map[string]any{
-		"original_dst": att.Kernel.OrigDst.String(),
-		"verdict":      att.Kernel.Verdict.String(),
-		"via":          "proxy",
-	}
-	for k, v := range att.Data {
-		data[k] = v
-	}
-	for k, v := range extra {
-		data[k] = v
-	}
+func (p *Proxy) record(att *Attribution, c event.Connect) {
+	c.OriginalDst, c.Verdict, c.Via = att.Kernel.OrigDst.String(), att.Kernel.Verdict.String(), "proxy"
+	c.Notes = att.Data
 	dec := att.Decision
 	p.opts.Recorder.Emit(&event.Event{
 		Type:     event.NetConnect,
@@ -276,6 +283,6 @@ func (p *Proxy) record(att *Attribution, extra map[string]any) {
 		Process:  att.Process,
 		Target:   &att.Target,
 		Decision: &dec,
-		Data:     data,
+		Data:     c.Data(),
 	})
 }

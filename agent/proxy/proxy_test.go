@@ -16,6 +16,7 @@ import (
 
 	"github.com/wardenhq/warden/bpf/loader"
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/policy"
 )
 
 // hang bounds every wait so that a broken proxy fails the test instead of
@@ -110,6 +111,8 @@ type fakeCodec struct {
 	refuses []string
 	serves  []*Stream
 }
+
+func (c *fakeCodec) Enforces() []policy.Capability { return nil }
 
 func (c *fakeCodec) Refuse(ctx context.Context, client net.Conn, att *Attribution) error {
 	reason := att.Decision.Reason
@@ -246,6 +249,10 @@ func startWith(t *testing.T, attr *fakeAttributor, decide func(loader.ConnInfo) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	registry := NewRegistry(fallback)
+	for protocol, c := range codecs {
+		registry.Register(protocol, c)
+	}
 	h := &harness{
 		t: t, ln: ln, attr: attr, rec: &recorder{}, met: &metrics{},
 		authz: make(chan loader.ConnInfo, 16), done: make(chan error, 1),
@@ -262,8 +269,7 @@ func startWith(t *testing.T, attr *fakeAttributor, decide func(loader.ConnInfo) 
 			att.Kernel = info
 			return att
 		},
-		Codecs:   codecs,
-		Fallback: fallback,
+		Codecs:   registry,
 		Recorder: h.rec,
 		Metrics:  h.met,
 		Log:      zerolog.Nop(),
@@ -481,7 +487,7 @@ func TestStreamCarriesAttribution(t *testing.T) {
 	c := h.dial()
 	readAll(t, c)
 	s := <-got
-	if s.Attribution.SessionID != "s-1" || s.Attribution.Kernel != attr.info || s.Recorder != h.rec {
+	if s.Attribution.SessionID != "s-1" || s.Attribution.Kernel != attr.info || s.Audit == nil || s.Audit.rec != h.rec || s.Guard == nil {
 		t.Errorf("stream %+v attribution %+v", s, s.Attribution)
 	}
 	if s.Upstream.RemoteAddr().String() != up.addr().String() {
@@ -627,6 +633,8 @@ func TestServeStopsOnCancel(t *testing.T) {
 // codec waiting for a startup message.
 type slowRefuser struct{ entered chan struct{} }
 
+func (r slowRefuser) Enforces() []policy.Capability { return nil }
+
 func (r slowRefuser) Refuse(ctx context.Context, client net.Conn, att *Attribution) error {
 	close(r.entered)
 	_, err := io.ReadAll(client)
@@ -650,7 +658,7 @@ func TestServeSeveralListeners(t *testing.T) {
 		lns = append(lns, ln)
 	}
 	met := &metrics{}
-	p := New(Options{Listeners: lns, Attributor: attr, Fallback: Relay{}, Recorder: &recorder{}, Metrics: met, Log: zerolog.Nop()})
+	p := New(Options{Listeners: lns, Attributor: attr, Codecs: NewRegistry(Relay{}), Recorder: &recorder{}, Metrics: met, Log: zerolog.Nop()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Serve(ctx) }()

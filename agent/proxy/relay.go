@@ -6,11 +6,17 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"github.com/wardenhq/warden/pkg/policy"
 )
 
 // Relay is the codec for protocols Warden does not parse: it copies bytes
 // both ways and has no error message to refuse with, so Refuse just closes.
 type Relay struct{}
+
+// Enforces is empty: a relayed stream is not parsed, so its targets take
+// access rules only.
+func (Relay) Enforces() []policy.Capability { return nil }
 
 // Refuse closes the connection; a bare TCP stream has no way to say why.
 func (Relay) Refuse(ctx context.Context, client net.Conn, att *Attribution) error { return nil }

@@ -26,13 +26,14 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wardenhq/warden/agent/spool"
+	"github.com/wardenhq/warden/pkg/event"
 )
 
 // Stream names and subjects fixed by the product contract.
 const (
-	StreamName    = "WARDEN_EVENTS"
-	StreamSubject = "warden.events.>"
-	subjectPrefix = "warden.events."
+	StreamName    = event.StreamName
+	StreamSubject = event.StreamSubjects
+	subjectPrefix = event.SubjectPrefix
 	// InvalidSubject receives spool records that are not decodable events,
 	// so the collector sees (and flags) them instead of the agent dropping
 	// them.

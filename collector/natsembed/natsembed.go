@@ -14,13 +14,15 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/wardenhq/warden/pkg/event"
 )
 
 // StreamName is the JetStream stream that carries every Warden event.
-const StreamName = "WARDEN_EVENTS"
+const StreamName = event.StreamName
 
 // StreamSubjects is the subject filter of StreamName.
-const StreamSubjects = "warden.events.>"
+const StreamSubjects = event.StreamSubjects
 
 // DuplicateWindow is how long JetStream remembers Nats-Msg-Id values. Agents
 // set Nats-Msg-Id to the event id, so a spool re-sending an event inside this

@@ -15,13 +15,15 @@ type Type string
 
 // Event types. The list is the contract in PRODUCT.md; extend, never rename.
 const (
-	SessionLogin    Type = "session.login"
-	SessionLogout   Type = "session.logout"
-	SessionExpired  Type = "session.expired"
-	ProcessExec     Type = "process.exec"
-	ProcessExit     Type = "process.exit"
-	NetConnect      Type = "net.connect"
-	DBQuery         Type = "db.query"
+	SessionLogin   Type = "session.login"
+	SessionLogout  Type = "session.logout"
+	SessionExpired Type = "session.expired"
+	ProcessExec    Type = "process.exec"
+	ProcessExit    Type = "process.exit"
+	NetConnect     Type = "net.connect"
+	DBQuery        Type = "db.query"
+	// DBResult is how a statement recorded by a db.query event ended.
+	DBResult        Type = "db.result"
 	SSHSession      Type = "ssh.session"
 	SSHExec         Type = "ssh.exec"
 	HTTPRequest     Type = "http.request"
@@ -118,5 +120,14 @@ type Decision struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// The JetStream stream every event travels on, fixed by the product
+// contract: agents publish event e on SubjectPrefix+e.Type, and the stream
+// StreamName holds StreamSubjects.
+const (
+	StreamName     = "WARDEN_EVENTS"
+	StreamSubjects = "warden.events.>"
+	SubjectPrefix  = "warden.events."
+)
+
 // Subject returns the NATS subject an event is published on.
-func (e *Event) Subject() string { return "warden.events." + string(e.Type) }
+func (e *Event) Subject() string { return SubjectPrefix + string(e.Type) }

@@ -118,3 +118,14 @@ func parseSCRAM(b []byte) map[string]string {
 	}
 	return attrs
 }
+
+// Authentication request codes: the first field of an Authentication ('R')
+// message from the server.
+const (
+	AuthOK                = 0
+	AuthCleartextPassword = 3
+	AuthMD5Password       = 5
+	AuthSASL              = 10
+	AuthSASLContinue      = 11
+	AuthSASLFinal         = 12
+)

@@ -1,4 +1,9 @@
-package proxy
+// Package postgres is the proxy's PostgreSQL codec: it speaks the v3
+// protocol to both sides, checks every statement with PostgreSQL's own
+// parser through the stream's Guard, masks results, injects the target's
+// vaulted credentials, routes cancel requests and records each statement
+// through the stream's Audit. Pure wire code lives in pkg/protocol/postgres.
+package postgres
 
 import (
 	"context"
@@ -18,6 +23,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/wardenhq/warden/agent/proxy"
 	"github.com/wardenhq/warden/pkg/event"
 	"github.com/wardenhq/warden/pkg/masking"
 	"github.com/wardenhq/warden/pkg/policy"
@@ -25,33 +31,42 @@ import (
 	"github.com/wardenhq/warden/pkg/sqlguard"
 )
 
-// ReviewFunc decides a statement that a review rule matched. It returns
-// true to let the statement run. It may block while a reviewer decides.
-type ReviewFunc func(ctx context.Context, att *Attribution, stmt *sqlguard.Statement, rule string) bool
-
-// Postgres is the PostgreSQL codec. It speaks the v3 protocol to both
-// sides: it checks every statement against the policy's rules with the
-// real PostgreSQL parser, masks result values, injects the target's vaulted
-// credentials, routes cancel requests and records one db.query event per
-// statement. One instance serves every PostgreSQL connection of the proxy,
-// which is what lets a cancel request, arriving on a connection of its
-// own, find the session it cancels.
-type Postgres struct {
-	// Review, when set, is consulted for statements a review rule
-	// matched. Without it they are refused with a "requires review"
-	// error.
-	Review ReviewFunc
+// Options configure the codec.
+type Options struct {
 	// ClientTLS, when set, gives the TLS configuration for a client that
 	// asks for TLS and connected to dst; without it, such requests are
 	// declined and the client goes on in the clear (or gives up, if it
 	// requires TLS). The agent reads the protocol either way.
 	ClientTLS func(dst netip.Addr) *tls.Config
+}
+
+// Codec is the PostgreSQL codec. One instance serves every PostgreSQL
+// connection of the proxy, which is what lets a cancel request, arriving
+// on a connection of its own, find the session it cancels.
+type Codec struct {
+	opts Options
 
 	mu      sync.Mutex
 	cancels map[cancelKey]cancelTarget
 }
 
-// cancelKey is the BackendKeyData Warden gave a client.
+// New returns the PostgreSQL codec.
+func New(opts Options) *Codec {
+	return &Codec{opts: opts, cancels: map[cancelKey]cancelTarget{}}
+}
+
+// Enforces implements proxy.Codec: statement rules (kinds, tables,
+// functions, no_where), review, column and content masking of results,
+// injected credentials and upstream TLS.
+func (p *Codec) Enforces() []policy.Capability {
+	return []policy.Capability{
+		policy.CapStatements, policy.CapTables, policy.CapFunctions, policy.CapNoWhere, policy.CapReview,
+		policy.CapColumnMasking, policy.CapContentMasking, policy.CapCredentials, policy.CapUpstreamTLS,
+	}
+}
+
+// cancelKey is the BackendKeyData Warden gave a client: the backend's own
+// pid and a secret of Warden's.
 type cancelKey struct {
 	pid    uint32
 	secret string
@@ -71,7 +86,7 @@ type cancelTarget struct {
 // Refuse answers the client's startup with a FATAL ErrorResponse, over TLS
 // if the client asks for it and the codec offers it, so that a client that
 // requires TLS still sees why.
-func (p *Postgres) Refuse(ctx context.Context, client net.Conn, att *Attribution) error {
+func (p *Codec) Refuse(ctx context.Context, client net.Conn, att *proxy.Attribution) error {
 	// A client that never sends its startup packet must not pin the handler.
 	client.SetDeadline(time.Now().Add(30 * time.Second))
 	return pgwire.RefuseStartup(ctx, client, att.Decision.Reason, p.clientTLS(att))
@@ -79,7 +94,7 @@ func (p *Postgres) Refuse(ctx context.Context, client net.Conn, att *Attribution
 
 // Serve carries one allowed connection: startup and authentication, then
 // statements until either side closes.
-func (p *Postgres) Serve(ctx context.Context, s *Stream) error {
+func (p *Codec) Serve(ctx context.Context, s *proxy.Stream) error {
 	s.Client.SetDeadline(time.Now().Add(30 * time.Second))
 	conn, cr, msg, err := pgwire.Negotiate(ctx, s.Client, p.clientTLS(s.Attribution))
 	if err != nil {
@@ -114,33 +129,39 @@ func (p *Postgres) Serve(ctx context.Context, s *Stream) error {
 // channel binding says so in its first message, which a server on TLS
 // rejects as a downgrade; the proof covers that message, so the proxy
 // cannot change it. In the clear, the client's SCRAM passes unchanged.
-func (p *Postgres) clientTLS(att *Attribution) *tls.Config {
-	if p.ClientTLS == nil {
+func (p *Codec) clientTLS(att *proxy.Attribution) *tls.Config {
+	if p.opts.ClientTLS == nil {
 		return nil
 	}
 	if tp := att.TargetPolicy; tp.Credentials == nil && tp.UpstreamTLS().Enabled() {
 		return nil
 	}
-	return p.ClientTLS(att.Kernel.OrigDst.Addr())
+	return p.opts.ClientTLS(att.Kernel.OrigDst.Addr())
 }
 
-// register maps the key the client sees to the upstream backend's.
-func (p *Postgres) register(up cancelTarget) (pgproto3.BackendKeyData, error) {
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return pgproto3.BackendKeyData{}, fmt.Errorf("backend key: %w", err)
-	}
-	key := pgproto3.BackendKeyData{ProcessID: binary.BigEndian.Uint32(b[:4]) &^ (1 << 31), SecretKey: b[4:]}
+// register gives the client the upstream backend's own process id, so that
+// what a driver reports matches pg_backend_pid() and pg_stat_activity and
+// pg_terminate_backend(pid) ends the right session, with a secret of
+// Warden's: the backend's secret never reaches the client, and a cancel
+// must come through Warden, which routes it by (pid, its secret).
+func (p *Codec) register(up cancelTarget) (pgproto3.BackendKeyData, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cancels == nil {
-		p.cancels = map[cancelKey]cancelTarget{}
+	for {
+		secret := make([]byte, max(len(up.secret), 4))
+		if _, err := rand.Read(secret); err != nil {
+			return pgproto3.BackendKeyData{}, fmt.Errorf("backend key: %w", err)
+		}
+		key := cancelKey{up.pid, string(secret)}
+		if _, taken := p.cancels[key]; taken {
+			continue // the same pid on another server, and the same secret
+		}
+		p.cancels[key] = up
+		return pgproto3.BackendKeyData{ProcessID: up.pid, SecretKey: secret}, nil
 	}
-	p.cancels[cancelKey{key.ProcessID, string(key.SecretKey)}] = up
-	return key, nil
 }
 
-func (p *Postgres) unregister(key pgproto3.BackendKeyData) {
+func (p *Codec) unregister(key pgproto3.BackendKeyData) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.cancels, cancelKey{key.ProcessID, string(key.SecretKey)})
@@ -152,7 +173,7 @@ func (p *Postgres) unregister(key pgproto3.BackendKeyData) {
 // upstream TLS the request goes over TLS too (servers accept a
 // CancelRequest after SSLRequest), so the backend's key does not cross the
 // network in the clear.
-func (p *Postgres) cancel(ctx context.Context, s *Stream, m *pgproto3.CancelRequest) error {
+func (p *Codec) cancel(ctx context.Context, s *proxy.Stream, m *pgproto3.CancelRequest) error {
 	p.mu.Lock()
 	up, ok := p.cancels[cancelKey{m.ProcessID, string(m.SecretKey)}]
 	p.mu.Unlock()
@@ -174,7 +195,7 @@ func (p *Postgres) cancel(ctx context.Context, s *Stream, m *pgproto3.CancelRequ
 		defer conn.Close()
 	}
 	if tp := up.target; tp.UpstreamTLS().Enabled() {
-		tc, err := pgUpstreamTLS(ctx, conn, tp)
+		tc, err := upstreamTLS(ctx, conn, tp)
 		if err != nil {
 			return fmt.Errorf("TLS for cancel: %w", err)
 		}
@@ -194,14 +215,12 @@ func (p *Postgres) cancel(ctx context.Context, s *Stream, m *pgproto3.CancelRequ
 
 // pgSession is one client connection.
 type pgSession struct {
-	codec  *Postgres
-	s      *Stream
-	att    *Attribution
+	codec  *Codec
+	s      *proxy.Stream
+	att    *proxy.Attribution
 	cr, ur *pgwire.Reader
 	cw, uw *pgwire.Writer
-	rules  []policy.Rule
-	groups []string
-	masker *masking.Masker
+	masker *masking.Masker // the guard's; nil when nothing is masked
 
 	user, database string // upstream login, for events
 	key            *pgproto3.BackendKeyData
@@ -265,7 +284,7 @@ type stmtInfo struct {
 	extended bool
 }
 
-func newPGSession(p *Postgres, s *Stream, cr *pgwire.Reader, cw *pgwire.Writer) (*pgSession, error) {
+func newPGSession(p *Codec, s *proxy.Stream, cr *pgwire.Reader, cw *pgwire.Writer) (*pgSession, error) {
 	att := s.Attribution
 	sess := &pgSession{
 		codec: p, s: s, att: att, cr: cr, cw: cw,
@@ -273,13 +292,7 @@ func newPGSession(p *Postgres, s *Stream, cr *pgwire.Reader, cw *pgwire.Writer) 
 		taint: map[string]bool{}, stmts: map[string]*stmtInfo{}, portals: map[string]*stmtInfo{},
 		described: map[string]bool{}, shapes: map[string][]masking.Field{},
 	}
-	if att.Identity != nil {
-		sess.groups = att.Identity.Groups
-	}
-	if att.Policy != nil {
-		sess.rules = att.Policy.RulesFor(att.Target.Name)
-		sess.masker = masking.New(att.Policy.MaskingFor(att.Target.Name), sess.groups)
-	}
+	sess.masker = s.Guard.Masker()
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, fmt.Errorf("session nonce: %w", err)
@@ -302,11 +315,12 @@ func (ss *pgSession) fatal(code, msg string) error {
 }
 
 // applicationName ties the database session to the person behind it, so
-// pg_stat_activity and the server's logs show who is really connected. The
-// target's credentials.application_name template shapes it; without one
-// (or without credentials) it is policy.DefaultApplicationName.
-func (ss *pgSession) applicationName() string {
-	v := policy.ApplicationNameValues{Session: ss.att.SessionID}
+// pg_stat_activity and the server's logs show who is really connected,
+// beside the name the client gave (client). The target's
+// credentials.application_name template shapes it; without one (or without
+// credentials) it is policy.DefaultApplicationName.
+func (ss *pgSession) applicationName(client string) string {
+	v := policy.ApplicationNameValues{Session: ss.att.SessionID, Client: client}
 	if ss.att.Identity != nil {
 		v.Sub, v.Email = ss.att.Identity.Sub, ss.att.Identity.Email
 	}
@@ -328,7 +342,7 @@ func (ss *pgSession) secureUpstream(ctx context.Context) error {
 	if !up.Enabled() {
 		return nil
 	}
-	tc, err := pgUpstreamTLS(ctx, ss.s.Upstream, tp)
+	tc, err := upstreamTLS(ctx, ss.s.Upstream, tp)
 	if err != nil {
 		ss.s.Log.Warn().Err(err).Str("tls_mode", string(up.Mode)).Msg("upstream TLS failed")
 		return ss.fatal(codeCannotConnect, fmt.Sprintf("warden: cannot open a verified TLS connection to target %s (%s): %v; tell the Warden administrator",
@@ -357,7 +371,7 @@ func (ss *pgSession) startup(ctx context.Context, m *pgproto3.StartupMessage) er
 	for k, v := range m.Parameters {
 		params[k] = v
 	}
-	params["application_name"] = ss.applicationName()
+	params["application_name"] = ss.applicationName(m.Parameters["application_name"])
 	creds := ss.att.TargetPolicy.Credentials
 	var password string
 	if creds != nil {
@@ -398,15 +412,15 @@ func (ss *pgSession) startup(ctx context.Context, m *pgproto3.StartupMessage) er
 				continue
 			}
 			switch authType {
-			case 0: // AuthenticationOk: the client never saw a challenge.
+			case pgwire.AuthOK: // the client never saw a challenge
 				ss.cw.Send(&pgproto3.AuthenticationOk{})
-			case 3:
+			case pgwire.AuthCleartextPassword:
 				ss.uw.Send(&pgproto3.PasswordMessage{Password: password})
-			case 5:
+			case pgwire.AuthMD5Password:
 				var salt [4]byte
 				copy(salt[:], body[4:])
 				ss.uw.Send(&pgproto3.PasswordMessage{Password: pgwire.MD5Password(creds.Username, password, salt)})
-			case 10:
+			case pgwire.AuthSASL:
 				var sasl pgproto3.AuthenticationSASL
 				if err := sasl.Decode(body); err != nil {
 					return fmt.Errorf("decode SASL offer: %w", err)
@@ -422,7 +436,7 @@ func (ss *pgSession) startup(ctx context.Context, m *pgproto3.StartupMessage) er
 					return err
 				}
 				ss.uw.Send(&pgproto3.SASLInitialResponse{AuthMechanism: pgwire.SCRAMMechanism, Data: scram.ClientFirst()})
-			case 11:
+			case pgwire.AuthSASLContinue:
 				if scram == nil {
 					return errors.New("SASL continue without SASL")
 				}
@@ -431,7 +445,7 @@ func (ss *pgSession) startup(ctx context.Context, m *pgproto3.StartupMessage) er
 					return ss.fatal(pgwire.CodeInvalidAuthorization, "warden: upstream login failed: "+err.Error())
 				}
 				ss.uw.Send(&pgproto3.SASLResponse{Data: final})
-			case 12:
+			case pgwire.AuthSASLFinal:
 				if scram == nil || scram.Verify(body[4:]) != nil {
 					return ss.fatal(pgwire.CodeInvalidAuthorization, "warden: the target could not prove it knows the credential")
 				}
@@ -489,7 +503,7 @@ func (ss *pgSession) startup(ctx context.Context, m *pgproto3.StartupMessage) er
 // A client that demands channel binding (channel_binding=require) then
 // refuses, as it should, since no binding can span the proxy.
 func (ss *pgSession) passAuth(typ byte, body []byte, authType uint32) error {
-	if authType == 10 {
+	if authType == pgwire.AuthSASL {
 		var sasl pgproto3.AuthenticationSASL
 		if err := sasl.Decode(body); err != nil {
 			return fmt.Errorf("decode SASL offer: %w", err)
@@ -506,7 +520,7 @@ func (ss *pgSession) passAuth(typ byte, body []byte, authType uint32) error {
 		return err
 	}
 	switch authType {
-	case 0, 12: // Ok, SASLFinal: nothing to answer
+	case pgwire.AuthOK, pgwire.AuthSASLFinal: // nothing to answer
 		return nil
 	}
 	ctyp, cbody, err := ss.cr.Next()
@@ -583,35 +597,41 @@ func deniedError(action policy.Action, rule, kind, reason string) *pgproto3.Erro
 	return e
 }
 
-// record emits a db.query event.
-func (ss *pgSession) record(info *stmtInfo, dec event.Decision, data map[string]any) {
-	if ss.s.Recorder == nil {
-		return
+// SQLSTATEs for a statement the audit log cannot record: 53100 disk_full
+// when the spool is full (it clears once the collector drains it), 58030
+// io_error otherwise.
+const (
+	codeDiskFull = "53100"
+	codeIOError  = "58030"
+)
+
+// unrecordedError is the client's error for a statement refused because
+// the audit log cannot record it. The session stays usable: the client
+// may retry once recording works again.
+func unrecordedError(err error) *pgproto3.ErrorResponse {
+	e := &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: codeIOError,
+		Message: "warden: the audit log cannot record this statement; refusing",
+		Hint:    "Warden runs no statement it cannot record. Retry later; if it persists, tell the Warden administrator."}
+	var u *proxy.UnrecordedError
+	if errors.As(err, &u) {
+		e.Message = fmt.Sprintf("warden: the audit log cannot record this statement (%s); refusing", u.Cause)
+		if u.Full {
+			e.Code = codeDiskFull
+		}
 	}
-	if data == nil {
-		data = map[string]any{}
-	}
-	data["database"] = ss.database
-	data["db_user"] = ss.user
+	return e
+}
+
+// request records a statement with the decision on it, before it is
+// forwarded. info is nil for a request Warden could not parse.
+func (ss *pgSession) request(info *stmtInfo, dec event.Decision) (proxy.Receipt, error) {
+	q := event.Query{Database: ss.database, DBUser: ss.user}
 	if info != nil && info.stmt != nil {
-		data["statement"] = info.stmt.Normalized
-		data["fingerprint"] = info.stmt.Fingerprint
-		data["kind"] = info.stmt.Kind()
-		if len(info.stmt.Tables) > 0 {
-			data["tables"] = info.stmt.Tables
-		}
+		q.Statement, q.Fingerprint, q.Kind, q.Tables = info.stmt.Normalized, info.stmt.Fingerprint, info.stmt.Kind(), info.stmt.Tables
+		q.Protocol = "simple"
 		if info.extended {
-			data["protocol"] = "extended"
-		} else {
-			data["protocol"] = "simple"
+			q.Protocol = "extended"
 		}
 	}
-	ss.s.Recorder.Emit(&event.Event{
-		Type:     event.DBQuery,
-		Identity: ss.att.Identity,
-		Process:  ss.att.Process,
-		Target:   &ss.att.Target,
-		Decision: &dec,
-		Data:     data,
-	})
+	return ss.s.Audit.Request(event.DBQuery, dec, q)
 }

@@ -1,20 +1,23 @@
-package proxy
+package postgres
 
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/wardenhq/warden/agent/proxy"
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/guard"
 	"github.com/wardenhq/warden/pkg/masking"
 	"github.com/wardenhq/warden/pkg/policy"
+	pgwire "github.com/wardenhq/warden/pkg/protocol/postgres"
 	"github.com/wardenhq/warden/pkg/sqlguard"
 )
 
@@ -43,6 +46,7 @@ type op struct {
 	swallow  bool   // Warden's own request: the client must not see the answer
 	denial   *pgproto3.ErrorResponse
 	start    time.Time
+	receipt  proxy.Receipt // the statement's db.query event
 	probeFor *op // opProbe: the COPY's exec op
 
 	shape      []masking.Field
@@ -157,6 +161,19 @@ func (ss *pgSession) clientLoop(ctx context.Context) error {
 		case 'E':
 			var e pgproto3.Execute
 			if err = e.Decode(body); err == nil {
+				info := ss.portals[e.Portal]
+				var receipt proxy.Receipt
+				if info != nil {
+					var refusal *pgproto3.ErrorResponse
+					if receipt, refusal = ss.requestOrRefuse(info); refusal != nil {
+						// A named statement that fails to parse: the
+						// server skips to the Sync, as for any error,
+						// and nothing of the session changes.
+						ss.q.push(&op{kind: opExec, denial: refusal})
+						err = ss.uw.Send(&pgproto3.Parse{Name: ss.nonce, Query: ss.nonce})
+						break
+					}
+				}
 				if ss.masker != nil && !ss.described[e.Portal] {
 					// Masking needs the portal's columns and formats,
 					// which the client may never have asked for.
@@ -164,7 +181,7 @@ func (ss *pgSession) clientLoop(ctx context.Context) error {
 					ss.q.push(&op{kind: opDescribe, describe: 'P', name: e.Portal, swallow: true})
 					ss.uw.Send(&pgproto3.Describe{ObjectType: 'P', Name: e.Portal})
 				}
-				ss.q.push(&op{kind: opExec, info: ss.portals[e.Portal], name: e.Portal, start: time.Now()})
+				ss.q.push(&op{kind: opExec, info: info, name: e.Portal, start: time.Now(), receipt: receipt})
 				err = ss.uw.Raw(typ, body)
 			}
 		case 'C':
@@ -185,9 +202,9 @@ func (ss *pgSession) clientLoop(ctx context.Context) error {
 		case 'F':
 			// The fast-path function call names functions by OID, past
 			// any rule about function names: refuse it outright.
-			ss.record(nil, event.Decision{Action: event.Deny, Rule: "function-call", Reason: "fast-path function call"}, nil)
 			e := deniedError(policy.Deny, "function-call", "function call", "")
 			e.Message = "warden: the fast-path function call protocol is not allowed; call the function in a SQL statement"
+			ss.recordRefusal(nil, event.Decision{Action: event.Deny, Rule: "function-call", Reason: e.Message})
 			ss.q.push(&op{kind: opExec, denial: e}, &op{kind: opSync})
 			err = ss.uw.Send(&pgproto3.Query{String: ss.nonce})
 		case 'X':
@@ -212,24 +229,25 @@ func (ss *pgSession) clientLoop(ctx context.Context) error {
 const ruleEscapes = "escapes"
 
 // analyze parses sql and decides on it.
-func (ss *pgSession) analyze(ctx context.Context, sql string) ([]*sqlguard.Statement, sqlguard.Verdict, string) {
+func (ss *pgSession) analyze(ctx context.Context, sql string) ([]*sqlguard.Statement, guard.Verdict, string) {
 	if reason := sqlguard.Misread(sql, ss.lexing()); reason != "" {
-		return nil, sqlguard.Verdict{Action: policy.Deny, Rule: ruleEscapes, Index: -1}, reason
+		return nil, guard.Verdict{Action: policy.Deny, Rule: ruleEscapes, Index: -1}, reason
 	}
 	stmts, err := sqlguard.Analyze(sql)
 	if err != nil {
 		// pg_query's message points at the offending token of the
 		// user's own text; it goes back to the user only.
-		return nil, sqlguard.Verdict{Action: policy.Deny, Rule: "parse", Index: -1}, errors.Unwrap(err).Error()
+		return nil, guard.Verdict{Action: policy.Deny, Rule: "parse", Index: -1}, errors.Unwrap(err).Error()
 	}
-	v := sqlguard.Evaluate(ss.rules, ss.groups, stmts)
-	if v.Action == policy.Review && ss.codec.Review != nil && ss.codec.Review(ctx, ss.att, stmts[v.Index], v.Rule) {
-		v.Action = policy.Allow
+	reqs := make([]guard.Request, len(stmts))
+	for i, s := range stmts {
+		reqs[i] = s.Request()
 	}
+	v := ss.s.Guard.Decide(ctx, reqs)
 	if v.Action == policy.Allow && ss.masker != nil {
 		for _, s := range stmts {
 			if c := s.Copy; c != nil && c.ToClient && (c.Format == "binary" || !c.Simple) {
-				return stmts, sqlguard.Verdict{Action: policy.Deny, Rule: "masking", Index: -1, Kind: "copy"},
+				return stmts, guard.Verdict{Action: policy.Deny, Rule: "masking", Index: -1, Kind: "copy"},
 					"COPY TO STDOUT in binary format or with custom delimiters cannot be masked; use FORMAT text or csv"
 			}
 		}
@@ -238,7 +256,7 @@ func (ss *pgSession) analyze(ctx context.Context, sql string) ([]*sqlguard.State
 }
 
 // deny records a refused batch and returns the error the client gets.
-func (ss *pgSession) deny(stmts []*sqlguard.Statement, v sqlguard.Verdict, reason string, extended bool) *pgproto3.ErrorResponse {
+func (ss *pgSession) deny(stmts []*sqlguard.Statement, v guard.Verdict, reason string, extended bool) *pgproto3.ErrorResponse {
 	action := event.Deny
 	if v.Action == policy.Review {
 		action = event.Review
@@ -249,12 +267,34 @@ func (ss *pgSession) deny(stmts []*sqlguard.Statement, v sqlguard.Verdict, reaso
 	}
 	dec := event.Decision{Action: action, Rule: v.Rule, Reason: e.Message}
 	if len(stmts) == 0 {
-		ss.record(nil, dec, map[string]any{"statement": nil})
+		ss.recordRefusal(nil, dec)
 	}
 	for _, s := range stmts {
-		ss.record(&stmtInfo{stmt: s, extended: extended}, dec, nil)
+		ss.recordRefusal(&stmtInfo{stmt: s, extended: extended}, dec)
 	}
 	return e
+}
+
+// recordRefusal records a statement Warden refuses. The statement does
+// not run whether or not the record is stored, so a failure is only
+// logged: the audit has already counted it as lost.
+func (ss *pgSession) recordRefusal(info *stmtInfo, dec event.Decision) {
+	if _, err := ss.request(info, dec); err != nil {
+		ss.s.Log.Warn().Err(err).Str("rule", dec.Rule).Msg("refused statement not recorded")
+	}
+}
+
+// requestOrRefuse records an allowed statement before it is forwarded. When
+// it cannot be recorded and the audit fails closed, it returns the error
+// the client gets instead: a statement that cannot be recorded does not
+// run.
+func (ss *pgSession) requestOrRefuse(info *stmtInfo) (proxy.Receipt, *pgproto3.ErrorResponse) {
+	r, err := ss.request(info, event.Decision{Action: event.Allow, Rule: info.rule})
+	if err == nil {
+		return r, nil
+	}
+	ss.s.Log.Warn().Err(err).Msg("statement refused: the audit log cannot record it")
+	return proxy.Receipt{}, unrecordedError(err)
 }
 
 // learn adds the aliases of masked columns a statement defines to the
@@ -294,8 +334,17 @@ func (ss *pgSession) query(ctx context.Context, body []byte) error {
 	now := time.Now()
 	ops := make([]*op, 0, len(stmts)+1)
 	for _, s := range stmts {
-		info := &stmtInfo{stmt: s, rule: v.Rule, derived: ss.learn(s)}
-		o := &op{kind: opExec, info: info, start: now}
+		info := &stmtInfo{stmt: s, rule: v.Rule}
+		receipt, refusal := ss.requestOrRefuse(info)
+		if refusal != nil {
+			// Nothing of the text runs, as for a denied one. The
+			// statements before this one were recorded as allowed
+			// and have no db.result: they never reached the server.
+			ss.q.push(&op{kind: opExec, denial: refusal}, &op{kind: opSync})
+			return ss.uw.Send(&pgproto3.Query{String: ss.nonce})
+		}
+		info.derived = ss.learn(s)
+		o := &op{kind: opExec, info: info, start: now, receipt: receipt}
 		if c := s.Copy; c != nil && c.ToClient && ss.masker != nil {
 			o.copyCSV = c.Format == "csv"
 			o.copyHeader = c.Header
@@ -324,7 +373,7 @@ func (ss *pgSession) parse(ctx context.Context, body []byte) error {
 	if v.Action == policy.Allow && ss.masker != nil {
 		for _, s := range stmts {
 			if s.Copy != nil && s.Copy.ToClient {
-				v, reason = sqlguard.Verdict{Action: policy.Deny, Rule: "masking", Index: -1, Kind: "copy"},
+				v, reason = guard.Verdict{Action: policy.Deny, Rule: "masking", Index: -1, Kind: "copy"},
 					"COPY TO STDOUT through the extended protocol cannot be masked; send it as a simple query"
 			}
 		}
@@ -576,45 +625,15 @@ func (ss *pgSession) plan(o *op, ncols int) *masking.Plan {
 
 // maskRow masks one DataRow body.
 func (ss *pgSession) maskRow(o *op, body []byte) ([]byte, error) {
-	if len(body) < 2 {
-		return nil, errors.New("short DataRow")
+	values, err := pgwire.DecodeDataRow(body)
+	if err != nil {
+		return nil, err
 	}
-	n := int(binary.BigEndian.Uint16(body))
-	p := ss.plan(o, n)
-	if p == nil {
+	p := ss.plan(o, len(values))
+	if p == nil || !p.Row(values) {
 		return body, nil
 	}
-	values := make([][]byte, n)
-	rest := body[2:]
-	for i := range values {
-		if len(rest) < 4 {
-			return nil, errors.New("short DataRow")
-		}
-		l := int32(binary.BigEndian.Uint32(rest))
-		rest = rest[4:]
-		if l < 0 {
-			continue
-		}
-		if int(l) > len(rest) {
-			return nil, errors.New("short DataRow value")
-		}
-		values[i] = rest[:l:l]
-		rest = rest[l:]
-	}
-	if !p.Row(values) {
-		return body, nil
-	}
-	out := make([]byte, 2, len(body)+64)
-	binary.BigEndian.PutUint16(out, uint16(n))
-	for _, v := range values {
-		if v == nil {
-			out = binary.BigEndian.AppendUint32(out, 0xFFFFFFFF)
-			continue
-		}
-		out = binary.BigEndian.AppendUint32(out, uint32(len(v)))
-		out = append(out, v...)
-	}
-	return out, nil
+	return pgwire.AppendDataRow(make([]byte, 0, len(body)+64), values), nil
 }
 
 // maskCopy masks one COPY TO STDOUT row.
@@ -640,36 +659,31 @@ func (ss *pgSession) maskCopy(o *op, line []byte) []byte {
 	return p.CopyText(line)
 }
 
-// finish records a completed (or failed) statement.
+// finish records how a statement ended, linked to its db.query event.
 func (ss *pgSession) finish(o *op, tag []byte, suspended bool, sqlstate string) {
 	if o.info == nil {
 		return
 	}
-	data := map[string]any{"duration_ms": float64(time.Since(o.start).Microseconds()) / 1000}
+	r := event.QueryResult{
+		RequestID:    o.receipt.ID,
+		DurationMS:   float64(time.Since(o.start).Microseconds()) / 1000,
+		Rows:         -1,
+		RowsReturned: o.rows,
+		Suspended:    suspended,
+		Error:        sqlstate,
+	}
 	if tag != nil {
-		t := string(bytes.TrimSuffix(tag, []byte{0}))
-		data["command"] = t
-		if i := bytes.LastIndexByte([]byte(t), ' '); i >= 0 {
-			if n, err := strconv.ParseInt(t[i+1:], 10, 64); err == nil {
-				data["rows"] = n
+		r.Command = string(bytes.TrimSuffix(tag, []byte{0}))
+		if i := strings.LastIndexByte(r.Command, ' '); i >= 0 {
+			if n, err := strconv.ParseInt(r.Command[i+1:], 10, 64); err == nil {
+				r.Rows = n
 			}
 		}
 	}
-	if o.rows > 0 {
-		data["rows_returned"] = o.rows
-	}
-	if suspended {
-		data["suspended"] = true
-	}
-	if sqlstate != "" {
-		data["error"] = sqlstate
-	}
 	if o.plan != nil {
-		if names := o.plan.MaskedNames(); len(names) > 0 {
-			data["masked_columns"] = names
-		}
+		r.MaskedColumns = o.plan.MaskedNames()
 	}
-	ss.record(o.info, event.Decision{Action: event.Allow, Rule: o.info.rule}, data)
+	ss.s.Audit.Result(o.receipt, event.DBResult, r)
 }
 
 // decodeFields turns a RowDescription into masking fields.

@@ -1,0 +1,29 @@
+// Package codecs lists the protocol codecs the agent's proxy speaks. It is
+// the one place a new codec is registered: add its folder under
+// agent/proxy/, then one line below.
+package codecs
+
+import (
+	"crypto/tls"
+	"net/netip"
+
+	"github.com/wardenhq/warden/agent/proxy"
+	"github.com/wardenhq/warden/agent/proxy/postgres"
+	"github.com/wardenhq/warden/pkg/policy"
+)
+
+// Options configure the codecs. The zero value is what offline policy
+// validation (wardend check-policy) uses: capabilities do not depend on it.
+type Options struct {
+	// ClientTLS, when not nil, gives the TLS offered to a client that asks
+	// for it and connected to dst.
+	ClientTLS func(dst netip.Addr) *tls.Config
+}
+
+// New returns the registry of every codec. Protocols without a line here
+// are relayed as bytes, and their targets take access rules only.
+func New(opts Options) *proxy.Registry {
+	r := proxy.NewRegistry(proxy.Relay{})
+	r.Register(policy.ProtocolPostgres, postgres.New(postgres.Options{ClientTLS: opts.ClientTLS}))
+	return r
+}

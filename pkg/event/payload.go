@@ -1,0 +1,121 @@
+package event
+
+// Payload is the type-specific part of an event, its data member.
+// Producers build one of the types below rather than a map, so that each
+// event type's members are named in one place (and in docs/events.md).
+type Payload interface {
+	// Data returns the payload as Event.Data.
+	Data() map[string]any
+}
+
+// Connect is the data of a net.connect event.
+type Connect struct {
+	// OriginalDst is the address the client dialled.
+	OriginalDst string
+	// Verdict is the kernel's verdict at connect().
+	Verdict string
+	// Via is "proxy" for connections the proxy served or refused, "kernel"
+	// for those connect() refused with Errno.
+	Via string
+	// UpstreamLocal is the agent's own address toward the target.
+	UpstreamLocal string
+	// Errno is the error connect() returned (via kernel).
+	Errno string
+	// Error says why the target could not be reached.
+	Error string
+	// Notes are attribution remarks, such as a lineage_warning when the
+	// process's lineage does not back its identity.
+	Notes map[string]any
+}
+
+// Data implements Payload.
+func (c Connect) Data() map[string]any {
+	d := map[string]any{"original_dst": c.OriginalDst, "verdict": c.Verdict, "via": c.Via}
+	for k, v := range c.Notes {
+		d[k] = v
+	}
+	setString(d, "upstream_local", c.UpstreamLocal)
+	setString(d, "errno", c.Errno)
+	setString(d, "error", c.Error)
+	return d
+}
+
+// Query is the data of a db.query event: one statement, recorded with the
+// decision on it before it reaches the server.
+type Query struct {
+	Database string
+	DBUser   string
+	// Statement is the statement with its literals replaced by
+	// placeholders; "" when it could not be parsed.
+	Statement   string
+	Fingerprint string
+	// Kind is the statement's top-level keyword (select, drop, ...).
+	Kind   string
+	Tables []string
+	// Protocol is the wire protocol's way of sending it, e.g. "simple" or
+	// "extended" for PostgreSQL.
+	Protocol string
+}
+
+// Data implements Payload.
+func (q Query) Data() map[string]any {
+	d := map[string]any{"database": q.Database, "db_user": q.DBUser}
+	if q.Statement == "" {
+		d["statement"] = nil // unparsed: the text is not recorded
+		return d
+	}
+	d["statement"] = q.Statement
+	d["fingerprint"] = q.Fingerprint
+	d["kind"] = q.Kind
+	if len(q.Tables) > 0 {
+		d["tables"] = q.Tables
+	}
+	setString(d, "protocol", q.Protocol)
+	return d
+}
+
+// QueryResult is the data of a db.result event: how a statement recorded
+// by a db.query event ended. RequestID links the two.
+type QueryResult struct {
+	// RequestID is the id of the statement's db.query event.
+	RequestID  string
+	DurationMS float64
+	// Command is the server's completion tag (INSERT 0 1, SELECT 2, ...).
+	Command string
+	// Rows is the count the completion tag reports, -1 when it has none.
+	Rows int64
+	// RowsReturned counts the rows sent to the client.
+	RowsReturned int64
+	// Suspended is set when the portal was suspended (a row limit).
+	Suspended bool
+	// Error is the SQLSTATE of the server's error, if it failed.
+	Error string
+	// MaskedColumns are the result columns that were masked.
+	MaskedColumns []string
+}
+
+// Data implements Payload.
+func (r QueryResult) Data() map[string]any {
+	d := map[string]any{"request_id": r.RequestID, "duration_ms": r.DurationMS}
+	setString(d, "command", r.Command)
+	if r.Rows >= 0 {
+		d["rows"] = r.Rows
+	}
+	if r.RowsReturned > 0 {
+		d["rows_returned"] = r.RowsReturned
+	}
+	if r.Suspended {
+		d["suspended"] = true
+	}
+	setString(d, "error", r.Error)
+	if len(r.MaskedColumns) > 0 {
+		d["masked_columns"] = r.MaskedColumns
+	}
+	return d
+}
+
+func setString(d map[string]any, key, v string) {
+	if v != "" {
+		d[key] = v
+	}
+}
