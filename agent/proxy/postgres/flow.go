@@ -47,7 +47,7 @@ type op struct {
 	denial   *pgproto3.ErrorResponse
 	start    time.Time
 	receipt  proxy.Receipt // the statement's db.query event
-	probeFor *op // opProbe: the COPY's exec op
+	probeFor *op           // opProbe: the COPY's exec op
 
 	shape      []masking.Field
 	shapeKnown bool
