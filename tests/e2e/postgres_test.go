@@ -359,12 +359,26 @@ PGPASSWORD=wrong psql "%[1]s user=person" -XAtc "select 1"`, legacy))
 		if denied.Target == nil || denied.Target.Name != "orders-db" {
 			t.Fatalf("target %+v", denied.Target)
 		}
-		sel := e.WaitEvent(q, "masked select", func(ev *event.Event) bool {
-			s, _ := ev.Data["statement"].(string)
-			return strings.Contains(s, "select id, email, ssn, card, note from customers") && ev.Data["masked_columns"] != nil
+		// The statement is recorded before it runs (db.query), its outcome
+		// after, in a db.result that names the db.query.
+		results := collectorclient.Query{Type: string(event.DBResult), User: "alice"}
+		var sel *event.Event
+		res := e.WaitEvent(results, "masked select's result", func(ev *event.Event) bool {
+			if ev.Data["masked_columns"] == nil {
+				return false
+			}
+			id, _ := ev.Data["request_id"].(string)
+			for _, qe := range e.Events(q) {
+				s, _ := qe.Data["statement"].(string)
+				if qe.ID == id && strings.Contains(s, "select id, email, ssn, card, note from customers") {
+					sel = &qe
+					return true
+				}
+			}
+			return false
 		})
-		if fmt.Sprint(sel.Data["rows"]) != "2" || sel.Data["fingerprint"] == "" || sel.Decision.Action != event.Allow {
-			t.Fatalf("select event data %v decision %+v", sel.Data, sel.Decision)
+		if fmt.Sprint(res.Data["rows"]) != "2" || sel.Data["fingerprint"] == "" || sel.Decision.Action != event.Allow {
+			t.Fatalf("select event data %v, result %v, decision %+v", sel.Data, res.Data, sel.Decision)
 		}
 		if sel.Process == nil || !strings.HasSuffix(sel.Process.Binary, "psql") && !strings.Contains(sel.Process.Binary, "pgxclient") {
 			t.Fatalf("process %+v", sel.Process)
