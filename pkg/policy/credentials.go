@@ -9,30 +9,58 @@ import (
 )
 
 // DefaultApplicationName is the application_name template used when the
-// credentials block sets none: the person and the Warden session, so that
-// pg_stat_activity and server logs name who is behind a shared account.
-const DefaultApplicationName = "warden:{sub}:{session}"
+// credentials block sets none: the name the client asked for, then the
+// person, so that pg_stat_activity and server logs still show the tool
+// (psql, a BI client) and also name who is behind the shared account.
+const DefaultApplicationName = "{client} [warden:{sub}]"
 
 // MaxApplicationNameLen is PostgreSQL's limit on application_name
 // (NAMEDATALEN-1 bytes): pg_stat_activity and the server's logs show no
-// more than this, so ExpandApplicationName cuts its result to it.
+// more than this, so ExpandApplicationName fits its result to it.
 const MaxApplicationNameLen = 63
 
 // applicationNamePlaceholders are the names a template may use in braces.
-var applicationNamePlaceholders = []string{"sub", "email", "session"}
+var applicationNamePlaceholders = []string{"sub", "email", "session", "client"}
 
-// ApplicationNameValues fill an application_name template. An empty value
-// expands to "unknown", so the position of every field stays readable.
+// personPlaceholders name the person; a template must use one of them,
+// since naming the person is what the setting is for.
+var personPlaceholders = []string{"sub", "email"}
+
+// ApplicationNameValues fill an application_name template. An empty Sub,
+// Email or Session expands to "unknown", so the position of every field
+// stays readable; an empty Client expands to "", since a client that sent
+// no application_name has nothing to show.
 type ApplicationNameValues struct {
 	Sub, Email, Session string
+	// Client is the application_name the client itself sent. It is the
+	// client's claim, not verified: only the person placeholders are.
+	Client string
 }
 
-// ExpandApplicationName fills template's {sub}, {email} and {session}
-// placeholders ("" means DefaultApplicationName). Bytes outside printable
-// ASCII become '?', as PostgreSQL 15 itself does; doing it here keeps the
-// value the same whatever the server version (16 and later escape such
-// bytes as \xNN, which would change the length). The result is cut to
-// MaxApplicationNameLen bytes, so put what matters most first.
+// Ranks of template parts, in the order ExpandApplicationName shortens
+// them when the result is too long: the client's own name first, the
+// person last.
+const (
+	rankClient = iota
+	rankSession
+	rankEmail // {email} when the template also has {sub}
+	rankText
+	rankPerson
+)
+
+// ExpandApplicationName fills template's {sub}, {email}, {session} and
+// {client} placeholders ("" means DefaultApplicationName), and trims
+// leading and trailing spaces (a client without a name leaves none behind).
+// Bytes outside printable ASCII become '?', as PostgreSQL 15 itself does;
+// doing it here keeps the value the same whatever the server version (16
+// and later escape such bytes as \xNN, which would change the length).
+//
+// The result is at most MaxApplicationNameLen bytes, and the cap never
+// drops the person: the {client} part is shortened first, then {session},
+// then {email} if the template also has {sub}, then the template's own
+// text; each from its end, the last one first. {sub} (or {email} without
+// {sub}) is kept whole unless it alone is longer than the limit, in which
+// case it is cut to the limit too.
 func ExpandApplicationName(template string, v ApplicationNameValues) string {
 	if template == "" {
 		template = DefaultApplicationName
@@ -43,33 +71,65 @@ func ExpandApplicationName(template string, v ApplicationNameValues) string {
 		}
 		return s
 	}
-	var b strings.Builder
-	for _, seg := range splitTemplate(template) {
+	segs := splitTemplate(template)
+	hasSub := slices.ContainsFunc(segs, func(s templateSegment) bool { return s.placeholder == "sub" })
+	type part struct {
+		text []byte
+		rank int
+	}
+	parts := make([]part, 0, len(segs))
+	for _, seg := range segs {
+		p := part{rank: rankText}
 		switch seg.placeholder {
-		case "":
-			b.WriteString(seg.text)
 		case "sub":
-			b.WriteString(orUnknown(v.Sub))
+			p = part{[]byte(orUnknown(v.Sub)), rankPerson}
 		case "email":
-			b.WriteString(orUnknown(v.Email))
+			p = part{[]byte(orUnknown(v.Email)), rankPerson}
+			if hasSub {
+				p.rank = rankEmail
+			}
 		case "session":
-			b.WriteString(orUnknown(v.Session))
+			p = part{[]byte(orUnknown(v.Session)), rankSession}
+		case "client":
+			p = part{[]byte(v.Client), rankClient}
 		default:
-			// Parse rejects unknown placeholders; a hand-built template
-			// keeps the text rather than silently dropping it.
-			b.WriteString(seg.text)
+			// Literal text; and for a hand-built template with an
+			// unknown placeholder (Parse rejects those), its text
+			// rather than silently nothing.
+			p.text = []byte(seg.text)
+		}
+		for i, c := range p.text {
+			if c < 0x20 || c > 0x7e {
+				p.text[i] = '?'
+			}
+		}
+		parts = append(parts, p)
+	}
+	for {
+		var b strings.Builder
+		for _, p := range parts {
+			b.Write(p.text)
+		}
+		out := strings.Trim(b.String(), " ")
+		excess := len(out) - MaxApplicationNameLen
+		if excess <= 0 {
+			return out
+		}
+		// Cut excess bytes, lowest rank first and, within a rank, the
+		// last part first. Trimming can make a cut worth less than its
+		// length (it may only expose a space), hence the loop; every
+		// round removes at least one byte, as out is not empty.
+		for rank := rankClient; rank <= rankPerson && excess > 0; rank++ {
+			for i := len(parts) - 1; i >= 0 && excess > 0; i-- {
+				if parts[i].rank != rank {
+					continue
+				}
+				n := min(excess, len(parts[i].text))
+				parts[i].text = parts[i].text[:len(parts[i].text)-n]
+				excess -= n
+			}
 		}
 	}
-	out := []byte(b.String())
-	for i, c := range out {
-		if c < 0x20 || c > 0x7e {
-			out[i] = '?'
-		}
-	}
-	if len(out) > MaxApplicationNameLen {
-		out = out[:MaxApplicationNameLen]
-	}
-	return string(out)
 }
 
 // templateSegment is literal text, or a placeholder with its braces in text.
@@ -127,10 +187,8 @@ func (d *decoder) credentials(e entry, where, protocol, address string) (*Creden
 	}
 	ok = d.require(e.val, where, m, "username", "password_file")
 	c := &Credentials{}
-	if protocol == ProtocolTCP {
-		d.errorf(e.key, "%s", at(where, "tcp targets are forwarded as raw bytes, so there is nowhere to inject credentials"))
-		ok = false
-	}
+	credOK := d.enforces(e.key, where, thisTarget, protocol, CapCredentials)
+	ok = ok && credOK
 	if e, found := m["username"]; found {
 		var good bool
 		c.Username, good = d.nonEmptyStr(e, where)
@@ -148,7 +206,7 @@ func (d *decoder) credentials(e entry, where, protocol, address string) (*Creden
 	}
 	if e, found := m["application_name"]; found {
 		var good bool
-		c.ApplicationName, good = d.applicationName(e, where, protocol)
+		c.ApplicationName, good = d.applicationName(e, where, protocol, credOK)
 		ok = ok && good
 	}
 	return c, ok
@@ -166,19 +224,10 @@ func (d *decoder) absPath(e entry, where string) (string, bool) {
 	return s, ok
 }
 
-// postgresOnly reports, at the key, a credentials setting that only the
-// PostgreSQL codec implements. Ignoring it on another protocol would leave,
-// say, a login the author believes encrypted going out in the clear.
-func (d *decoder) postgresOnly(e entry, where, protocol string) bool {
-	// tcp already has its own error for the whole credentials block.
-	if protocol == "" || protocol == ProtocolPostgres || protocol == ProtocolTCP {
-		return true
-	}
-	d.errorf(e.key, "%s", at(where, fmt.Sprintf("%s is implemented for postgres targets only; this target is %s", e.key.Value, protocol)))
-	return false
-}
-
-// upstreamTLS decodes a target's tls, or its credentials.tls.
+// upstreamTLS decodes a target's tls, or its credentials.tls. Ignoring it
+// on a target whose codec cannot secure the hop would leave, say, a login
+// the author believes encrypted going out in the clear, so that is an
+// error at the key.
 func (d *decoder) upstreamTLS(e entry, where, protocol, address string) (UpstreamTLS, bool) {
 	where += ": tls"
 	var t UpstreamTLS
@@ -186,7 +235,7 @@ func (d *decoder) upstreamTLS(e entry, where, protocol, address string) (Upstrea
 	if !ok {
 		return t, false
 	}
-	ok = d.postgresOnly(e, strings.TrimSuffix(where, ": tls"), protocol)
+	ok = d.enforces(e.key, where, thisTarget, protocol, CapUpstreamTLS)
 	// No default mode: "tls: {ca_file: ...}" is as likely to mean
 	// verify-full as anything, and guessing disable would be a silent
 	// downgrade.
@@ -241,25 +290,40 @@ func (d *decoder) upstreamTLS(e entry, where, protocol, address string) (Upstrea
 }
 
 // applicationName decodes and checks credentials.application_name.
-func (d *decoder) applicationName(e entry, where, protocol string) (string, bool) {
+// credOK says whether the target's codec injects credentials at all; if
+// not, that is reported once, at the credentials key.
+func (d *decoder) applicationName(e entry, where, protocol string, credOK bool) (string, bool) {
 	s, ok := d.nonEmptyStr(e, where)
 	if !ok {
 		return "", false
 	}
-	ok = d.postgresOnly(e, where, protocol)
+	if credOK && protocol != "" && protocol != ProtocolPostgres {
+		// Not a codec capability but what the setting is: a PostgreSQL
+		// startup parameter, which other protocols do not have.
+		d.errorf(e.key, "%s", at(where, fmt.Sprintf("application_name is a PostgreSQL setting; this target is %s", protocol)))
+		ok = false
+	}
 	v := resolve(e.val)
-	literal, ascii := 0, true
+	literal, ascii, person := 0, true, false
 	for _, seg := range splitTemplate(s) {
 		switch {
 		case seg.bad != "":
 			d.errorf(v, "%s", at(where, fmt.Sprintf("application_name %q: %s", s, seg.bad)))
 			ok = false
+		case slices.Contains(personPlaceholders, seg.placeholder):
+			person = true
 		case seg.placeholder == "":
 			literal += len(seg.text)
 			for _, c := range []byte(seg.text) {
 				ascii = ascii && c >= 0x20 && c <= 0x7e
 			}
 		}
+	}
+	if !person {
+		// Naming the person behind the shared account is the point of
+		// the setting; a template without them would hide who it is.
+		d.errorf(v, "%s", at(where, fmt.Sprintf("application_name %q names no person: use {sub} or {email}", s)))
+		ok = false
 	}
 	if !ascii {
 		d.errorf(v, "%s", at(where, fmt.Sprintf("application_name %q: only printable ASCII is allowed (PostgreSQL would turn anything else into '?')", s)))

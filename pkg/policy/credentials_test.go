@@ -35,7 +35,7 @@ func TestParseCredentialsTLSAndApplicationName(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := Parse([]byte(tt.yaml), "policy.yaml")
+			p, err := Parse([]byte(tt.yaml), "policy.yaml", pgOnly)
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
@@ -74,19 +74,31 @@ func TestParseCredentialsErrors(t *testing.T) {
 			[]string{`policy.yaml:8:41: target "db": credentials: tls: ca_file "certs/ca.pem" must be an absolute path`}},
 		{"ca_file with disable", credTarget("postgres", "10.0.0.5:5432", "      tls: {mode: disable, ca_file: /ca.pem}\n"),
 			[]string{`policy.yaml:8:28: target "db": credentials: tls: ca_file has no effect with mode disable`}},
-		{"ca_file on mysql", credTarget("mysql", "10.0.0.5:3306", "      tls: {mode: verify-full, ca_file: /ca.pem}\n"),
-			[]string{`policy.yaml:8:7: target "db": credentials: tls is implemented for postgres targets only; this target is mysql`}},
+		{"ca_file on mysql", credTarget("mysql", "10.0.0.5:3306", "      tls: {mode: verify-full, ca_file: /ca.pem}\n"), []string{
+			`policy.yaml:5:5: target "db": credentials: this target is mysql, and no codec enforces credentials on mysql targets`,
+			`policy.yaml:8:7: target "db": credentials: tls: this target is mysql, and no codec enforces upstream tls on mysql targets`,
+		}},
 		{"server_name with require", credTarget("postgres", "10.0.0.5:5432", "      tls: {mode: require, server_name: db.internal}\n"),
 			[]string{`policy.yaml:8:28: target "db": credentials: tls: server_name is checked only with mode verify-full, not require`}},
 		{"bad server_name", credTarget("postgres", "10.0.0.5:5432", "      tls: {mode: verify-full, server_name: db_1.internal}\n"),
 			[]string{`policy.yaml:8:45: target "db": credentials: tls: server_name: invalid host name "db_1.internal"`}},
 		{"verify-full on a prefix", credTarget("postgres", "10.0.0.0/24:5432", "      tls: {mode: verify-full}\n"),
 			[]string{`policy.yaml:8:12: target "db": credentials: tls: verify-full needs server_name: address 10.0.0.0/24:5432 is a range`}},
-		{"unknown placeholder", credTarget("postgres", "10.0.0.5:5432", "      application_name: \"warden:{user}:{session}\"\n"),
-			[]string{`policy.yaml:8:25: target "db": credentials: application_name "warden:{user}:{session}": unknown placeholder {user} (want {sub}, {email}, {session})`}},
-		{"unbalanced braces", credTarget("postgres", "10.0.0.5:5432", "      application_name: \"a}{sub{session}\"\n"), []string{
-			`policy.yaml:8:25: target "db": credentials: application_name "a}{sub{session}": "}" without a matching "{"`,
-			`policy.yaml:8:25: target "db": credentials: application_name "a}{sub{session}": "{" without a matching "}"`,
+		{"unknown placeholder", credTarget("postgres", "10.0.0.5:5432", "      application_name: \"{sub}:{user}\"\n"),
+			[]string{`policy.yaml:8:25: target "db": credentials: application_name "{sub}:{user}": unknown placeholder {user} (want {sub}, {email}, {session}, {client})`}},
+		{"unknown placeholder and no person", credTarget("postgres", "10.0.0.5:5432", "      application_name: \"warden:{user}:{session}\"\n"), []string{
+			`policy.yaml:8:25: target "db": credentials: application_name "warden:{user}:{session}": unknown placeholder {user}`,
+			`policy.yaml:8:25: target "db": credentials: application_name "warden:{user}:{session}" names no person: use {sub} or {email}`,
+		}},
+		{"unbalanced braces", credTarget("postgres", "10.0.0.5:5432", "      application_name: \"a}{sub}{session\"\n"), []string{
+			`policy.yaml:8:25: target "db": credentials: application_name "a}{sub}{session": "}" without a matching "{"`,
+			`policy.yaml:8:25: target "db": credentials: application_name "a}{sub}{session": "{" without a matching "}"`,
+		}},
+		{"no person", credTarget("postgres", "10.0.0.5:5432", "      application_name: \"{client} via warden ({session})\"\n"),
+			[]string{`policy.yaml:8:25: target "db": credentials: application_name "{client} via warden ({session})" names no person: use {sub} or {email}`}},
+		{"a brace typo hides the person", credTarget("postgres", "10.0.0.5:5432", "      application_name: \"{client} {sub\"\n"), []string{
+			`policy.yaml:8:25: target "db": credentials: application_name "{client} {sub": "{" without a matching "}"`,
+			`policy.yaml:8:25: target "db": credentials: application_name "{client} {sub" names no person`,
 		}},
 		{"empty application_name", credTarget("postgres", "10.0.0.5:5432", "      application_name: \"\"\n"),
 			[]string{`policy.yaml:8:25: target "db": credentials: application_name must not be empty`}},
@@ -95,13 +107,13 @@ func TestParseCredentialsErrors(t *testing.T) {
 		{"application_name too long", credTarget("postgres", "10.0.0.5:5432", "      application_name: \""+strings.Repeat("x", 64)+"{sub}\"\n"),
 			[]string{`policy.yaml:8:25: target "db": credentials: application_name "` + strings.Repeat("x", 64) + `{sub}": the text outside placeholders is 64 bytes; PostgreSQL keeps 63`}},
 		{"application_name on ssh", credTarget("ssh", "10.0.0.5:22", "      application_name: \"{sub}\"\n"),
-			[]string{`policy.yaml:8:7: target "db": credentials: application_name is implemented for postgres targets only; this target is ssh`}},
+			[]string{`policy.yaml:5:5: target "db": credentials: this target is ssh, and no codec enforces credentials on ssh targets (ssh targets take access only until one does)`}},
 		{"unknown credentials key lists new ones", credTarget("postgres", "10.0.0.5:5432", "      app_name: x\n"),
 			[]string{`policy.yaml:8:7: target "db": credentials: unknown key "app_name" (want one of username, password_file, tls, application_name)`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := Parse([]byte(tt.yaml), "policy.yaml")
+			p, err := Parse([]byte(tt.yaml), "policy.yaml", pgOnly)
 			if err == nil {
 				t.Fatalf("Parse succeeded with %+v, want errors %q", p, tt.want)
 			}
@@ -111,18 +123,35 @@ func TestParseCredentialsErrors(t *testing.T) {
 }
 
 func TestExpandApplicationName(t *testing.T) {
-	v := ApplicationNameValues{Sub: "alice", Email: "alice@example.com", Session: "01J0SESSION"}
+	v := ApplicationNameValues{Sub: "alice", Email: "alice@example.com", Session: "01J0SESSION", Client: "psql"}
+	r := strings.Repeat
+	sub53 := r("s", 53)
 	tests := []struct {
 		name, template string
 		v              ApplicationNameValues
 		want           string
 	}{
-		{"default", "", v, "warden:alice:01J0SESSION"},
-		{"all placeholders", "{email} {sub} {session}!", v, "alice@example.com alice 01J0SESSION!"},
-		{"missing values", "{sub}/{email}", ApplicationNameValues{}, "unknown/unknown"},
-		{"non-ASCII replaced", "{sub}", ApplicationNameValues{Sub: "jürgen\n"}, "j??rgen?"},
-		{"truncated to 63 bytes", "warden:{sub}:{session}", ApplicationNameValues{Sub: strings.Repeat("s", 60), Session: "S"},
-			"warden:" + strings.Repeat("s", 56)},
+		{"default", "", v, "psql [warden:alice]"},
+		{"default without a client name", "", ApplicationNameValues{Sub: "alice"}, "[warden:alice]"},
+		{"all placeholders", "{email} {sub} {session} {client}!", v, "alice@example.com alice 01J0SESSION psql!"},
+		{"missing values", "{sub}/{email}/{session}/{client}", ApplicationNameValues{}, "unknown/unknown/unknown/"},
+		{"spaces trimmed", "  {client} {sub}  ", ApplicationNameValues{Sub: "alice"}, "alice"},
+		{"non-ASCII replaced", "{client} {sub}", ApplicationNameValues{Sub: "jürgen\n", Client: "t\x00ol"}, "t?ol j??rgen?"},
+		// 63 bytes: the client's name gives way to the person.
+		{"client shortened first", "", ApplicationNameValues{Sub: "alice", Client: r("c", 100)},
+			r("c", 48) + " [warden:alice]"},
+		{"client cut away leaves no space", "", ApplicationNameValues{Sub: sub53, Client: "psql"},
+			"[warden:" + sub53 + "]"},
+		{"then the session", "{client}{sub}:{session}", ApplicationNameValues{Sub: r("s", 40), Session: r("S", 30), Client: "psql"},
+			r("s", 40) + ":" + r("S", 22)},
+		{"then email, when sub names the person", "[{email} {sub}]", ApplicationNameValues{Sub: r("s", 30), Email: r("e", 40) + "@x"},
+			"[" + r("e", 30) + " " + r("s", 30) + "]"},
+		{"then the template's text", "warden:{sub}:{session}", ApplicationNameValues{Sub: r("s", 60), Session: "S"},
+			"war" + r("s", 60)},
+		{"email alone is the person", "{client} {email}", ApplicationNameValues{Email: r("e", 58) + "@x.io", Client: "psql"},
+			r("e", 58) + "@x.io"},
+		{"sub longer than the limit is cut", "", ApplicationNameValues{Sub: r("s", 70), Client: "psql"},
+			r("s", 63)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,7 +170,7 @@ func TestExpandApplicationName(t *testing.T) {
 // (the client's own login then passes through, over TLS).
 func TestParseTargetTLS(t *testing.T) {
 	doc := "targets:\n  - name: db\n    protocol: postgres\n    address: db.internal:5432\n    tls: {mode: verify-full, ca_file: /ca.pem}\n"
-	p, err := Parse([]byte(doc), "policy.yaml")
+	p, err := Parse([]byte(doc), "policy.yaml", pgOnly)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +179,7 @@ func TestParseTargetTLS(t *testing.T) {
 		t.Fatalf("target tls %+v, credentials %+v", tg.UpstreamTLS(), tg.Credentials)
 	}
 	// credentials.tls is still honoured.
-	p, err = Parse([]byte(credTarget("postgres", "10.0.0.5:5432", "      tls: {mode: require}\n")), "policy.yaml")
+	p, err = Parse([]byte(credTarget("postgres", "10.0.0.5:5432", "      tls: {mode: require}\n")), "policy.yaml", pgOnly)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,14 +191,14 @@ func TestParseTargetTLS(t *testing.T) {
 		{"both", credTarget("postgres", "10.0.0.5:5432", "      tls: {mode: require}\n") + "    tls: {mode: require}\n",
 			`target "db": tls is set both here and under credentials; keep one`},
 		{"tcp", "targets:\n  - name: db\n    protocol: tcp\n    address: 10.0.0.5:5432\n    tls: {mode: require}\n",
-			`policy.yaml:5:5: target "db": tls: tcp targets are forwarded as raw bytes`},
+			`policy.yaml:5:5: target "db": tls: this target is tcp, and no codec enforces upstream tls on tcp targets`},
 		{"mysql", "targets:\n  - name: db\n    protocol: mysql\n    address: 10.0.0.5:3306\n    tls: {mode: require}\n",
-			`policy.yaml:5:5: target "db": tls is implemented for postgres targets only; this target is mysql`},
+			`policy.yaml:5:5: target "db": tls: this target is mysql, and no codec enforces upstream tls on mysql targets`},
 		{"bad mode", "targets:\n  - name: db\n    protocol: postgres\n    address: 10.0.0.5:5432\n    tls: {mode: prefer}\n",
 			`policy.yaml:5:17: target "db": tls: mode "prefer" is not one of disable, require, verify-full`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse([]byte(tt.yaml), "policy.yaml")
+			_, err := Parse([]byte(tt.yaml), "policy.yaml", pgOnly)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %v, want it to contain %q", err, tt.want)
 			}

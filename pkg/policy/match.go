@@ -11,11 +11,11 @@ import (
 // set must hold for the rule to match; a list condition holds when any of
 // its elements does. An empty Match (when: {}) matches every command.
 //
-// Each condition applies to some protocols only (see docs/policy.md), and a
-// rule that uses a condition on a target whose protocol cannot evaluate it is
-// rejected: a condition that can never be checked would silently make the
-// rule match nothing. To add a condition for a new protocol codec, add a
-// field here and a row to matchKeys.
+// Each condition needs a Capability, and a rule that uses a condition on a
+// target whose codec does not enforce it is rejected (see Enforcement): a
+// condition that is never checked would silently leave the rule unapplied.
+// To add a condition, add a field here, a Capability and a row to
+// matchKeys; codecs then declare the capability when they implement it.
 type Match struct {
 	// Statements are SQL statement keywords (select, drop, ...), stored in
 	// lower case; the SQL codecs compare case-insensitively.
@@ -41,8 +41,9 @@ func (m Match) IsZero() bool {
 // matchKey describes one condition under "when".
 type matchKey struct {
 	name string
-	// protocols lists the target protocols whose codec evaluates it.
-	protocols []string
+	// capability is what a target's codec must enforce for the condition
+	// to be used on that target.
+	capability Capability
 	// decode parses and validates the value into m, reporting problems
 	// through d, and says whether it succeeded.
 	decode func(d *decoder, e entry, where string, m *Match) bool
@@ -50,7 +51,7 @@ type matchKey struct {
 
 // matchKeys is the table of conditions, in the order messages list them.
 var matchKeys = []matchKey{
-	{"statements", sqlProtocol, func(d *decoder, e entry, where string, m *Match) bool {
+	{"statements", CapStatements, func(d *decoder, e entry, where string, m *Match) bool {
 		ok := true
 		for _, it := range d.list(e, where, true) {
 			s := strings.ToLower(it.value)
@@ -63,7 +64,7 @@ var matchKeys = []matchKey{
 		}
 		return ok && m.Statements != nil
 	}},
-	{"tables", sqlProtocol, func(d *decoder, e entry, where string, m *Match) bool {
+	{"tables", CapTables, func(d *decoder, e entry, where string, m *Match) bool {
 		ok := true
 		for _, it := range d.list(e, where, true) {
 			if strings.ContainsAny(it.value, " \t\r\n") {
@@ -75,7 +76,7 @@ var matchKeys = []matchKey{
 		}
 		return ok && m.Tables != nil
 	}},
-	{"functions", sqlProtocol, func(d *decoder, e entry, where string, m *Match) bool {
+	{"functions", CapFunctions, func(d *decoder, e entry, where string, m *Match) bool {
 		ok := true
 		for _, it := range d.list(e, where, true) {
 			s := strings.ToLower(it.value)
@@ -88,7 +89,7 @@ var matchKeys = []matchKey{
 		}
 		return ok && m.Functions != nil
 	}},
-	{"no_where", sqlProtocol, func(d *decoder, e entry, where string, m *Match) bool {
+	{"no_where", CapNoWhere, func(d *decoder, e entry, where string, m *Match) bool {
 		v := resolve(e.val)
 		if v.Tag != "!!bool" {
 			d.errorf(v, "%s", at(where, fmt.Sprintf("no_where: want true or false, got %s", kindName(v))))
@@ -103,7 +104,7 @@ var matchKeys = []matchKey{
 		m.NoWhere = true
 		return true
 	}},
-	{"commands", []string{ProtocolRedis, ProtocolSSH, ProtocolHTTP}, func(d *decoder, e entry, where string, m *Match) bool {
+	{"commands", CapCommands, func(d *decoder, e entry, where string, m *Match) bool {
 		m.Commands = values(d.list(e, where, true))
 		return m.Commands != nil
 	}},
@@ -129,7 +130,9 @@ var sqlStatements = []string{
 	"install", "uninstall", "shutdown", "handler",
 }
 
-// match decodes a "when" mapping for a rule over targets.
+// match decodes a "when" mapping for a rule over targets, and checks that
+// the codec of every target enforces each condition used; those problems
+// are reported at the condition's key.
 func (d *decoder) match(e entry, where string, targets []item) (Match, bool) {
 	where += ": when"
 	names := make([]string, len(matchKeys))
@@ -148,11 +151,7 @@ func (d *decoder) match(e entry, where string, targets []item) (Match, bool) {
 		}
 		ok = k.decode(d, f, where, &m) && ok
 		for _, t := range targets {
-			p := d.targets[t.value]
-			if p != "" && p != ProtocolTCP && !slices.Contains(k.protocols, p) {
-				d.errorf(f.key, "%s", at(where, fmt.Sprintf("%s applies to %s targets; target %q is %s", k.name, strings.Join(k.protocols, ", "), t.value, p)))
-				ok = false
-			}
+			ok = d.enforces(f.key, where+": "+k.name, targetSubject(t.value), d.targets[t.value], k.capability) && ok
 		}
 	}
 	return m, ok

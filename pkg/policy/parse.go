@@ -22,13 +22,14 @@ import (
 // eating the agent's memory.
 const MaxFileSize = 8 << 20
 
-// Load reads and parses the policy file at path. Errors name the file.
-func Load(path string) (*Policy, error) {
+// Load reads and parses the policy file at path, accepting only what enf
+// says the agent's codecs enforce (see Parse). Errors name the file.
+func Load(path string, enf Enforcement) (*Policy, error) {
 	data, err := readFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return Parse(data, path)
+	return Parse(data, path, enf)
 }
 
 func readFile(path string) ([]byte, error) {
@@ -48,11 +49,15 @@ func readFile(path string) ([]byte, error) {
 }
 
 // Parse parses and validates a policy. source names the data in error
-// messages (normally the file path). On failure the error lists every
-// problem found, one per line, each as source:line:column: message; see
-// Error and Errors.
-func Parse(data []byte, source string) (*Policy, error) {
-	d := &decoder{source: source}
+// messages (normally the file path). enf says what the codec of each
+// protocol enforces: a rule condition, review action, masking entry,
+// credentials or tls on a target whose codec does not enforce it is an
+// error, and so is any of them on a protocol enf does not list (nil enf
+// allows access only, everywhere). On failure the error lists every problem
+// found, one per line, each as source:line:column: message; see Error and
+// Errors.
+func Parse(data []byte, source string, enf Enforcement) (*Policy, error) {
+	d := &decoder{source: source, enf: enf}
 	root := d.document(data)
 	if root == nil {
 		return nil, joinErrors(d.errs)
@@ -72,6 +77,8 @@ func Parse(data []byte, source string) (*Policy, error) {
 type decoder struct {
 	source string
 	errs   []*Error
+	// enf is what each protocol's codec enforces.
+	enf Enforcement
 
 	// targets maps each declared target name to its protocol ("" if the
 	// protocol was invalid), for checking references.
@@ -408,11 +415,7 @@ func (d *decoder) targetList(e entry) []Target {
 		if e, ok := m["tls"]; ok {
 			t.TLS, ok = d.upstreamTLS(e, where, t.Protocol, t.Address)
 			valid = valid && ok
-			switch {
-			case t.Protocol == ProtocolTCP:
-				d.errorf(e.key, "%s", at(where, "tls: tcp targets are forwarded as raw bytes, so the proxy cannot secure them; the client's own TLS passes through"))
-				valid = false
-			case t.Credentials != nil && t.Credentials.TLS.Mode != "":
+			if t.Credentials != nil && t.Credentials.TLS.Mode != "" {
 				d.errorf(e.key, "%s", at(where, "tls is set both here and under credentials; keep one"))
 				valid = false
 			}
@@ -472,21 +475,32 @@ func (d *decoder) rule(n *yaml.Node, where string, seen map[string]int) (Rule, b
 		targets = d.list(e, where, true)
 		ok = d.refs(targets, where) && ok && targets != nil
 		r.Targets = values(targets)
-		for _, t := range targets {
-			if d.targets[t.value] == ProtocolTCP {
-				d.errorf(t.node, "%s", at(where, fmt.Sprintf("target %q is tcp; the proxy does not parse tcp, so L7 rules cannot apply (control it with access)", t.value)))
-				ok = false
-			}
-		}
 	}
 	if e, found := m["when"]; found {
 		var good bool
 		r.When, good = d.match(e, where, targets)
 		ok = ok && good
+		if v := resolve(e.val); v.Kind == yaml.MappingNode && len(v.Content) == 0 {
+			// when: {} matches every command, which only a codec that
+			// looks at each command can act on. Conditions that are
+			// present were checked by match, at their keys.
+			conds := conditionCaps()
+			for _, t := range targets {
+				if p := d.targets[t.value]; p != "" && !d.enf.hasAny(p, conds) {
+					d.unenforced(t.node, where, targetSubject(t.value), p, "rules")
+					ok = false
+				}
+			}
+		}
 	}
 	if e, found := m["action"]; found {
 		if s, good := d.str(e, where); good && slices.Contains(actions, s) {
 			r.Action = Action(s)
+			if r.Action == Review {
+				for _, t := range targets {
+					ok = d.enforces(resolve(e.val), where+": action", targetSubject(t.value), d.targets[t.value], CapReview) && ok
+				}
+			}
 		} else {
 			if good {
 				d.errorf(resolve(e.val), "%s", at(where, fmt.Sprintf("action %q is not one of %s", s, strings.Join(actions, ", "))))
@@ -499,13 +513,6 @@ func (d *decoder) rule(n *yaml.Node, where string, seen map[string]int) (Rule, b
 	}
 	return r, ok
 }
-
-// maskable are the protocols whose results the proxy can mask; columns
-// only mean something for SQL.
-var (
-	maskable    = []string{ProtocolPostgres, ProtocolMySQL, ProtocolRedis, ProtocolHTTP}
-	sqlProtocol = []string{ProtocolPostgres, ProtocolMySQL}
-)
 
 func (d *decoder) masking(n *yaml.Node, where string, seen map[string]int) (Masking, bool) {
 	m, ok := d.mapping(n, where, "name", "targets", "columns", "detectors", "except_groups")
@@ -524,25 +531,24 @@ func (d *decoder) masking(n *yaml.Node, where string, seen map[string]int) (Mask
 		targets = d.list(e, where, true)
 		ok = d.refs(targets, where) && ok && targets != nil
 		mk.Targets = values(targets)
-		for _, t := range targets {
-			if p := d.targets[t.value]; p != "" && !slices.Contains(maskable, p) {
-				d.errorf(t.node, "%s", at(where, fmt.Sprintf("target %q is %s; masking applies to %s targets only", t.value, p, strings.Join(maskable, ", "))))
-				ok = false
-			}
-		}
 	}
 	if e, found := m["columns"]; found {
 		cols := d.list(e, where, false)
 		mk.Columns = values(cols)
-		for _, t := range targets {
-			if p := d.targets[t.value]; len(cols) > 0 && slices.Contains(maskable, p) && !slices.Contains(sqlProtocol, p) {
-				d.errorf(e.key, "%s", at(where, fmt.Sprintf("columns apply to postgres and mysql only; target %q is %s", t.value, p)))
-				ok = false
+		if len(cols) > 0 {
+			for _, t := range targets {
+				ok = d.enforces(e.key, where+": columns", targetSubject(t.value), d.targets[t.value], CapColumnMasking) && ok
 			}
 		}
 	}
 	if e, found := m["detectors"]; found {
-		for _, it := range d.list(e, where, false) {
+		dets := d.list(e, where, false)
+		if len(dets) > 0 {
+			for _, t := range targets {
+				ok = d.enforces(e.key, where+": detectors", targetSubject(t.value), d.targets[t.value], CapContentMasking) && ok
+			}
+		}
+		for _, it := range dets {
 			if !slices.Contains(detectors, it.value) {
 				d.errorf(it.node, "%s", at(where, fmt.Sprintf("detector %q is not one of %s", it.value, strings.Join(detectors, ", "))))
 				ok = false

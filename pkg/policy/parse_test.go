@@ -10,7 +10,7 @@ import (
 )
 
 func TestParseProductExample(t *testing.T) {
-	p, err := Load("testdata/product.yaml")
+	p, err := Load("testdata/product.yaml", pgOnly)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -24,6 +24,10 @@ func TestParseProductExample(t *testing.T) {
 			Name: "no-ddl", Targets: []string{"orders-db"},
 			When:   Match{Statements: []string{"drop", "truncate", "alter"}},
 			Action: Deny, ExceptGroups: []string{"dba"},
+		}, {
+			Name: "unbounded-writes", Targets: []string{"orders-db"},
+			When:   Match{Statements: []string{"update", "delete"}, NoWhere: true},
+			Action: Review,
 		}},
 		Masking: []Masking{{
 			Name: "pii", Targets: []string{"orders-db"},
@@ -42,14 +46,23 @@ func TestParseProductExample(t *testing.T) {
 	}
 }
 
-// The shipped example must stay valid as the format evolves.
+// The shipped example must stay valid as the format evolves, and hold
+// nothing that today's agent (PostgreSQL the only codec) does not enforce.
 func TestParseDeployExample(t *testing.T) {
-	p, err := Load(filepath.Join("..", "..", "deploy", "examples", "policy.yaml"))
+	p, err := Load(filepath.Join("..", "..", "deploy", "examples", "policy.yaml"), pgOnly)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
 	if len(p.Targets) == 0 || len(p.Rules) == 0 || len(p.Masking) == 0 || len(p.Access) == 0 {
 		t.Errorf("example policy is missing a section: %+v", p)
+	}
+	// Its non-postgres targets are there to show access-only targets.
+	protos := make(map[string]bool)
+	for _, tg := range p.Targets {
+		protos[tg.Protocol] = true
+	}
+	if len(protos) < 3 || !protos[ProtocolPostgres] || !protos[ProtocolTCP] {
+		t.Errorf("example policy covers protocols %v; want postgres, tcp and others", protos)
 	}
 }
 
@@ -58,15 +71,16 @@ func TestParseValid(t *testing.T) {
 		name  string
 		yaml  string
 		check func(t *testing.T, p *Policy)
+		enf   Enforcement // nil means pgOnly
 	}{
 		{"no targets", "targets: []\n", func(t *testing.T, p *Policy) {
 			if len(p.Targets) != 0 {
 				t.Errorf("Targets = %v", p.Targets)
 			}
-		}},
-		{"empty sections", "targets: []\naccess: []\nrules: []\nmasking: []\n", nil},
+		}, nil},
+		{"empty sections", "targets: []\naccess: []\nrules: []\nmasking: []\n", nil, nil},
 		{"statements lower-cased", `
-targets: [{name: db, protocol: mysql, address: "db.internal:3306"}]
+targets: [{name: db, protocol: postgres, address: "db.internal:5432"}]
 rules:
   - {name: r, targets: [db], when: {statements: [DROP, Truncate]}, action: review}
 `, func(t *testing.T, p *Policy) {
@@ -76,7 +90,7 @@ rules:
 			if p.Rules[0].Action != Review {
 				t.Errorf("Action = %q", p.Rules[0].Action)
 			}
-		}},
+		}, nil},
 		{"every sql condition", `
 targets: [{name: db, protocol: postgres, address: "10.0.0.0/24:5432"}]
 rules:
@@ -92,7 +106,7 @@ rules:
 			if !reflect.DeepEqual(p.Rules[0].When, want) {
 				t.Errorf("When = %+v, want %+v", p.Rules[0].When, want)
 			}
-		}},
+		}, nil},
 		{"commands for redis ssh http", `
 targets:
   - {name: cache, protocol: redis, address: "[2001:db8::/64]:6379"}
@@ -104,7 +118,31 @@ rules:
 			if got := p.Rules[0].When.Commands; !reflect.DeepEqual(got, []string{"flushall", "rm", "DELETE"}) {
 				t.Errorf("Commands = %v", got)
 			}
-		}},
+		}, allCodecs},
+		{"access-only targets of every protocol", `
+targets:
+  - {name: my, protocol: mysql, address: "10.0.0.2:3306"}
+  - {name: jump, protocol: ssh, address: "10.0.0.3:22"}
+  - {name: api, protocol: http, address: "api.internal:80"}
+  - {name: apis, protocol: https, address: "api.internal:443"}
+  - {name: cache, protocol: redis, address: "10.0.0.5:6379"}
+  - {name: desk, protocol: rdp, address: "[2001:db8::/64]:3389"}
+  - {name: raw, protocol: tcp, address: "10.0.0.7:9000"}
+access:
+  - {groups: [eng], targets: [my, jump, api, apis, cache, desk, raw]}
+`, func(t *testing.T, p *Policy) {
+			got := make([]string, len(p.Targets))
+			for i, tg := range p.Targets {
+				got[i] = tg.Protocol
+			}
+			want := []string{ProtocolMySQL, ProtocolSSH, ProtocolHTTP, ProtocolHTTPS, ProtocolRedis, ProtocolRDP, ProtocolTCP}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("protocols = %v, want %v", got, want)
+			}
+			if ep, err := p.Targets[5].Endpoint(); err != nil || ep.Port != 3389 || ep.Prefix.Bits() != 64 {
+				t.Errorf("rdp endpoint = %+v, %v", ep, err)
+			}
+		}, nil},
 		{"empty when matches everything", `
 targets: [{name: db, protocol: postgres, address: "10.0.0.5:5432"}]
 rules: [{name: all, targets: [db], when: {}, action: review}]
@@ -112,7 +150,7 @@ rules: [{name: all, targets: [db], when: {}, action: review}]
 			if !p.Rules[0].When.IsZero() {
 				t.Errorf("When = %+v, want zero", p.Rules[0].When)
 			}
-		}},
+		}, nil},
 		{"anchors and aliases", `
 targets:
   - {name: a, protocol: postgres, address: "10.0.0.1:5432"}
@@ -126,11 +164,11 @@ rules:
 			if got := p.Rules[0].ExceptGroups; !reflect.DeepEqual(got, []string{"engineering", "sre"}) {
 				t.Errorf("ExceptGroups = %v", got)
 			}
-		}},
+		}, nil},
 		{"masking with detectors only", `
 targets: [{name: api, protocol: http, address: "api.internal:443"}]
 masking: [{name: m, targets: [api], detectors: [jwt]}]
-`, nil},
+`, nil, allCodecs},
 		{"credentials on ssh", `
 targets:
   - name: jump
@@ -141,11 +179,15 @@ targets:
 			if c := p.Targets[0].Credentials; c == nil || c.Username != "ops" {
 				t.Errorf("Credentials = %+v", c)
 			}
-		}},
+		}, allCodecs},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := Parse([]byte(tt.yaml), "policy.yaml")
+			enf := tt.enf
+			if enf == nil {
+				enf = pgOnly
+			}
+			p, err := Parse([]byte(tt.yaml), "policy.yaml", enf)
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
@@ -196,7 +238,7 @@ func TestParseErrors(t *testing.T) {
 
 		// Targets.
 		{"bad protocol", "targets:\n  - name: orders-db\n    protocol: mongo\n    address: 10.0.0.5:5432\n",
-			[]string{`policy.yaml:3:15: target "orders-db": protocol "mongo" is not one of postgres, mysql, ssh, http, redis, tcp`}},
+			[]string{`policy.yaml:3:15: target "orders-db": protocol "mongo" is not one of postgres, mysql, ssh, http, https, redis, rdp, tcp`}},
 		{"protocol case", "targets:\n  - name: db\n    protocol: Postgres\n    address: 10.0.0.5:5432\n",
 			[]string{`policy.yaml:3:15: target "db": protocol "Postgres" is not one of`}},
 		{"misspelt key", "targets:\n  - name: db\n    protocol: postgres\n    adress: 10.0.0.5:5432\n", []string{
@@ -229,7 +271,7 @@ func TestParseErrors(t *testing.T) {
 		{"credentials missing username", "targets:\n  - name: db\n    protocol: postgres\n    address: 10.0.0.5:5432\n    credentials:\n      password_file: /s\n",
 			[]string{`policy.yaml:6:7: target "db": credentials: missing required key "username"`}},
 		{"credentials on tcp", "targets:\n  - name: raw\n    protocol: tcp\n    address: 10.0.0.9:9000\n    credentials: {username: a, password_file: /s}\n",
-			[]string{`policy.yaml:5:5: target "raw": credentials: tcp targets are forwarded as raw bytes`}},
+			[]string{`policy.yaml:5:5: target "raw": credentials: this target is tcp, and no codec enforces credentials on tcp targets`}},
 
 		// Access.
 		{"access unknown target", base + "access:\n  - groups: [eng]\n    targets: [db, orders]\n",
@@ -255,11 +297,11 @@ func TestParseErrors(t *testing.T) {
 		{"misspelt condition", base + "rules:\n  - name: r\n    targets: [db]\n    when: {statement: [drop]}\n    action: deny\n",
 			[]string{`policy.yaml:14:12: rule "r": when: unknown key "statement" (want one of statements, tables, functions, no_where, commands)`}},
 		{"statements on redis", base + "rules:\n  - name: r\n    targets: [db, cache]\n    when: {statements: [drop]}\n    action: deny\n",
-			[]string{`policy.yaml:14:12: rule "r": when: statements applies to postgres, mysql targets; target "cache" is redis`}},
+			[]string{`policy.yaml:14:12: rule "r": when: statements: target "cache" is redis, and no codec enforces statements on redis targets`}},
 		{"commands on postgres", base + "rules:\n  - name: r\n    targets: [db]\n    when: {commands: [flushall]}\n    action: deny\n",
-			[]string{`policy.yaml:14:12: rule "r": when: commands applies to redis, ssh, http targets; target "db" is postgres`}},
+			[]string{`policy.yaml:14:12: rule "r": when: commands: target "db" is postgres, and no codec enforces commands on postgres targets`}},
 		{"rule on tcp", base + "rules:\n  - name: r\n    targets: [raw]\n    when: {}\n    action: deny\n",
-			[]string{`policy.yaml:13:15: rule "r": target "raw" is tcp; the proxy does not parse tcp`}},
+			[]string{`policy.yaml:13:15: rule "r": target "raw" is tcp, and no codec enforces rules on tcp targets`}},
 		{"rule unknown target", base + "rules:\n  - name: r\n    targets: [dbx]\n    when: {}\n    action: deny\n",
 			[]string{`policy.yaml:13:15: rule "r": unknown target "dbx"`}},
 		{"duplicate rule", base + "rules:\n  - {name: r, targets: [db], when: {}, action: deny}\n  - {name: r, targets: [db], when: {}, action: allow}\n",
@@ -283,9 +325,9 @@ func TestParseErrors(t *testing.T) {
 		{"unknown detector", base + "masking:\n  - name: m\n    targets: [db]\n    detectors: [email, passport]\n",
 			[]string{`policy.yaml:14:24: masking "m": detector "passport" is not one of email, credit_card, ssn, iban, phone, jwt, aws_access_key, private_key`}},
 		{"columns on redis", base + "masking:\n  - name: m\n    targets: [cache]\n    columns: [email]\n",
-			[]string{`policy.yaml:14:5: masking "m": columns apply to postgres and mysql only; target "cache" is redis`}},
+			[]string{`policy.yaml:14:5: masking "m": columns: target "cache" is redis, and no codec enforces column masking on redis targets`}},
 		{"masking on tcp", base + "masking:\n  - name: m\n    targets: [raw]\n    detectors: [email]\n",
-			[]string{`policy.yaml:13:15: masking "m": target "raw" is tcp; masking applies to postgres, mysql, redis, http targets only`}},
+			[]string{`policy.yaml:14:5: masking "m": detectors: target "raw" is tcp, and no codec enforces content masking on tcp targets`}},
 		{"masks nothing", base + "masking:\n  - name: m\n    targets: [db]\n",
 			[]string{`policy.yaml:12:5: masking "m": masks nothing: give columns, detectors or both`}},
 		{"masking misspelt key", base + "masking:\n  - name: m\n    targets: [db]\n    column: [email]\n", []string{
@@ -297,7 +339,7 @@ func TestParseErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := Parse([]byte(tt.yaml), "policy.yaml")
+			p, err := Parse([]byte(tt.yaml), "policy.yaml", pgOnly)
 			if err == nil {
 				t.Fatalf("Parse succeeded with %+v, want errors %q", p, tt.want)
 			}
@@ -345,7 +387,7 @@ masking:
     targets: [db]
     detectors: [dna]
 `
-	_, err := Parse([]byte(doc), "p.yaml")
+	_, err := Parse([]byte(doc), "p.yaml", pgOnly)
 	if err == nil {
 		t.Fatal("Parse succeeded")
 	}
@@ -374,7 +416,7 @@ func TestParseDoesNotEchoSecrets(t *testing.T) {
     address: 10.0.0.7:3306
     credentials: {username: app, password: hunter2-secret}
 `
-	_, err := Parse([]byte(doc), "policy.yaml")
+	_, err := Parse([]byte(doc), "policy.yaml", allCodecs)
 	if err == nil {
 		t.Fatal("Parse succeeded")
 	}
@@ -389,7 +431,7 @@ func TestParseDoesNotEchoSecrets(t *testing.T) {
 
 func TestLoadMissingFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "nope.yaml")
-	_, err := Load(path)
+	_, err := Load(path, pgOnly)
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), path) {
 		t.Errorf("Load(missing) = %v, want a not-exist error naming %s", err, path)
 	}
@@ -400,7 +442,7 @@ func TestLoadTooLarge(t *testing.T) {
 	if err := os.WriteFile(path, make([]byte, MaxFileSize+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "larger than") {
+	if _, err := Load(path, pgOnly); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("Load(big) = %v, want a size error", err)
 	}
 }

@@ -6,6 +6,9 @@
 // invalid values are all errors, because a typo in a security policy must not
 // silently disable a rule. Every error carries file:line:column, and Parse
 // reports all the problems it finds at once rather than the first one.
+// Parsing also fails closed against the agent: a rule, masking entry or
+// target setting that the target's protocol codec cannot enforce is an
+// error too (see Enforcement), never a setting silently not applied.
 //
 // The package does no I/O beyond reading the policy file: DNS names in target
 // addresses are resolved by the agent, and credential files are read by the
@@ -15,18 +18,22 @@ package policy
 import "slices"
 
 // Protocols a target can speak. The proxy picks its wire-protocol codec from
-// this; "tcp" means the agent only enforces access and records connections.
+// this. What a protocol's targets may have beyond access depends on its
+// codec (see Enforcement); "tcp" never has one: the agent only enforces
+// access and records connections.
 const (
 	ProtocolPostgres = "postgres"
 	ProtocolMySQL    = "mysql"
 	ProtocolSSH      = "ssh"
 	ProtocolHTTP     = "http"
+	ProtocolHTTPS    = "https"
 	ProtocolRedis    = "redis"
+	ProtocolRDP      = "rdp"
 	ProtocolTCP      = "tcp"
 )
 
 // protocols is the accepted set, in the order error messages list it.
-var protocols = []string{ProtocolPostgres, ProtocolMySQL, ProtocolSSH, ProtocolHTTP, ProtocolRedis, ProtocolTCP}
+var protocols = []string{ProtocolPostgres, ProtocolMySQL, ProtocolSSH, ProtocolHTTP, ProtocolHTTPS, ProtocolRedis, ProtocolRDP, ProtocolTCP}
 
 // Action is what the proxy does when a rule matches.
 type Action string

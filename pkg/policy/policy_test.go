@@ -26,7 +26,7 @@ masking:
 
 func mustParse(t *testing.T, doc string) *Policy {
 	t.Helper()
-	p, err := Parse([]byte(doc), "test.yaml")
+	p, err := Parse([]byte(doc), "test.yaml", allCodecs)
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}

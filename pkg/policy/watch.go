@@ -23,6 +23,11 @@ type WatchOptions struct {
 	OnError func(error)
 	// Interval between checks of the file; DefaultInterval if zero.
 	Interval time.Duration
+	// Enforcement says what the agent's codecs enforce; the first load and
+	// every reload are parsed against it (see Parse), so a reload that adds
+	// a rule no codec can apply is rejected like any other invalid file.
+	// nil allows access only.
+	Enforcement Enforcement
 }
 
 // Watcher keeps a policy loaded from a file current. It polls the file's
@@ -168,7 +173,7 @@ func (w *Watcher) read() (*Policy, stamp, error) {
 			err = fmt.Errorf("policy: %s %w", w.path, errChanging)
 			continue
 		}
-		p, err := Parse(data, w.path)
+		p, err := Parse(data, w.path, w.opts.Enforcement)
 		return p, before, err
 	}
 	return nil, stamp{}, err

@@ -49,8 +49,9 @@ func newRecorder() *recorder {
 			r.mu.Unlock()
 			r.loads <- p
 		},
-		OnError:  func(err error) { r.errs <- err },
-		Interval: 5 * time.Millisecond,
+		OnError:     func(err error) { r.errs <- err },
+		Interval:    5 * time.Millisecond,
+		Enforcement: pgOnly,
 	}
 	return r
 }
@@ -168,6 +169,13 @@ func TestWatcherFollowsChanges(t *testing.T) {
 		t.Errorf("Policy() has %s after a failed reload, want the old 10.0.0.2:5432", got)
 	}
 
+	// So is one with a rule no codec enforces.
+	writeAtomic(t, path, withRule("10.0.0.3:5432", "redis"))
+	r.waitError(t, path+`:9:12: rule "no-ddl": when: statements: target "other" is redis`)
+	if got := address(w.Policy()); got != "10.0.0.2:5432" {
+		t.Errorf("Policy() has %s after an unenforceable reload, want the old 10.0.0.2:5432", got)
+	}
+
 	// A later fix is accepted.
 	writeAtomic(t, path, policyWith("10.0.0.4:5432"))
 	r.waitLoad(t, "10.0.0.4:5432")
@@ -268,5 +276,93 @@ func TestWatcherReload(t *testing.T) {
 	}
 	if got := address(w.Policy()); got != "10.0.0.2:5432" {
 		t.Errorf("policy after failed Reload = %s", got)
+	}
+}
+
+// withRule is policyWith plus a rule on a second target of protocol.
+func withRule(addr, protocol string) string {
+	return policyWith(addr) + `  - {name: other, protocol: ` + protocol + `, address: "10.9.9.9:1000"}
+rules:
+  - name: no-ddl
+    targets: [db, other]
+    when: {statements: [drop]}
+    action: deny
+`
+}
+
+// The Watcher parses with WatchOptions.Enforcement, on the first load and on
+// every reload: a reload that adds a rule no codec enforces is rejected,
+// with its position, and the policy in force stays.
+func TestWatcherEnforcement(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	writeAtomic(t, path, withRule("10.0.0.1:5432", "postgres"))
+	r := newRecorder()
+	r.opts.Interval = time.Hour // only Reload loads
+	w, err := NewWatcher(path, r.opts)
+	if err != nil {
+		t.Fatalf("NewWatcher: %v", err)
+	}
+	if got := len(w.Policy().Rules); got != 1 {
+		t.Fatalf("%d rules loaded, want 1", got)
+	}
+
+	for _, tt := range []struct{ name, doc, want string }{
+		{"statements on mysql", withRule("10.0.0.2:5432", "mysql"),
+			path + `:9:12: rule "no-ddl": when: statements: target "other" is mysql, and no codec enforces statements on mysql targets`},
+		{"masking on redis", policyWith("10.0.0.2:5432") + "  - {name: c, protocol: redis, address: \"10.9.9.9:6379\"}\nmasking:\n  - {name: m, targets: [c], detectors: [jwt]}\n",
+			path + `:7:29: masking "m": detectors: target "c" is redis, and no codec enforces content masking`},
+		{"review on ssh", policyWith("10.0.0.2:5432") + "  - {name: j, protocol: ssh, address: \"10.9.9.9:22\"}\nrules:\n  - {name: r, targets: [j], when: {}, action: review}\n",
+			path + `:7:25: rule "r": target "j" is ssh, and no codec enforces rules on ssh targets`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			writeAtomic(t, path, tt.doc)
+			err := w.Reload()
+			if err == nil {
+				t.Fatal("Reload accepted an unenforceable policy")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Reload error %q\nwant it to contain %q", err, tt.want)
+			}
+			if errs := Errors(err); len(errs) == 0 || errs[0].Line == 0 || errs[0].Column == 0 {
+				t.Errorf("Reload error has no position: %v", err)
+			}
+			if got := address(w.Policy()); got != "10.0.0.1:5432" {
+				t.Errorf("policy in force has %s after a rejected reload, want the old 10.0.0.1:5432", got)
+			}
+		})
+	}
+	if r.loadCount() != 1 {
+		t.Errorf("%d loads, want 1 (only the first)", r.loadCount())
+	}
+
+	// And an enforceable change is still accepted.
+	writeAtomic(t, path, withRule("10.0.0.3:5432", "postgres"))
+	if err := w.Reload(); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if got := address(w.Policy()); got != "10.0.0.3:5432" {
+		t.Errorf("policy in force has %s, want 10.0.0.3:5432", got)
+	}
+}
+
+// The same file fails the first load without Enforcement: nil means no
+// codec, so the daemon refuses to start rather than run a rule it cannot
+// apply.
+func TestWatcherNilEnforcement(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	writeAtomic(t, path, withRule("10.0.0.1:5432", "postgres"))
+	r := newRecorder()
+	r.opts.Enforcement = nil
+	w, err := NewWatcher(path, r.opts)
+	if err == nil || w != nil {
+		t.Fatalf("NewWatcher = %v, %v; want an error", w, err)
+	}
+	if want := path + `:9:12: rule "no-ddl": when: statements: target "db" is postgres, and no codec enforces statements on postgres targets`; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q\nwant it to contain %q", err, want)
+	}
+	// Access alone is fine.
+	writeAtomic(t, path, policyWith("10.0.0.1:5432"))
+	if _, err := NewWatcher(path, r.opts); err != nil {
+		t.Errorf("NewWatcher of an access-only policy with nil Enforcement: %v", err)
 	}
 }
