@@ -1,16 +1,18 @@
-# Warden. The two commands a new host needs:
-#   sudo make demo   the whole flow on embedded defaults
-#   sudo make test   every test, BPF and end-to-end included (needs root)
+# Warden. The two commands a new host needs (as root; sudo where you are not):
+#   make demo   the whole flow on embedded defaults
+#   make test   every test, BPF and end-to-end included (needs root)
 
-# sudo resets PATH; find the Go toolchain anyway.
-GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
-export PATH := $(dir $(GO)):$(PATH)
+# sudo resets PATH; find the Go toolchain in /usr/local/go anyway. Where
+# there is none yet, "go" is looked up when it runs, so the distribution's
+# that `deps` installs is found.
+export PATH := /usr/local/go/bin:$(PATH)
+GO ?= $(shell command -v go 2>/dev/null || echo go)
 export GOFLAGS ?= -buildvcs=false
 
 BIN := bin
 CMDS := wardend warden warden-collector warden-devidp
 
-.PHONY: all deps generate check-generated build test test-unit bench fuzz demo clean
+.PHONY: all deps generate check-generated build lint test test-unit bench fuzz demo clean
 
 all: build
 
@@ -29,6 +31,11 @@ check-generated: generate
 build:
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
+# go vet and staticcheck (pinned in go.mod as a tool); both must be clean.
+lint:
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
 # Everything, as root: unit, kernel and end-to-end tests.
 test: deps
 	$(GO) vet ./...
@@ -36,7 +43,7 @@ test: deps
 
 # Only what runs without root.
 test-unit:
-	$(GO) test -count=1 ./pkg/... ./agent/config/... ./collector/...
+	$(GO) test -count=1 ./pkg/... ./agent/config/... ./agent/proxy/... ./collector/...
 
 bench: deps
 	WARDEN_BENCH=1 $(GO) test -count=1 -timeout 60m -run '^TestBench' -v ./tests/bench/
