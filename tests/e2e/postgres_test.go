@@ -147,8 +147,9 @@ func TestPostgresL7(t *testing.T) {
 
 	t.Run("credential injection and identity upstream", func(t *testing.T) {
 		out := e.psql(t, e.alice, conn, fmt.Sprintf(`psql "%s" -XAtc "select current_user || '|' || application_name from pg_stat_activity where pid = pg_backend_pid()" </dev/null`, conn))
-		if !strings.Contains(out, "app|warden:alice:") {
-			t.Fatalf("upstream login not app with warden application_name:\n%s", out)
+		// psql names itself; Warden keeps that and adds the person.
+		if !strings.Contains(out, "app|psql [warden:alice]") {
+			t.Fatalf("upstream login not app with the client's application_name and the person:\n%s", out)
 		}
 		if strings.Contains(strings.ToLower(out), "password") {
 			t.Fatalf("asked for a password:\n%s", out)
