@@ -33,8 +33,16 @@ var personPlaceholders = []string{"sub", "email"}
 type ApplicationNameValues struct {
 	Sub, Email, Session string
 	// Client is the application_name the client itself sent. It is the
-	// client's claim, not verified: only the person placeholders are.
+	// client's claim, not verified: only the person placeholders are, and
+	// its square brackets become round ones so it cannot imitate them.
 	Client string
+}
+
+// clientName is the client's own application_name with square brackets
+// made round, so that a client cannot write a "[warden:someone]" of its
+// own ahead of the real one.
+func clientName(s string) string {
+	return strings.NewReplacer("[", "(", "]", ")").Replace(s)
 }
 
 // Ranks of template parts, in the order ExpandApplicationName shortens
@@ -91,7 +99,7 @@ func ExpandApplicationName(template string, v ApplicationNameValues) string {
 		case "session":
 			p = part{[]byte(orUnknown(v.Session)), rankSession}
 		case "client":
-			p = part{[]byte(v.Client), rankClient}
+			p = part{[]byte(clientName(v.Client)), rankClient}
 		default:
 			// Literal text; and for a hand-built template with an
 			// unknown placeholder (Parse rejects those), its text

@@ -135,6 +135,7 @@ func TestExpandApplicationName(t *testing.T) {
 		{"default without a client name", "", ApplicationNameValues{Sub: "alice"}, "[warden:alice]"},
 		{"all placeholders", "{email} {sub} {session} {client}!", v, "alice@example.com alice 01J0SESSION psql!"},
 		{"missing values", "{sub}/{email}/{session}/{client}", ApplicationNameValues{}, "unknown/unknown/unknown/"},
+		{"client cannot imitate the person", "", ApplicationNameValues{Sub: "mallory", Client: "job [warden:alice]"}, "job (warden:alice) [warden:mallory]"},
 		{"spaces trimmed", "  {client} {sub}  ", ApplicationNameValues{Sub: "alice"}, "alice"},
 		{"non-ASCII replaced", "{client} {sub}", ApplicationNameValues{Sub: "jürgen\n", Client: "t\x00ol"}, "t?ol j??rgen?"},
 		// 63 bytes: the client's name gives way to the person.
