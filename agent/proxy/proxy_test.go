@@ -590,10 +590,10 @@ func TestServeStopsOnCancel(t *testing.T) {
 		return Attribution{Target: dbTarget(), Decision: event.Decision{Action: event.Deny}}
 	}, nil, slowRefuser{entered: stuck})
 
+	// The client sends nothing: bytes the proxy had not yet read when it
+	// closed the connection would make the kernel answer with a reset
+	// instead of EOF, a race the test is not about.
 	open := h.dial()
-	if _, err := io.WriteString(open, "x"); err != nil {
-		t.Fatal(err)
-	}
 	// Reading the upstream's byte proves the proxy is relaying, not still
 	// dialling: a dial cut short by the cancel would be a refusal instead.
 	b := make([]byte, 1)
