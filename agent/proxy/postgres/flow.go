@@ -532,13 +532,11 @@ func (ss *pgSession) fromUpstream(typ byte, body []byte) error {
 func (ss *pgSession) probeResponse(head *op, typ byte, body []byte) error {
 	switch typ {
 	case 'T':
-		fields, err := decodeFields(body)
-		if err != nil {
-			return err
+		var rd pgproto3.RowDescription
+		if err := rd.Decode(body); err != nil {
+			return fmt.Errorf("decode RowDescription: %w", err)
 		}
-		for i := range fields {
-			fields[i].Binary = false // COPY text is text
-		}
+		fields := pgwire.CopyFields(&rd)
 		head.probeFor.shape, head.probeFor.shapeKnown = fields, true
 	case 'Z':
 		ss.q.pop(opProbe)
@@ -646,7 +644,7 @@ func (ss *pgSession) maskCopy(o *op, line []byte) []byte {
 		// Detectors only: no need to know the columns.
 		o.shapeKnown, o.shape = true, make([]masking.Field, ncols)
 		for i := range o.shape {
-			o.shape[i] = masking.Field{Name: "?column?", TypeOID: 25}
+			o.shape[i] = masking.Field{Name: "?column?", Cell: masking.CellText}
 		}
 	}
 	p := ss.plan(o, ncols)
@@ -654,9 +652,9 @@ func (ss *pgSession) maskCopy(o *op, line []byte) []byte {
 		return line
 	}
 	if o.copyCSV {
-		return p.CopyCSV(line)
+		return pgwire.MaskCopyCSV(p, line)
 	}
-	return p.CopyText(line)
+	return pgwire.MaskCopyText(p, line)
 }
 
 // finish records how a statement ended, linked to its db.query event.
@@ -692,9 +690,5 @@ func decodeFields(body []byte) ([]masking.Field, error) {
 	if err := rd.Decode(body); err != nil {
 		return nil, fmt.Errorf("decode RowDescription: %w", err)
 	}
-	fields := make([]masking.Field, len(rd.Fields))
-	for i, f := range rd.Fields {
-		fields[i] = masking.Field{Name: string(f.Name), TypeOID: f.DataTypeOID, Binary: f.Format == 1}
-	}
-	return fields, nil
+	return pgwire.MaskFields(&rd), nil
 }
