@@ -1,7 +1,6 @@
 package masking
 
 import (
-	"bytes"
 	"slices"
 	"strings"
 
@@ -92,14 +91,39 @@ func (m *Masker) RedactString(s string) string {
 	return s
 }
 
+// CellKind says what a result column's values are, as far as masking is
+// concerned. Each codec maps its protocol's types to these; masking knows
+// nothing of wire formats.
+type CellKind uint8
+
+const (
+	// CellOpaque is text that cannot take a replacement: a number, a date
+	// or any other typed value in text form. Detectors read it; a hit, or
+	// the column masked by name, makes the value NULL, the only value
+	// valid for every type. It is the zero value, the safe default for a
+	// column a codec knows nothing about.
+	CellOpaque CellKind = iota
+	// CellBinary is not text (a binary integer, timestamp, array):
+	// detectors cannot read it and skip it; masked by name it is NULL.
+	CellBinary
+	// CellText is text: detected values are replaced in place, and the
+	// column masked by name reads as Whole.
+	CellText
+	// CellJSON is text holding a JSON document: detected values are
+	// replaced in place (the replacement needs no JSON escaping), and the
+	// column masked by name reads as the JSON string "****".
+	CellJSON
+)
+
 // Field describes one result column.
 type Field struct {
-	// Name is the column name from RowDescription.
+	// Name is the column name as the server reports it.
 	Name string
-	// TypeOID is the column's type.
-	TypeOID uint32
-	// Binary is true for the binary wire format.
-	Binary bool
+	// Cell is what the column's values are.
+	Cell CellKind
+	// Prefix is how many bytes of each value come before the text
+	// (binary jsonb's version byte). Masking keeps them as they are.
+	Prefix int
 	// Derived marks a column that reads a masked column under another
 	// name or through an expression (see sqlguard.Statement.Derived).
 	Derived bool
@@ -115,51 +139,23 @@ const (
 
 type column struct {
 	action action
-	// textual: detected values can be replaced in place; otherwise a hit
-	// turns the value into NULL, the only value valid for every type.
-	textual bool
-	// jsonbPrefix: binary jsonb carries a version byte before the text.
-	jsonbPrefix bool
-	json        bool
+	cell   CellKind
+	prefix int
 }
 
-// Plan is the masking of one result shape, computed once per
-// RowDescription and applied to every row.
+// beyond is how a column past the plan's shape is masked: as text, through
+// the detectors. A COPY row can be wider than the columns Warden learnt,
+// and such a column must not get less masking than a known one.
+var beyond = column{action: detect, cell: CellText}
+
+// Plan is the masking of one result shape, computed once per shape and
+// applied to every row.
 type Plan struct {
 	m    *Masker
 	cols []column
 	// Masked flags the columns that were masked in at least one row.
 	Masked []bool
 	fields []Field
-}
-
-// Type OIDs whose values are text on the wire.
-const (
-	oidName    = 19
-	oidText    = 25
-	oidJSON    = 114
-	oidXML     = 142
-	oidUnknown = 705
-	oidBpchar  = 1042
-	oidVarchar = 1043
-	oidJSONB   = 3802
-)
-
-func textualType(oid uint32) bool {
-	switch oid {
-	case oidName, oidText, oidJSON, oidXML, oidUnknown, oidBpchar, oidVarchar, oidJSONB:
-		return true
-	}
-	return false
-}
-
-// arrayOfText lists array types whose text form holds text elements.
-func arrayOfText(oid uint32) bool {
-	switch oid {
-	case 1003, 1009, 1014, 1015, 199, 3807, 143: // name[], text[], bpchar[], varchar[], json[], jsonb[], xml[]
-		return true
-	}
-	return false
 }
 
 // Plan returns how to mask rows of the given shape, or nil when no column
@@ -172,19 +168,11 @@ func (m *Masker) Plan(fields []Field) *Plan {
 	active := false
 	for i, f := range fields {
 		c := &p.cols[i]
-		c.json = f.TypeOID == oidJSON || f.TypeOID == oidJSONB
-		if f.Binary {
-			c.textual = textualType(f.TypeOID)
-			c.jsonbPrefix = f.TypeOID == oidJSONB
-		} else {
-			c.textual = textualType(f.TypeOID) || arrayOfText(f.TypeOID)
-		}
+		c.cell, c.prefix = f.Cell, max(f.Prefix, 0)
 		switch {
 		case f.Derived || m.columns[strings.ToLower(f.Name)]:
 			c.action = whole
-		case len(m.detectors) > 0 && (!f.Binary || c.textual):
-			// Binary values of other types (integers, timestamps, ...)
-			// are not text a detector could read.
+		case len(m.detectors) > 0 && f.Cell != CellBinary:
 			c.action = detect
 		}
 		if c.action != keep {
@@ -212,219 +200,92 @@ func (p *Plan) MaskedNames() []string {
 }
 
 // Row masks one row in place: values[i] is replaced, never written
-// through, so the caller's buffer is left alone. nil is SQL NULL. It
-// reports whether anything changed.
+// through, so the caller's buffer is left alone. nil is NULL. It reports
+// whether anything changed.
 func (p *Plan) Row(values [][]byte) bool {
 	if p == nil {
 		return false
 	}
 	changed := false
 	for i, v := range values {
-		if i >= len(p.cols) || v == nil {
-			continue
-		}
-		c := p.cols[i]
-		switch c.action {
-		case whole:
-			values[i] = c.wholeValue()
-			p.Masked[i], changed = true, true
-		case detect:
-			body, prefix := v, []byte(nil)
-			if c.jsonbPrefix && len(v) > 0 {
-				body, prefix = v[1:], v[:1]
-			}
-			out, hit := p.m.Redact(body)
-			if !hit {
-				continue
-			}
-			if c.textual {
-				values[i] = append(slices.Clip(prefix), out...)
-			} else {
-				values[i] = nil
-			}
-			p.Masked[i], changed = true, true
+		if out, hit := p.Cell(i, v); hit {
+			values[i], changed = out, true
 		}
 	}
 	return changed
 }
 
-var (
-	wholeText      = []byte(Whole)
-	wholeJSON      = []byte(`"` + Whole + `"`)
-	wholeJSONBBin  = append([]byte{1}, wholeJSON...)
-	copyNull       = []byte(`\N`)
-	copyFieldDelim = []byte{'\t'}
-)
-
-func (c column) wholeValue() []byte {
-	switch {
-	case c.jsonbPrefix:
-		return wholeJSONBBin
-	case c.json:
-		return wholeJSON
-	case c.textual:
-		return wholeText
+// Cell masks value v of column i, for codecs that frame rows themselves
+// (COPY). It returns the value to send, nil for NULL, and whether it
+// differs from v; v itself is never modified. A nil v (NULL) stays NULL.
+// Columns past the plan's shape are masked as text by the detectors.
+func (p *Plan) Cell(i int, v []byte) ([]byte, bool) {
+	if p == nil || v == nil {
+		return v, false
 	}
-	return nil
-}
-
-// CopyText masks one row of COPY text format (tab-separated, \N for NULL,
-// newline-terminated), returning the new row or line itself when nothing
-// changed. Masked values contain no tab, backslash or newline, so they
-// need no escaping.
-func (p *Plan) CopyText(line []byte) []byte {
-	if p == nil {
-		return line
+	c := beyond
+	if i < len(p.cols) {
+		c = p.cols[i]
 	}
-	body, nl := line, []byte(nil)
-	if bytes.HasSuffix(body, []byte{'\n'}) {
-		body, nl = body[:len(body)-1], []byte{'\n'}
-	}
-	fields := bytes.Split(body, copyFieldDelim)
-	changed := false
-	for i, f := range fields {
-		if bytes.Equal(f, copyNull) {
-			continue
-		}
-		vals := [][]byte{f}
-		one := p.column(i)
-		if one.Row(vals) {
-			changed = true
-			p.mark(i)
-			if vals[0] == nil {
-				fields[i] = copyNull
-			} else {
-				fields[i] = vals[0]
+	switch c.action {
+	case whole:
+		p.mark(i)
+		return c.wholeValue(v), true
+	case detect:
+		body, prefix := v, []byte(nil)
+		if c.prefix > 0 {
+			if len(v) < c.prefix {
+				// Too short to hold its own prefix: nothing to read.
+				return v, false
 			}
+			body, prefix = v[c.prefix:], v[:c.prefix]
 		}
+		out, hit := p.m.Redact(body)
+		if !hit {
+			return v, false
+		}
+		p.mark(i)
+		if c.cell == CellOpaque {
+			return nil, true
+		}
+		if prefix == nil {
+			return out, true
+		}
+		return append(slices.Clip(prefix), out...), true
 	}
-	if !changed {
-		return line
-	}
-	out := bytes.Join(fields, copyFieldDelim)
-	return append(out, nl...)
+	return v, false
 }
 
-// CopyCSV masks one row of COPY CSV format with the default delimiter and
-// quote. Masked values are written unquoted, since they hold neither.
-func (p *Plan) CopyCSV(line []byte) []byte {
-	if p == nil {
-		return line
-	}
-	fields, nl := splitCSV(line)
-	changed := false
-	for i, f := range fields {
-		if !f.quoted && len(f.raw) == 0 {
-			continue // unquoted empty is NULL in CSV
-		}
-		vals := [][]byte{f.value}
-		if p.column(i).Row(vals) {
-			changed = true
-			p.mark(i)
-			fields[i] = csvField{raw: csvQuote(vals[0], f.quoted)}
-		}
-	}
-	if !changed {
-		return line
-	}
-	var out []byte
-	for i, f := range fields {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, f.raw...)
-	}
-	return append(out, nl...)
-}
-
-// mark records that column i was masked; rows wider than the shape (a
-// COPY whose columns Warden could not learn) have no slot to mark.
+// mark records that column i was masked; columns past the shape have no
+// slot to mark.
 func (p *Plan) mark(i int) {
 	if i < len(p.Masked) {
 		p.Masked[i] = true
 	}
 }
 
-// column returns a one-column plan for column i, so COPY rows share Row's
-// logic. Columns past the shape get the detectors, never less.
-func (p *Plan) column(i int) *Plan {
-	c := column{action: detect, textual: true}
-	if i < len(p.cols) {
-		c = p.cols[i]
-		if c.action == whole {
-			// COPY text is untyped: a masked column reads as ****,
-			// or \N where a typed value would be NULL.
-			c.json = false
-		}
-	}
-	return &Plan{m: p.m, cols: []column{c}, Masked: make([]bool, 1)}
-}
+var (
+	wholeText = []byte(Whole)
+	wholeJSON = []byte(`"` + Whole + `"`)
+)
 
-// csvQuote writes v as a CSV field, quoting it when it was quoted before
-// or holds a delimiter, quote or line break. nil stays an unquoted empty
-// field: NULL.
-func csvQuote(v []byte, quoted bool) []byte {
-	if v == nil {
+// wholeValue is what value v of a column masked by name becomes.
+func (c column) wholeValue(v []byte) []byte {
+	var w []byte
+	switch c.cell {
+	case CellText:
+		w = wholeText
+	case CellJSON:
+		w = wholeJSON
+	default:
 		return nil
 	}
-	if !quoted && !bytes.ContainsAny(v, ",\"\r\n") {
-		return v
+	if c.prefix == 0 {
+		return w
 	}
-	out := []byte{'"'}
-	out = append(out, bytes.ReplaceAll(v, []byte(`"`), []byte(`""`))...)
-	return append(out, '"')
-}
-
-type csvField struct {
-	raw    []byte // as written, quotes included
-	value  []byte // unquoted
-	quoted bool
-}
-
-// splitCSV splits one CSV record; quoted fields may hold commas, quotes
-// (doubled) and newlines.
-func splitCSV(line []byte) ([]csvField, []byte) {
-	var nl []byte
-	if bytes.HasSuffix(line, []byte{'\n'}) {
-		line, nl = line[:len(line)-1], []byte{'\n'}
-		if bytes.HasSuffix(line, []byte{'\r'}) {
-			line, nl = line[:len(line)-1], []byte("\r\n")
-		}
+	if len(v) < c.prefix {
+		// Not even its prefix: NULL is the one value certain to be valid.
+		return nil
 	}
-	var fields []csvField
-	for i := 0; ; {
-		start := i
-		f := csvField{}
-		if i < len(line) && line[i] == '"' {
-			f.quoted = true
-			i++
-			for i < len(line) {
-				if line[i] == '"' {
-					if i+1 < len(line) && line[i+1] == '"' {
-						f.value = append(f.value, '"')
-						i += 2
-						continue
-					}
-					i++
-					break
-				}
-				f.value = append(f.value, line[i])
-				i++
-			}
-			for i < len(line) && line[i] != ',' {
-				i++
-			}
-		} else {
-			for i < len(line) && line[i] != ',' {
-				i++
-			}
-			f.value = line[start:i]
-		}
-		f.raw = line[start:i]
-		fields = append(fields, f)
-		if i >= len(line) {
-			return fields, nl
-		}
-		i++ // the comma
-	}
+	return append(slices.Clip(v[:c.prefix]), w...)
 }

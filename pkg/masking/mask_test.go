@@ -69,27 +69,29 @@ func TestNewExemptAndEmpty(t *testing.T) {
 func TestPlanRow(t *testing.T) {
 	m := New(everything, nil)
 	p := m.Plan([]Field{
-		{Name: "id", TypeOID: 23},
-		{Name: "SSN", TypeOID: oidText},
-		{Name: "card_number", TypeOID: 20}, // bigint masked by name: NULL
-		{Name: "note", TypeOID: oidText, Binary: true},
-		{Name: "n", TypeOID: 20}, // bigint holding a card: NULL
-		{Name: "e", TypeOID: oidText, Derived: true},
-		{Name: "j", TypeOID: oidJSONB, Binary: true},
+		{Name: "id", Cell: CellOpaque},
+		{Name: "SSN", Cell: CellText},
+		{Name: "card_number", Cell: CellOpaque}, // a number masked by name: NULL
+		{Name: "note", Cell: CellText},
+		{Name: "n", Cell: CellOpaque}, // a number holding a card: NULL
+		{Name: "e", Cell: CellText, Derived: true},
+		{Name: "j", Cell: CellJSON, Prefix: 1},
+		{Name: "b", Cell: CellBinary}, // unreadable: kept
 	})
 	orig := []byte("write to bob@corp.example")
-	row := [][]byte{[]byte("1"), []byte("123-45-6789"), []byte("4111111111111111"), orig, []byte("4111111111111111"), []byte("x"), append([]byte{1}, `{"m":"a@b.co"}`...)}
+	row := [][]byte{[]byte("1"), []byte("123-45-6789"), []byte("4111111111111111"), orig, []byte("4111111111111111"),
+		[]byte("x"), append([]byte{1}, `{"m":"a@b.co"}`...), []byte("4111111111111111")}
 	if !p.Row(row) {
 		t.Fatal("nothing masked")
 	}
-	want := []string{"1", Whole, "", "write to [masked:email]", "", Whole, "\x01{\"m\":\"[masked:email]\"}"}
+	want := []string{"1", Whole, "", "write to [masked:email]", "", Whole, "\x01{\"m\":\"[masked:email]\"}", "4111111111111111"}
 	for i, w := range want {
 		if string(row[i]) != w {
 			t.Errorf("col %d = %q, want %q", i, row[i], w)
 		}
 	}
 	if row[2] != nil || row[4] != nil {
-		t.Error("non-text masked values must be NULL")
+		t.Error("opaque masked values must be NULL")
 	}
 	if string(orig) != "write to bob@corp.example" {
 		t.Error("input buffer modified")
@@ -100,23 +102,53 @@ func TestPlanRow(t *testing.T) {
 	if New([]policy.Masking{{Columns: []string{"x"}}}, nil).Plan([]Field{{Name: "id"}}) != nil {
 		t.Error("plan for a shape with nothing to mask")
 	}
+	if New([]policy.Masking{{Detectors: []string{"email"}}}, nil).Plan([]Field{{Name: "id", Cell: CellBinary}}) != nil {
+		t.Error("plan for a shape detectors cannot read")
+	}
 }
 
-func TestCopy(t *testing.T) {
-	m := New(everything, nil)
-	p := m.Plan([]Field{{Name: "id", TypeOID: 23}, {Name: "ssn", TypeOID: oidText}, {Name: "note", TypeOID: oidText}})
-	got := p.CopyText([]byte("1\t123-45-6789\tmail a@b.co\n"))
-	if string(got) != "1\t****\tmail [masked:email]\n" {
-		t.Errorf("text: %q", got)
+func TestPlanWhole(t *testing.T) {
+	p := New([]policy.Masking{{Columns: []string{"a", "b", "c", "d", "e"}}}, nil).Plan([]Field{
+		{Name: "a", Cell: CellText}, {Name: "b", Cell: CellJSON}, {Name: "c", Cell: CellJSON, Prefix: 1},
+		{Name: "d", Cell: CellOpaque}, {Name: "e", Cell: CellBinary}, {Name: "f", Cell: CellText},
+	})
+	row := [][]byte{[]byte("x"), []byte(`{"k":1}`), []byte("\x01{}"), []byte("42"), {0, 0, 0, 42}, []byte("kept")}
+	if !p.Row(row) {
+		t.Fatal("nothing masked")
 	}
-	if got := p.CopyText([]byte("2\t\\N\tnothing\n")); string(got) != "2\t\\N\tnothing\n" {
-		t.Errorf("text null: %q", got)
+	want := [][]byte{[]byte(Whole), []byte(`"` + Whole + `"`), []byte("\x01\"" + Whole + `"`), nil, nil, []byte("kept")}
+	for i, w := range want {
+		if !bytes.Equal(row[i], w) || (w == nil) != (row[i] == nil) {
+			t.Errorf("col %d = %q, want %q", i, row[i], w)
+		}
 	}
-	got = p.CopyCSV([]byte("1,123-45-6789,\"a, b@c.io \"\"x\"\"\"\n"))
-	if string(got) != "1,****,\"a, [masked:email] \"\"x\"\"\"\n" {
-		t.Errorf("csv: %q", got)
+	// NULL stays NULL, and is not counted as masked.
+	q := New([]policy.Masking{{Columns: []string{"a"}}}, nil).Plan([]Field{{Name: "a", Cell: CellText}})
+	if null := [][]byte{nil}; q.Row(null) || null[0] != nil || len(q.MaskedNames()) != 0 {
+		t.Errorf("NULL masked: %q, %q", null[0], q.MaskedNames())
 	}
-	if bytes.Contains(got, []byte("b@c.io")) || bytes.Contains(got, []byte("123-45")) {
-		t.Errorf("csv leaks: %q", got)
+}
+
+func TestPlanCell(t *testing.T) {
+	p := New(everything, nil).Plan([]Field{{Name: "ssn", Cell: CellText}, {Name: "j", Cell: CellJSON, Prefix: 1}})
+	v := []byte("a@b.co")
+	if out, hit := p.Cell(5, v); !hit || string(out) != "[masked:email]" || string(v) != "a@b.co" {
+		t.Errorf("column past the shape: %q, %v", out, hit)
+	}
+	if out, hit := p.Cell(0, []byte("anything")); !hit || string(out) != Whole {
+		t.Errorf("masked column: %q, %v", out, hit)
+	}
+	if out, hit := p.Cell(1, nil); hit || out != nil {
+		t.Errorf("NULL: %q, %v", out, hit)
+	}
+	if out, hit := p.Cell(1, []byte{}); hit || out == nil || len(out) != 0 {
+		t.Errorf("value shorter than its prefix: %q, %v", out, hit)
+	}
+	if got := strings.Join(p.MaskedNames(), ","); got != "ssn" {
+		t.Errorf("masked names %q", got)
+	}
+	var none *Plan
+	if out, hit := none.Cell(0, v); hit || !bytes.Equal(out, v) {
+		t.Errorf("nil plan: %q, %v", out, hit)
 	}
 }

@@ -1,7 +1,8 @@
 // Package sqlguard analyses SQL statements with PostgreSQL's own parser
-// (libpg_query, through pg_query_go) and matches them against the policy's
-// L7 rules. Working on the parse tree rather than on the text is what keeps
-// comments, case, quoting and statement splitting from slipping past a rule.
+// (libpg_query, through pg_query_go) and turns them into guard.Requests,
+// which package guard matches against the policy's L7 rules. Working on
+// the parse tree rather than on the text is what keeps comments, case,
+// quoting and statement splitting from slipping past a rule.
 package sqlguard
 
 import (

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wardenhq/warden/pkg/guard"
 	"github.com/wardenhq/warden/pkg/policy"
 )
 
@@ -94,42 +95,29 @@ func TestAnalyzeSplitsAndNormalizes(t *testing.T) {
 	}
 }
 
-func TestEvaluate(t *testing.T) {
-	rules := []policy.Rule{
-		{Name: "allow-temp", When: policy.Match{Statements: []string{"drop"}, Tables: []string{"scratch.tmp"}}, Action: policy.Allow},
-		{Name: "no-ddl", When: policy.Match{Statements: []string{"drop", "truncate", "alter"}}, Action: policy.Deny, ExceptGroups: []string{"dba"}},
-		{Name: "no-mass-delete", When: policy.Match{Statements: []string{"delete", "update"}, NoWhere: true}, Action: policy.Deny},
-		{Name: "no-file-read", When: policy.Match{Functions: []string{"pg_read_file", "copy_program"}}, Action: policy.Deny},
-		{Name: "review-grants", When: policy.Match{Statements: []string{"grant"}}, Action: policy.Review},
+func TestRequest(t *testing.T) {
+	stmts, err := Analyze("with d as (delete from s.t returning *) select pg_read_file('/etc/passwd') from d")
+	if err != nil {
+		t.Fatal(err)
 	}
-	tests := []struct {
-		sql    string
-		groups []string
-		action policy.Action
-		rule   string
-	}{
-		{"select 1", nil, policy.Allow, ""},
-		{"SELECT 1; DROP TABLE t", nil, policy.Deny, "no-ddl"},
-		{"/**/DrOp/**/ TABLE t", nil, policy.Deny, "no-ddl"},
-		{"drop table t", []string{"dba"}, policy.Allow, ""},
-		{"drop table scratch.tmp", nil, policy.Allow, "allow-temp"},
-		{"delete from t", []string{"dba"}, policy.Deny, "no-mass-delete"},
-		{"delete from t where id = 1", nil, policy.Allow, ""},
-		{"select PG_READ_FILE('x')", nil, policy.Deny, "no-file-read"},
-		{"copy t to program 'id'", nil, policy.Deny, "no-file-read"},
-		{"grant select on t to u; drop table t", nil, policy.Deny, "no-ddl"},
-		{"grant select on t to u", nil, policy.Review, "review-grants"},
-		{"prepare p as delete from t", nil, policy.Deny, "no-mass-delete"},
+	r := stmts[0].Request()
+	if !slices.Equal(r.Kinds, []string{"select", "delete"}) || !slices.Equal(r.Tables, []string{"d", "s.t"}) ||
+		!slices.Equal(r.Functions, []string{"pg_read_file"}) || !r.NoWhere || r.Kind() != "select" {
+		t.Errorf("request %+v", r)
 	}
-	for _, tt := range tests {
-		stmts, err := Analyze(tt.sql)
-		if err != nil {
-			t.Fatal(err)
-		}
-		v := Evaluate(rules, tt.groups, stmts)
-		if v.Action != tt.action || v.Rule != tt.rule {
-			t.Errorf("%q %v: got %s/%q, want %s/%q", tt.sql, tt.groups, v.Action, v.Rule, tt.action, tt.rule)
-		}
+	if r.Text != stmts[0].Normalized || strings.Contains(r.Text, "passwd") {
+		t.Errorf("request text %q, want the normalised statement", r.Text)
+	}
+	if len(r.Commands) != 0 || r.Method != "" || r.Path != "" {
+		t.Errorf("a SQL request has protocol commands: %+v", r)
+	}
+	batch, err := Analyze("select 1; drop table t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs := Requests(batch)
+	if len(reqs) != 2 || reqs[0].Kind() != "select" || reqs[1].Kind() != "drop" {
+		t.Errorf("requests %+v", reqs)
 	}
 }
 
@@ -177,7 +165,7 @@ func FuzzAnalyze(f *testing.F) {
 		if err != nil {
 			return
 		}
-		v := Evaluate(rules, nil, stmts)
+		v := guard.Evaluate(rules, nil, Requests(stmts))
 		for _, s := range stmts {
 			if slices.Contains(s.Kinds, "drop") && v.Action != policy.Deny {
 				t.Fatalf("drop allowed: %q", sql)

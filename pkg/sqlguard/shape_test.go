@@ -8,6 +8,7 @@ import (
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
+	"github.com/wardenhq/warden/pkg/guard"
 	"github.com/wardenhq/warden/pkg/policy"
 )
 
@@ -233,7 +234,7 @@ func TestShapeCannotSmuggleStatements(t *testing.T) {
 			t.Errorf("%q: %v", pair[1], err)
 			continue
 		}
-		if v := Evaluate(rules, nil, stmts); v.Action != policy.Deny {
+		if v := guard.Evaluate(rules, nil, Requests(stmts)); v.Action != policy.Deny {
 			t.Errorf("after %q, %q is %v", pair[0], pair[1], v.Action)
 		}
 	}

@@ -1,107 +1,10 @@
 package sqlguard
 
 import (
-	"slices"
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
-
-	"github.com/wardenhq/warden/pkg/policy"
 )
-
-// Verdict is the outcome of matching statements against rules.
-type Verdict struct {
-	// Action is what the first matching rule says; Allow when none matched.
-	Action policy.Action
-	// Rule names the matching rule; "" when none matched.
-	Rule string
-	// Index is the statement that matched, -1 when none did.
-	Index int
-	// Kind is that statement's top-level keyword.
-	Kind string
-	// Exempted lists rules skipped because of except_groups, for the record.
-	Exempted []string
-}
-
-// Evaluate applies rules (in policy order, as Policy.RulesFor returns them)
-// to a batch of statements sent together. Each statement gets the first
-// rule it matches that the identity is not exempt from. A batch is only as
-// allowed as its least allowed statement: one denied statement denies the
-// whole batch, so "SELECT 1; DROP TABLE t" cannot smuggle the DROP.
-func Evaluate(rules []policy.Rule, groups []string, stmts []*Statement) Verdict {
-	v := Verdict{Action: policy.Allow, Index: -1}
-	for i, s := range stmts {
-		for _, r := range rules {
-			if !Matches(r.When, s) {
-				continue
-			}
-			if r.Exempt(groups) {
-				if !slices.Contains(v.Exempted, r.Name) {
-					v.Exempted = append(v.Exempted, r.Name)
-				}
-				continue
-			}
-			if severity(r.Action) > severity(v.Action) {
-				v = Verdict{Action: r.Action, Rule: r.Name, Index: i, Kind: s.Kind(), Exempted: v.Exempted}
-			} else if v.Index < 0 && r.Action == policy.Allow {
-				v.Rule, v.Index, v.Kind = r.Name, i, s.Kind()
-			}
-			break
-		}
-	}
-	return v
-}
-
-// severity orders actions so a batch takes its strictest statement's.
-func severity(a policy.Action) int {
-	switch a {
-	case policy.Deny:
-		return 2
-	case policy.Review:
-		return 1
-	}
-	return 0
-}
-
-// Matches reports whether statement s satisfies every condition of m.
-func Matches(m policy.Match, s *Statement) bool {
-	if len(m.Statements) > 0 && !slices.ContainsFunc(m.Statements, func(k string) bool {
-		return slices.Contains(s.Kinds, strings.ToLower(k))
-	}) {
-		return false
-	}
-	if len(m.Tables) > 0 && !slices.ContainsFunc(m.Tables, func(t string) bool { return hasName(s.Tables, t) }) {
-		return false
-	}
-	if len(m.Functions) > 0 && !slices.ContainsFunc(m.Functions, func(f string) bool { return hasName(s.Functions, f) }) {
-		return false
-	}
-	if m.NoWhere && !s.NoWhere {
-		return false
-	}
-	// Commands are for other protocols; the policy parser rejects them on
-	// SQL targets, so they never reach here.
-	return len(m.Commands) == 0
-}
-
-// hasName reports whether names holds want. An unqualified want matches
-// any schema; a qualified one only that schema. Comparison ignores case:
-// a rule about "Users" should not miss "users", and matching more is the
-// safe way to err for a rule.
-func hasName(names []string, want string) bool {
-	qualified := strings.Contains(want, ".")
-	for _, n := range names {
-		if !qualified {
-			if i := strings.LastIndexByte(n, '.'); i >= 0 {
-				n = n[i+1:]
-			}
-		}
-		if strings.EqualFold(n, want) {
-			return true
-		}
-	}
-	return false
-}
 
 // Lexing is what the session's settings say about how the server splits a
 // text into tokens. The zero value is the unknown, and safest, case.
