@@ -8,15 +8,12 @@
 package config
 
 import (
-	"github.com/wardenhq/warden/pkg/idtoken"
-
-	"github.com/wardenhq/warden/pkg/yamlpos"
-
 	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -27,6 +24,10 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/wardenhq/warden/agent/spool"
+	"github.com/wardenhq/warden/pkg/idtoken"
+	"github.com/wardenhq/warden/pkg/yamlpos"
 )
 
 // DefaultPath is where wardend looks for its configuration unless told
@@ -54,6 +55,13 @@ type Config struct {
 	NATS NATS
 	// SpoolDir holds events not yet acknowledged by NATS.
 	SpoolDir string
+	// SpoolMaxBytes bounds the spool. When it is full, events are lost
+	// and, under AuditFailure deny, requests are refused.
+	SpoolMaxBytes int64
+	// AuditFailure says what the proxy does with a request (a statement,
+	// a connection) it cannot record: AuditDeny refuses it, AuditAllow
+	// lets it through and the loss is reported in an agent.loss event.
+	AuditFailure string
 	// KeyFile is the agent's ed25519 key for signing events.
 	KeyFile string
 	// MetricsListen is the host:port of the Prometheus endpoint; ""
@@ -89,6 +97,18 @@ const (
 	ClientTLSOn  = "on"
 	ClientTLSOff = "off"
 )
+
+// AuditFailure values.
+const (
+	// AuditDeny refuses what cannot be recorded: no record, no access.
+	AuditDeny = "deny"
+	// AuditAllow lets it run unrecorded; the loss is counted and reported.
+	AuditAllow = "allow"
+)
+
+// MinSpoolMaxBytes is the smallest spool_max_bytes: below it the spool's
+// segments (a quarter of the bound each) are too small to be useful.
+const MinSpoolMaxBytes = 1 << 20
 
 // PublicClientCA is where wardend publishes the client TLS authority's
 // certificate for users to trust: client-ca.crt beside the control socket.
@@ -138,6 +158,8 @@ func Default() Config {
 		PolicyFile:    "/etc/warden/policy.yaml",
 		NATS:          NATS{URL: "nats://127.0.0.1:4222"},
 		SpoolDir:      "/var/lib/warden/spool",
+		SpoolMaxBytes: spool.DefaultMaxBytes,
+		AuditFailure:  AuditDeny,
 		KeyFile:       "/var/lib/warden/agent.key",
 		MetricsListen: "127.0.0.1:9464",
 		LogLevel:      "info",
@@ -238,6 +260,12 @@ func (c Config) problems() []problem {
 	}
 	if (c.ClientTLS.CACert == "") != (c.ClientTLS.CAKey == "") {
 		add("client_tls.ca_key", "and client_tls.ca_cert must be set together, or both left out for the defaults in state_dir")
+	}
+	if c.AuditFailure != AuditDeny && c.AuditFailure != AuditAllow {
+		add("audit_failure", "%q is not %s or %s", c.AuditFailure, AuditDeny, AuditAllow)
+	}
+	if c.SpoolMaxBytes < MinSpoolMaxBytes {
+		add("spool_max_bytes", "%d is below the minimum of %d (1MiB)", c.SpoolMaxBytes, MinSpoolMaxBytes)
 	}
 	if !slices.Contains(logLevels, c.LogLevel) {
 		add("log_level", "%q is not one of %s", c.LogLevel, strings.Join(logLevels, ", "))
@@ -401,16 +429,18 @@ func (d *decoder) decode(data []byte, c *Config) {
 			"groups_claim": &c.OIDC.GroupsClaim,
 			"ca_file":      &c.OIDC.CAFile,
 		},
-		"proxy_listen":   &c.ProxyListen,
-		"socket":         &c.Socket,
-		"policy_file":    &c.PolicyFile,
-		"nats":           map[string]any{"url": &c.NATS.URL},
-		"spool_dir":      &c.SpoolDir,
-		"key_file":       &c.KeyFile,
-		"metrics_listen": &c.MetricsListen,
-		"log_level":      &c.LogLevel,
-		"state_dir":      &c.StateDir,
-		"bpf_pin_dir":    &c.BPFPinDir,
+		"proxy_listen":    &c.ProxyListen,
+		"socket":          &c.Socket,
+		"policy_file":     &c.PolicyFile,
+		"nats":            map[string]any{"url": &c.NATS.URL},
+		"spool_dir":       &c.SpoolDir,
+		"spool_max_bytes": &c.SpoolMaxBytes,
+		"audit_failure":   &c.AuditFailure,
+		"key_file":        &c.KeyFile,
+		"metrics_listen":  &c.MetricsListen,
+		"log_level":       &c.LogLevel,
+		"state_dir":       &c.StateDir,
+		"bpf_pin_dir":     &c.BPFPinDir,
 		"client_tls": map[string]any{
 			"mode":    &c.ClientTLS.Mode,
 			"ca_cert": &c.ClientTLS.CACert,
@@ -420,8 +450,8 @@ func (d *decoder) decode(data []byte, c *Config) {
 }
 
 // mapping decodes n according to schema, whose values are *string for a
-// scalar key or a nested schema for a mapping key. prefix is the dotted path
-// of n.
+// string key, *int64 for a size in bytes or a nested schema for a mapping
+// key. prefix is the dotted path of n.
 func (d *decoder) mapping(n *yaml.Node, prefix string, schema map[string]any) {
 	for n.Kind == yaml.AliasNode {
 		n = n.Alias
@@ -461,6 +491,13 @@ func (d *decoder) mapping(n *yaml.Node, prefix string, schema map[string]any) {
 			default:
 				d.errorf(v, "%s: want a string", key)
 			}
+		case *int64:
+			n, err := parseSize(v)
+			if err != nil {
+				d.errorf(v, "%s: %v", key, err)
+				continue
+			}
+			*t = n
 		case map[string]any:
 			if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
 				continue // "nats:" with nothing under it: defaults
@@ -468,4 +505,37 @@ func (d *decoder) mapping(n *yaml.Node, prefix string, schema map[string]any) {
 			d.mapping(v, key+".", t)
 		}
 	}
+}
+
+// sizeUnits are the suffixes a size may carry. Only binary units: "GB"
+// would be ambiguous.
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}}
+
+// parseSize reads a size in bytes: a decimal integer, optionally followed
+// by KiB, MiB, GiB or TiB ("1073741824", "1GiB", "512 MiB").
+func parseSize(v *yaml.Node) (int64, error) {
+	const want = "want a number of bytes, optionally with a unit KiB, MiB, GiB or TiB (for example 1GiB)"
+	if v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
+		return 0, errors.New(want)
+	}
+	bad := fmt.Errorf("%q is not a size: %s", v.Value, want)
+	num, mult := strings.TrimSpace(v.Value), int64(1)
+	for _, u := range sizeUnits {
+		if rest, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(rest), u.mult
+			break
+		}
+	}
+	// Decimal digits only: no sign, no 0x, no 1e9, no 1_000.
+	if num == "" || strings.ContainsFunc(num, func(r rune) bool { return r < '0' || r > '9' }) {
+		return 0, bad
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is too large", v.Value)
+	}
+	return n * mult, nil
 }

@@ -22,6 +22,8 @@ func TestLoadProductExample(t *testing.T) {
 		PolicyFile:    "/etc/warden/policy.yaml",
 		NATS:          NATS{URL: "nats://127.0.0.1:4222"},
 		SpoolDir:      "/var/lib/warden/spool",
+		SpoolMaxBytes: 1 << 30,
+		AuditFailure:  "deny",
 		KeyFile:       "/var/lib/warden/agent.key",
 		MetricsListen: "127.0.0.1:9464",
 		LogLevel:      "info",
@@ -91,6 +93,12 @@ func TestLoadValid(t *testing.T) {
 		{"cgroup subtree", oidc + "cgroup_root: /sys/fs/cgroup/unified/warden-test\n",
 			func(c Config) bool { return c.CgroupRoot == "/sys/fs/cgroup/unified/warden-test" }},
 		{"log level", oidc + "log_level: debug\n", func(c Config) bool { return c.LogLevel == "debug" }},
+		{"audit fails open", oidc + "audit_failure: allow\n", func(c Config) bool { return c.AuditFailure == AuditAllow }},
+		{"audit fails closed by default", oidc, func(c Config) bool { return c.AuditFailure == AuditDeny }},
+		{"spool size in bytes", oidc + "spool_max_bytes: 1048576\n", func(c Config) bool { return c.SpoolMaxBytes == 1<<20 }},
+		{"spool size in MiB", oidc + "spool_max_bytes: 512MiB\n", func(c Config) bool { return c.SpoolMaxBytes == 512<<20 }},
+		{"spool size in GiB, spaced", oidc + "spool_max_bytes: \"2 GiB\"\n", func(c Config) bool { return c.SpoolMaxBytes == 2<<30 }},
+		{"spool size default", oidc, func(c Config) bool { return c.SpoolMaxBytes == 1<<30 }},
 		{"comments only around", "# header\n" + oidc + "# footer\n", nil},
 	}
 	for _, tt := range tests {
@@ -117,7 +125,7 @@ func TestLoadErrors(t *testing.T) {
 			`agent.yaml: oidc.client_id is required`,
 		}},
 		{"unknown key", oidc + "hots_id: b1\n", []string{
-			`agent.yaml:4:1: unknown key "hots_id" (want one of bpf_pin_dir, cgroup_root, client_tls, host_id,`,
+			`agent.yaml:4:1: unknown key "hots_id" (want one of audit_failure, bpf_pin_dir, cgroup_root, client_tls, host_id,`,
 		}},
 		{"unknown nested key", "oidc:\n  isuer: https://idp.example.com\n  client_id: warden\n", []string{
 			`agent.yaml: oidc.issuer is required`,
@@ -169,6 +177,17 @@ func TestLoadErrors(t *testing.T) {
 		{"nats bad scheme", oidc + "nats:\n  url: http://127.0.0.1:4222\n", []string{`agent.yaml:5:8: nats.url each comma-separated server must be a URL with scheme nats, tls, ws, wss`}},
 		{"nats empty", oidc + "nats:\n  url: \"\"\n", []string{`agent.yaml:5:8: nats.url is required`}},
 		{"log level", oidc + "log_level: verbose\n", []string{`agent.yaml:4:12: log_level "verbose" is not one of trace, debug, info, warn, error`}},
+		{"audit failure", oidc + "audit_failure: warn\n", []string{`agent.yaml:4:16: audit_failure "warn" is not deny or allow`}},
+		{"audit failure empty", oidc + "audit_failure:\n", []string{`agent.yaml:4:15: audit_failure "" is not deny or allow`}},
+		{"spool too small", oidc + "spool_max_bytes: 64KiB\n", []string{`agent.yaml:4:18: spool_max_bytes 65536 is below the minimum of 1048576`}},
+		{"spool zero", oidc + "spool_max_bytes: 0\n", []string{`agent.yaml:4:18: spool_max_bytes 0 is below the minimum`}},
+		{"spool decimal unit", oidc + "spool_max_bytes: 1GB\n", []string{`agent.yaml:4:18: spool_max_bytes: "1GB" is not a size: want a number of bytes, optionally with a unit KiB, MiB, GiB or TiB`}},
+		{"spool negative", oidc + "spool_max_bytes: -1\n", []string{`agent.yaml:4:18: spool_max_bytes: "-1" is not a size`}},
+		{"spool float", oidc + "spool_max_bytes: 1.5GiB\n", []string{`agent.yaml:4:18: spool_max_bytes: "1.5GiB" is not a size`}},
+		{"spool hex", oidc + "spool_max_bytes: 0x100000\n", []string{`agent.yaml:4:18: spool_max_bytes: "0x100000" is not a size`}},
+		{"spool overflow", oidc + "spool_max_bytes: 9000000TiB\n", []string{`agent.yaml:4:18: spool_max_bytes: "9000000TiB" is too large`}},
+		{"spool null", oidc + "spool_max_bytes:\n", []string{`agent.yaml:4:17: spool_max_bytes: want a number of bytes`}},
+		{"spool list", oidc + "spool_max_bytes: [1]\n", []string{`agent.yaml:4:18: spool_max_bytes: want a number of bytes`}},
 		{"host id with space", oidc + "host_id: bastion 1\n", []string{`agent.yaml:4:10: host_id "bastion 1" must be non-empty with no spaces`}},
 		{"several at once", "oidc:\n  issuer: http://idp.example.com\nsocket: x\nlog_level: loud\nextra: 1\n", []string{
 			`agent.yaml: oidc.client_id is required`,

@@ -57,9 +57,12 @@ type Attribution struct {
 // error, when it cannot attribute: fail closed.
 type Authorizer func(info loader.ConnInfo) Attribution
 
-// Recorder receives the events the proxy produces.
+// Recorder receives the events the proxy produces. Emit returns an error
+// when the event was not stored (*recorder.Recorder is one): the proxy
+// then refuses what it was about to let through, unless the audit fails
+// open.
 type Recorder interface {
-	Emit(*event.Event)
+	Emit(*event.Event) error
 }
 
 // Stream is an allowed connection handed to a codec.
@@ -107,8 +110,11 @@ type Options struct {
 	// Reviewer decides requests that review rules hold; nil refuses them.
 	Reviewer guard.Reviewer
 	Recorder Recorder
-	Metrics  Metrics
-	Log      zerolog.Logger
+	// AuditFailure says what happens to a connection or request that
+	// cannot be recorded; the zero value, FailClosed, refuses it.
+	AuditFailure AuditFailure
+	Metrics      Metrics
+	Log          zerolog.Logger
 	// DialTimeout bounds the upstream connect. Default 10s.
 	DialTimeout time.Duration
 }
@@ -223,7 +229,10 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 	codec := p.opts.Codecs.Codec(att.Target.Protocol)
 
 	if att.Decision.Action != event.Allow {
-		p.record(&att, event.Connect{})
+		if err := p.record(&att, event.Connect{}); err != nil {
+			// Refused either way; the recorder counts the loss.
+			log.Debug().Err(err).Msg("refused connection not recorded")
+		}
 		if p.opts.Metrics != nil {
 			p.opts.Metrics.Refused(att.Target.Name, att.Decision.Rule)
 		}
@@ -242,7 +251,9 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 			// Not the target's fault: the agent is stopping.
 			att.Decision = event.Decision{Action: event.Deny, Rule: "shutdown", Reason: "warden: the agent is shutting down; try again"}
 		}
-		p.record(&att, event.Connect{Error: err.Error()})
+		if err := p.record(&att, event.Connect{Error: err.Error()}); err != nil {
+			log.Debug().Err(err).Msg("refused connection not recorded")
+		}
 		if p.opts.Metrics != nil {
 			p.opts.Metrics.Refused(att.Target.Name, att.Decision.Rule)
 		}
@@ -254,7 +265,24 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 	defer p.track(upstream, false)
 	defer upstream.Close()
 
-	p.record(&att, event.Connect{UpstreamLocal: upstream.LocalAddr().String()})
+	// The connection is recorded before a byte of it reaches the target:
+	// under FailClosed one that cannot be recorded is refused.
+	if err := p.record(&att, event.Connect{UpstreamLocal: upstream.LocalAddr().String()}); err != nil {
+		if p.opts.AuditFailure == FailClosed {
+			u := Unrecorded(err)
+			att.Decision = event.Decision{Action: event.Deny, Rule: ruleAudit,
+				Reason: fmt.Sprintf("warden: the audit log cannot record this connection (%s); refusing", u.Cause)}
+			if p.opts.Metrics != nil {
+				p.opts.Metrics.Refused(att.Target.Name, ruleAudit)
+			}
+			log.Warn().Err(err).Msg("connection refused: the audit log cannot record it")
+			if err := codec.Refuse(ctx, client, &att); err != nil {
+				log.Debug().Err(err).Msg("refusal not delivered")
+			}
+			return
+		}
+		log.Debug().Err(err).Msg("connection not recorded; audit_failure allows it")
+	}
 	if p.opts.Metrics != nil {
 		p.opts.Metrics.Accepted(att.Target.Name)
 	}
@@ -265,19 +293,24 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 	s := &Stream{
 		Client: client, Upstream: upstream, Attribution: &att, Log: log,
 		Guard: guard.New(att.Policy, att.Target.Name, groups, p.opts.Reviewer),
-		Audit: NewAudit(p.opts.Recorder, &att),
+		Audit: NewAudit(p.opts.Recorder, &att, p.opts.AuditFailure),
 	}
 	if err := codec.Serve(ctx, s); err != nil && ctx.Err() == nil {
 		log.Debug().Err(err).Msg("stream ended with error")
 	}
 }
 
-// record emits the net.connect event for a connection.
-func (p *Proxy) record(att *Attribution, c event.Connect) {
+// ruleAudit is the decision rule (and refusal metric reason) of a
+// connection refused because it cannot be recorded.
+const ruleAudit = "audit"
+
+// record emits the net.connect event for a connection and returns the
+// recorder's error if it was not stored.
+func (p *Proxy) record(att *Attribution, c event.Connect) error {
 	c.OriginalDst, c.Verdict, c.Via = att.Kernel.OrigDst.String(), att.Kernel.Verdict.String(), "proxy"
 	c.Notes = att.Data
 	dec := att.Decision
-	p.opts.Recorder.Emit(&event.Event{
+	return p.opts.Recorder.Emit(&event.Event{
 		Type:     event.NetConnect,
 		Identity: att.Identity,
 		Process:  att.Process,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/wardenhq/warden/agent/spool"
 	"github.com/wardenhq/warden/bpf/loader"
 	"github.com/wardenhq/warden/pkg/event"
 	"github.com/wardenhq/warden/pkg/policy"
@@ -54,18 +55,39 @@ func (a *fakeAttributor) asked() []netip.AddrPort {
 	return append([]netip.AddrPort(nil), a.clients...)
 }
 
-type recorder struct {
+// fakeRecorder keeps what it stores. While err is set it stores nothing
+// and returns err, as the real one does when its spool is full.
+type fakeRecorder struct {
 	mu     sync.Mutex
+	err    error
 	events []*event.Event
+	failed []*event.Event // not stored because of err
 }
 
-func (r *recorder) Emit(e *event.Event) {
+func (r *fakeRecorder) Emit(e *event.Event) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.err != nil {
+		r.failed = append(r.failed, e)
+		return r.err
+	}
 	r.events = append(r.events, e)
+	return nil
 }
 
-func (r *recorder) all() []*event.Event {
+func (r *fakeRecorder) fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.err = err
+}
+
+func (r *fakeRecorder) lost() []*event.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*event.Event(nil), r.failed...)
+}
+
+func (r *fakeRecorder) all() []*event.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]*event.Event(nil), r.events...)
@@ -224,7 +246,7 @@ type harness struct {
 	ln     net.Listener
 	attr   *fakeAttributor
 	codec  *fakeCodec
-	rec    *recorder
+	rec    *fakeRecorder
 	met    *metrics
 	authz  chan loader.ConnInfo
 	cancel context.CancelFunc
@@ -242,8 +264,9 @@ func start(t *testing.T, attr *fakeAttributor, decide func(loader.ConnInfo) Attr
 	return h
 }
 
-// startWith runs a proxy with the given codecs.
-func startWith(t *testing.T, attr *fakeAttributor, decide func(loader.ConnInfo) Attribution, codecs map[string]Codec, fallback Codec) *harness {
+// startWith runs a proxy with the given codecs; each of opts may change its
+// options first.
+func startWith(t *testing.T, attr *fakeAttributor, decide func(loader.ConnInfo) Attribution, codecs map[string]Codec, fallback Codec, opts ...func(*Options)) *harness {
 	t.Helper()
 	ln, err := net.Listen("tcp", privateLoopback())
 	if err != nil {
@@ -254,10 +277,10 @@ func startWith(t *testing.T, attr *fakeAttributor, decide func(loader.ConnInfo) 
 		registry.Register(protocol, c)
 	}
 	h := &harness{
-		t: t, ln: ln, attr: attr, rec: &recorder{}, met: &metrics{},
+		t: t, ln: ln, attr: attr, rec: &fakeRecorder{}, met: &metrics{},
 		authz: make(chan loader.ConnInfo, 16), done: make(chan error, 1),
 	}
-	p := New(Options{
+	o := Options{
 		Listeners:  []net.Listener{ln},
 		Attributor: attr,
 		Authorize: func(info loader.ConnInfo) Attribution {
@@ -273,7 +296,11 @@ func startWith(t *testing.T, attr *fakeAttributor, decide func(loader.ConnInfo) 
 		Recorder: h.rec,
 		Metrics:  h.met,
 		Log:      zerolog.Nop(),
-	})
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	p := New(o)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- p.Serve(ctx) }()
@@ -535,6 +562,63 @@ func TestUnreachableUpstreamIsRefused(t *testing.T) {
 	}
 }
 
+// A connection whose net.connect cannot be recorded is refused while the
+// audit fails closed: the codec never serves it and the target never gets
+// a byte. Failing open, it is served.
+func TestUnrecordableConnection(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		failure AuditFailure
+	}{{"fail closed", FailClosed}, {"fail open", FailOpen}} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := make(chan []byte, 1)
+			up := newUpstream(t, func(c net.Conn) {
+				c.SetDeadline(time.Now().Add(hang))
+				b, _ := io.ReadAll(c)
+				got <- b
+			})
+			attr := &fakeAttributor{info: loader.ConnInfo{OrigDst: up.addr(), Verdict: loader.VerdictAllowed}}
+			c := &fakeCodec{}
+			h := startWith(t, attr, func(loader.ConnInfo) Attribution {
+				return Attribution{Target: dbTarget(), Decision: event.Decision{Action: event.Allow, Rule: "access"}}
+			}, nil, c, func(o *Options) { o.AuditFailure = tt.failure })
+			h.rec.fail(fmt.Errorf("record net.connect: %w", spool.ErrFull))
+			client := h.dial()
+			if tt.failure == FailOpen {
+				// Refused, the proxy would not read this: the client's
+				// close would then reset the connection.
+				io.WriteString(client, "select 1")
+				client.CloseWrite()
+			}
+			out := readAll(t, client)
+			h.stop()
+
+			refuses, serves := c.calls()
+			lost := h.rec.lost()
+			if len(lost) != 1 || lost[0].Type != event.NetConnect || lost[0].Decision.Action != event.Allow {
+				t.Fatalf("recorder was asked to store %+v", lost)
+			}
+			_, refused, _ := h.met.snapshot()
+			if tt.failure == FailOpen {
+				if serves != 1 || len(refuses) != 0 || string(<-got) != "select 1" {
+					t.Fatalf("failing open: serves %d, refuses %q", serves, refuses)
+				}
+				return
+			}
+			reason := "warden: the audit log cannot record this connection (spool full); refusing"
+			if serves != 0 || len(refuses) != 1 || refuses[0] != reason || out != "refused: "+reason {
+				t.Fatalf("serves %d, refuses %q, client read %q", serves, refuses, out)
+			}
+			if b := <-got; len(b) != 0 {
+				t.Fatalf("the target received %q from a refused connection", b)
+			}
+			if len(refused) != 1 || refused[0] != "orders-db/audit" {
+				t.Fatalf("refusal metrics %v", refused)
+			}
+		})
+	}
+}
+
 func TestCodecByProtocol(t *testing.T) {
 	tests := []struct {
 		protocol string
@@ -658,7 +742,7 @@ func TestServeSeveralListeners(t *testing.T) {
 		lns = append(lns, ln)
 	}
 	met := &metrics{}
-	p := New(Options{Listeners: lns, Attributor: attr, Codecs: NewRegistry(Relay{}), Recorder: &recorder{}, Metrics: met, Log: zerolog.Nop()})
+	p := New(Options{Listeners: lns, Attributor: attr, Codecs: NewRegistry(Relay{}), Recorder: &fakeRecorder{}, Metrics: met, Log: zerolog.Nop()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Serve(ctx) }()

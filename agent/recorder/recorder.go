@@ -5,6 +5,12 @@
 // Nothing is dropped silently: an event that cannot be stored is counted by
 // source and reason, and as soon as the spool accepts records again the
 // recorder emits one agent.loss event per (source, reason) with the count.
+// Emit also returns the failure to its caller, so a producer that can still
+// refuse what it is about to do (the proxy, before it forwards a request)
+// does not do it unrecorded.
+//
+// When the spool passes 80% of its bound the recorder emits an
+// agent.spool_pressure event, once per crossing.
 package recorder
 
 import (
@@ -46,6 +52,25 @@ const (
 // retryInterval is how often pending loss reports are retried when nothing
 // else is emitted.
 const retryInterval = time.Second
+
+// Spool pressure thresholds, in percent of the spool's MaxBytes. An
+// agent.spool_pressure event is emitted when the spool reaches
+// PressurePercent, and again only after it fell below RelievedPercent: a
+// spool hovering at the threshold does not flood the trail.
+const (
+	PressurePercent = 80
+	RelievedPercent = 70
+)
+
+// Errors Emit returns besides the spool's own (spool.ErrFull,
+// spool.ErrTooLarge and write or sync failures), so callers can tell the
+// causes apart with errors.Is.
+var (
+	// ErrClosed means the recorder was closed: the agent is stopping.
+	ErrClosed = errors.New("recorder closed")
+	// ErrEncode means the event cannot be encoded, e.g. a NaN in its data.
+	ErrEncode = errors.New("event cannot be encoded")
+)
 
 // Options configure a Recorder.
 type Options struct {
@@ -89,6 +114,10 @@ type Recorder struct {
 	pending  map[LossKey]*loss // counted, not yet reported in an agent.loss
 	corrupt  uint64            // spool corrupt count already taken into pending
 	closed   bool
+	// pressured is set once an agent.spool_pressure event is stored for
+	// the current crossing, and cleared when the spool falls below
+	// RelievedPercent.
+	pressured bool
 
 	emitted atomic.Uint64
 	lossMu  sync.Mutex
@@ -163,14 +192,21 @@ func (r *Recorder) recoverHead() error {
 
 // Emit stamps, seals and spools e. It takes ownership of e: it sets Schema,
 // ID (if empty), Time (now, if zero; always UTC), Host and the chain fields,
-// and the caller must not modify e afterwards (reading e.ID is fine). Emit
-// does not wait for the disk: the record is durable within the spool's
-// FlushInterval. An event that cannot be stored is counted as lost.
-func (r *Recorder) Emit(e *event.Event) {
+// and the caller must not modify e afterwards (reading e.ID is fine).
+//
+// A nil error means the event is written to the spool, in chain order: it
+// survives a crash of the agent, and is durable on disk within the spool's
+// FlushInterval (EmitSync waits for that). Otherwise the event was not
+// stored and is counted as lost (reported later in an agent.loss event);
+// the error says why: errors.Is(err, spool.ErrFull) for a full spool,
+// which clears once the publisher drains it, spool.ErrTooLarge, ErrEncode,
+// ErrClosed, or a write error of the spool's disk.
+func (r *Recorder) Emit(e *event.Event) error {
 	prep, perr := r.prepare(e)
 	r.mu.Lock()
-	_, _ = r.emitLocked(e, prep, perr)
+	_, err := r.emitLocked(e, prep, perr)
 	r.mu.Unlock()
+	return err
 }
 
 // EmitSync is Emit, then waits until the event is durable in the spool. It
@@ -208,17 +244,55 @@ func (r *Recorder) emitLocked(e *event.Event, prep *event.Prepared, perr error) 
 	now := time.Now()
 	if r.closed {
 		r.countLoss(LossKey{SourceRecorder, ReasonClosed}, 1, e.Type, now)
-		return spool.Pending{}, errors.New("recorder closed")
+		return spool.Pending{}, fmt.Errorf("record %s: %w", e.Type, ErrClosed)
 	}
 	r.takeSpoolCorruption(now)
 	r.reportLossesLocked(now)
 	key, p, err := r.storeLocked(e, prep, perr)
 	if err != nil {
 		r.countLoss(key, 1, e.Type, now)
-		return spool.Pending{}, err
+		return spool.Pending{}, fmt.Errorf("record %s: %w", e.Type, err)
 	}
 	r.emitted.Add(1)
+	r.checkPressureLocked(now)
 	return p, nil
+}
+
+// checkPressureLocked emits an agent.spool_pressure event when the spool
+// has passed PressurePercent since the last one, and rearms once it fell
+// below RelievedPercent. The spool only grows through the recorder, so
+// checking after each stored event sees every crossing; it shrinks when
+// the publisher's acks delete segments, which the next check (an emit or
+// the retry loop) notices.
+func (r *Recorder) checkPressureLocked(now time.Time) {
+	st := r.spool.Stats()
+	pct := percentOf(st.Bytes, st.MaxBytes)
+	switch {
+	case pct < RelievedPercent:
+		r.pressured = false
+	case pct >= PressurePercent && !r.pressured:
+		ev := &event.Event{Type: event.AgentSpoolPressure, Time: now,
+			Data: event.SpoolPressure{Bytes: st.Bytes, MaxBytes: st.MaxBytes, Percent: pct}.Data()}
+		prep, perr := r.prepare(ev)
+		if _, _, err := r.storeLocked(ev, prep, perr); err != nil {
+			// Retried at the next check while the spool stays above the
+			// threshold; if it is full by then, agent.loss tells.
+			r.log.Debug().Err(err).Msg("agent.spool_pressure event not stored; will retry")
+			return
+		}
+		r.pressured = true
+		r.emitted.Add(1)
+		r.log.Warn().Int64("bytes", st.Bytes).Int64("max_bytes", st.MaxBytes).Int64("percent", pct).
+			Msg("spool is filling up: events are not reaching NATS; when it is full, events are lost or refused")
+	}
+}
+
+// percentOf is n as a whole percentage of max, rounded down.
+func percentOf(n, max int64) int64 {
+	if max <= 0 {
+		return 0
+	}
+	return min(n*100/max, 100)
 }
 
 // storeLocked seals and enqueues a prepared event. On failure the chain head
@@ -227,14 +301,14 @@ func (r *Recorder) emitLocked(e *event.Event, prep *event.Prepared, perr error) 
 func (r *Recorder) storeLocked(e *event.Event, prep *event.Prepared, perr error) (LossKey, spool.Pending, error) {
 	if perr != nil {
 		r.log.Error().Err(perr).Str("type", string(e.Type)).Msg("event cannot be encoded; counted as lost")
-		return LossKey{SourceRecorder, ReasonEncode}, spool.Pending{}, fmt.Errorf("encode event: %w", perr)
+		return LossKey{SourceRecorder, ReasonEncode}, spool.Pending{}, fmt.Errorf("%w: %w", ErrEncode, perr)
 	}
 	if e.ID == "" {
 		// Under the chain lock, so ids rise with seq.
 		id, err := ulid.New(ulid.Timestamp(time.Now()), r.entropy)
 		if err != nil {
 			// Monotonic entropy overflows only after 2^80 IDs in one ms.
-			return LossKey{SourceRecorder, ReasonEncode}, spool.Pending{}, fmt.Errorf("new ulid: %w", err)
+			return LossKey{SourceRecorder, ReasonEncode}, spool.Pending{}, fmt.Errorf("%w: new ulid: %w", ErrEncode, err)
 		}
 		e.ID = id.String()
 	}
@@ -334,6 +408,7 @@ func (r *Recorder) reportLossesLocked(now time.Time) {
 		if _, _, err := r.storeLocked(ev, prep, perr); err != nil {
 			return // still failing; keep counting, retry later
 		}
+		r.emitted.Add(1)
 		r.log.Warn().Str("source", k.Source).Str("reason", k.Reason).Uint64("count", l.count).
 			Str("event_id", ev.ID).Msg("reported lost events")
 		delete(r.pending, k)
@@ -357,6 +432,7 @@ func (r *Recorder) retryLoop() {
 			now := time.Now()
 			r.takeSpoolCorruption(now)
 			r.reportLossesLocked(now)
+			r.checkPressureLocked(now)
 		}
 		r.mu.Unlock()
 	}
@@ -411,14 +487,18 @@ func (r *Recorder) Close() {
 }
 
 var (
-	emittedDesc = prometheus.NewDesc("warden_events_emitted_total", "Events stored in the spool.", nil, nil)
-	lostDesc    = prometheus.NewDesc("warden_events_lost_total", "Events the agent could not record, by source and reason.", []string{"source", "reason"}, nil)
+	emittedDesc    = prometheus.NewDesc("warden_events_emitted_total", "Events stored in the spool.", nil, nil)
+	lostDesc       = prometheus.NewDesc("warden_events_lost_total", "Events the agent could not record, by source and reason.", []string{"source", "reason"}, nil)
+	spoolBytesDesc = prometheus.NewDesc("warden_spool_bytes", "Bytes in the spool's segment files, acknowledged records included until their segment is deleted.", nil, nil)
+	spoolMaxDesc   = prometheus.NewDesc("warden_spool_max_bytes", "The spool's bound (spool_max_bytes); at it, events are lost or, with audit_failure: deny, requests refused.", nil, nil)
+	spoolRatioDesc = prometheus.NewDesc("warden_spool_used_ratio", "warden_spool_bytes / warden_spool_max_bytes; an agent.spool_pressure event is emitted at 0.8.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (r *Recorder) Describe(ch chan<- *prometheus.Desc) {
-	ch <- emittedDesc
-	ch <- lostDesc
+	for _, d := range []*prometheus.Desc{emittedDesc, lostDesc, spoolBytesDesc, spoolMaxDesc, spoolRatioDesc} {
+		ch <- d
+	}
 }
 
 // Collect implements prometheus.Collector.
@@ -427,4 +507,12 @@ func (r *Recorder) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range r.Losses() {
 		ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(v), k.Source, k.Reason)
 	}
+	st := r.spool.Stats()
+	ch <- prometheus.MustNewConstMetric(spoolBytesDesc, prometheus.GaugeValue, float64(st.Bytes))
+	ch <- prometheus.MustNewConstMetric(spoolMaxDesc, prometheus.GaugeValue, float64(st.MaxBytes))
+	ratio := 0.0
+	if st.MaxBytes > 0 {
+		ratio = float64(st.Bytes) / float64(st.MaxBytes)
+	}
+	ch <- prometheus.MustNewConstMetric(spoolRatioDesc, prometheus.GaugeValue, ratio)
 }

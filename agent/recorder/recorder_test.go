@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/wardenhq/warden/agent/spool"
@@ -104,7 +106,9 @@ func TestEmitStampsSealsAndOrders(t *testing.T) {
 	for w := range writers {
 		wg.Go(func() {
 			for i := range per {
-				rec.Emit(query(w*per + i))
+				if err := rec.Emit(query(w*per + i)); err != nil {
+					t.Error(err)
+				}
 			}
 		})
 	}
@@ -146,27 +150,39 @@ func TestLossIsCountedAndReported(t *testing.T) {
 	r := sp.NewReader()
 	defer r.Close()
 
-	// Fill the spool; nothing drains it.
+	// Fill the spool; nothing drains it. Emit tells the caller each
+	// loss, and the recorder counts the same ones.
 	var stored, lost int
 	for lost < 25 {
-		rec.Emit(query(stored + lost))
-		if l := rec.Losses()[LossKey{SourceRecorder, ReasonSpoolFull}]; int(l) > lost {
-			lost = int(l)
-		} else {
+		switch err := rec.Emit(query(stored + lost)); {
+		case errors.Is(err, spool.ErrFull):
+			lost++
+		case err != nil:
+			t.Fatalf("event %d: %v", stored+lost, err)
+		default:
 			stored++
 		}
+	}
+	if got := rec.Losses()[LossKey{SourceRecorder, ReasonSpoolFull}]; got != uint64(lost) {
+		t.Fatalf("counted %d spool_full losses, Emit returned %d", got, lost)
 	}
 	// An event that cannot be encoded is a loss too, not a panic or a gap.
 	bad := query(0)
 	bad.Data["x"] = math.NaN()
-	rec.Emit(bad)
+	if err := rec.Emit(bad); !errors.Is(err, ErrEncode) || errors.Is(err, spool.ErrFull) {
+		t.Fatalf("Emit of an unencodable event: %v, want ErrEncode", err)
+	}
 	if got := rec.Losses()[LossKey{SourceRecorder, ReasonEncode}]; got != 1 {
 		t.Fatalf("encode losses %d, want 1", got)
 	}
 	if got := rec.PendingLosses(); got != uint64(lost+1) {
 		t.Fatalf("pending losses %d, want %d", got, lost+1)
 	}
-	evs := drain(t, sp, r, stored)
+	// What was stored, with the warning given on the way to full.
+	evs := drain(t, sp, r, stored+1)
+	if found, _ := pressureEvents(t, evs); len(found) != 1 {
+		t.Fatalf("%d agent.spool_pressure events on the way to a full spool", len(found))
+	}
 
 	// Space is back. Without any new Emit, the retry loop reports the
 	// losses: one agent.loss per reason, linked into the chain.
@@ -191,7 +207,9 @@ func TestLossIsCountedAndReported(t *testing.T) {
 	if rec.PendingLosses() != 0 {
 		t.Fatalf("pending losses %d after report", rec.PendingLosses())
 	}
-	rec.Emit(query(-1))
+	if err := rec.Emit(query(-1)); err != nil {
+		t.Fatalf("Emit once the spool has room again: %v", err)
+	}
 	evs = append(evs, loss...)
 	evs = append(evs, drain(t, sp, r, 1)...)
 	// No lost event left a hole in the chain.
@@ -211,7 +229,9 @@ func TestChainContinuesAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 10 {
-		rec.Emit(query(i))
+		if err := rec.Emit(query(i)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	rec.Close()
 	if err := sp.Close(); err != nil {
@@ -224,7 +244,9 @@ func TestChainContinuesAfterRestart(t *testing.T) {
 		t.Fatalf("recovered head seq %d, want 10", seq)
 	}
 	for i := range 10 {
-		rec.Emit(query(10 + i))
+		if err := rec.Emit(query(10 + i)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	r := sp.NewReader()
 	defer r.Close()
@@ -233,7 +255,9 @@ func TestChainContinuesAfterRestart(t *testing.T) {
 
 	// Emitting after Close is a counted loss.
 	rec.Close()
-	rec.Emit(query(99))
+	if err := rec.Emit(query(99)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Emit after Close: %v, want ErrClosed", err)
+	}
 	if rec.Losses()[LossKey{SourceRecorder, ReasonClosed}] != 1 {
 		t.Fatalf("losses %v", rec.Losses())
 	}
@@ -241,6 +265,129 @@ func TestChainContinuesAfterRestart(t *testing.T) {
 	defer cancel()
 	if err := rec.EmitSync(ctx, query(100)); err == nil || errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("EmitSync after close: %v", err)
+	}
+}
+
+// fill emits queries numbered from first until the spool is full. It
+// returns how many were stored and the number of the first one after
+// which the spool held at least PressurePercent of its bound.
+func fill(t *testing.T, rec *Recorder, sp *spool.Spool, first int) (stored, crossedAt int) {
+	t.Helper()
+	crossedAt = -1
+	for i := first; ; i++ {
+		err := rec.Emit(query(i))
+		if errors.Is(err, spool.ErrFull) {
+			return stored, crossedAt
+		}
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		stored++
+		if st := sp.Stats(); crossedAt < 0 && st.Bytes*100 >= st.MaxBytes*PressurePercent {
+			crossedAt = i
+		}
+		if stored > 100000 {
+			t.Fatal("spool never filled")
+		}
+	}
+}
+
+// pressureEvents returns the agent.spool_pressure events in evs, each with
+// the event before it.
+func pressureEvents(t *testing.T, evs []*event.Event) (found, before []*event.Event) {
+	t.Helper()
+	for i, e := range evs {
+		if e.Type == event.AgentSpoolPressure {
+			if i == 0 {
+				t.Fatal("agent.spool_pressure is the first event")
+			}
+			found, before = append(found, e), append(before, evs[i-1])
+		}
+	}
+	return found, before
+}
+
+func TestSpoolPressureAndRecovery(t *testing.T) {
+	pub, priv := newKey(t)
+	const maxBytes = 64 << 10
+	sp := openSpool(t, t.TempDir(), spool.Options{MaxBytes: maxBytes, SegmentBytes: 16 << 10})
+	rec := newRecorder(t, sp, priv)
+	r := sp.NewReader()
+	defer r.Close()
+	v := event.NewVerifier(event.StaticKeys{host.ID: pub})
+
+	stored, crossedAt := fill(t, rec, sp, 0)
+	if crossedAt < 0 {
+		t.Fatal("the spool filled up without passing the pressure threshold")
+	}
+	// Every stored query and exactly one pressure event, right after the
+	// query that crossed the threshold.
+	evs := drain(t, sp, r, stored+1)
+	verifyAll(t, v, evs)
+	found, before := pressureEvents(t, evs)
+	if len(found) != 1 {
+		t.Fatalf("%d agent.spool_pressure events for one crossing", len(found))
+	}
+	if got, want := before[0].Data["statement"], fmt.Sprintf("SELECT %d", crossedAt); got != want {
+		t.Fatalf("pressure event follows %v, want the crossing query %q", got, want)
+	}
+	d := found[0].Data
+	if fmt.Sprint(d["max_bytes"]) != fmt.Sprint(maxBytes) {
+		t.Fatalf("pressure event data %v", d)
+	}
+	pct, _ := strconv.Atoi(fmt.Sprint(d["percent"]))
+	bytes, _ := strconv.Atoi(fmt.Sprint(d["bytes"]))
+	if pct < PressurePercent || pct > 100 || bytes*100/maxBytes != pct {
+		t.Fatalf("pressure event data %v", d)
+	}
+
+	// Everything read is acknowledged: the acknowledged segments are
+	// deleted, the spool has room again and Emit succeeds, with no
+	// restart. The fall below RelievedPercent rearms the warning.
+	if st := sp.Stats(); st.Bytes*100 >= maxBytes*RelievedPercent {
+		t.Fatalf("after a full ack the spool still holds %d of %d bytes", st.Bytes, st.MaxBytes)
+	}
+	stored2, crossedAt2 := fill(t, rec, sp, 1_000_000)
+	if stored2 == 0 || crossedAt2 < 0 {
+		t.Fatalf("after the ack: %d stored, crossed at %d", stored2, crossedAt2)
+	}
+	// The first fill's losses are reported first, then the second fill.
+	evs = drain(t, sp, r, stored2+2)
+	verifyAll(t, v, evs)
+	if evs[0].Type != event.AgentLoss || fmt.Sprint(evs[0].Data["count"]) != "1" {
+		t.Fatalf("first event after recovery: %s %v, want the agent.loss of the one refused event", evs[0].Type, evs[0].Data)
+	}
+	found, before = pressureEvents(t, evs)
+	if len(found) != 1 || before[0].Data["statement"] != fmt.Sprintf("SELECT %d", crossedAt2) {
+		t.Fatalf("second crossing: %d pressure events (%v)", len(found), before)
+	}
+}
+
+func TestSpoolGauges(t *testing.T) {
+	_, priv := newKey(t)
+	sp := openSpool(t, t.TempDir(), spool.Options{MaxBytes: 1 << 20})
+	rec := newRecorder(t, sp, priv)
+	for i := range 10 {
+		if err := rec.Emit(query(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(rec)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			got[mf.GetName()] = m.GetGauge().GetValue()
+		}
+	}
+	st := sp.Stats()
+	if got["warden_spool_bytes"] != float64(st.Bytes) || got["warden_spool_max_bytes"] != 1<<20 ||
+		got["warden_spool_used_ratio"] != float64(st.Bytes)/(1<<20) || st.Bytes == 0 {
+		t.Fatalf("gauges %v, spool %+v", got, st)
 	}
 }
 
@@ -259,7 +406,9 @@ func BenchmarkEmit(b *testing.B) {
 	}
 	defer rec.Close()
 	for i := 0; b.Loop(); i++ {
-		rec.Emit(query(i))
+		if err := rec.Emit(query(i)); err != nil {
+			b.Fatal(err)
+		}
 	}
 	if l := rec.Losses(); len(l) != 0 {
 		b.Fatalf("losses: %v", l)

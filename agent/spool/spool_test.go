@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -249,6 +251,84 @@ func TestBoundAndSegmentDeletion(t *testing.T) {
 	// Space is back.
 	appendN(t, s, n, n+10)
 	readN(t, r, n, 10)
+}
+
+// A spool sized only by MaxBytes (as wardend's spool_max_bytes sets it)
+// returns space in segment steps of at most a quarter of the bound, so a
+// full spool accepts records again as soon as the publisher acknowledges
+// its oldest segment, with no restart.
+func TestFullSpoolFreesSpaceOnAck(t *testing.T) {
+	dir := t.TempDir()
+	const maxBytes = 1 << 20
+	s := open(t, dir, Options{MaxBytes: maxBytes})
+	// About a kilobyte each, like an event.
+	big := func(i int) []byte { return fmt.Appendf(nil, "%s-%01000d", rec(i), 0) }
+	var n int
+	var last Pending
+	for ; ; n++ {
+		p, err := s.Enqueue(big(n))
+		if errors.Is(err, ErrFull) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = p
+		if n > 10000 {
+			t.Fatal("spool never filled")
+		}
+	}
+	if err := last.Wait(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	segs := segFiles(t, dir)
+	for _, p := range segs {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() > maxBytes/4 {
+			t.Fatalf("segment %s holds %d bytes, more than a quarter of the bound", p, st.Size())
+		}
+	}
+	if len(segs) < 4 {
+		t.Fatalf("a full spool of %d records has only segments %v", n, segs)
+	}
+	if _, err := s.Enqueue(big(n)); !errors.Is(err, ErrFull) {
+		t.Fatalf("enqueue on a full spool: %v", err)
+	}
+
+	// Acknowledge exactly the first segment's records: it is deleted and
+	// its space is usable at once.
+	second, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(segs[1]), segSuffix), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.Stats().Bytes
+	if err := s.Ack(second - 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := segFiles(t, dir); len(got) != len(segs)-1 || got[0] != segs[1] {
+		t.Fatalf("segments after acking the first: %v (were %v)", got, segs)
+	}
+	if freed := before - s.Stats().Bytes; freed < maxBytes/8 {
+		t.Fatalf("acking the first segment freed only %d bytes", freed)
+	}
+	if _, err := s.Enqueue(big(n)); err != nil {
+		t.Fatalf("enqueue after the ack: %v", err)
+	}
+	n++
+
+	// Acknowledging everything leaves one segment, well below the bound.
+	if err := s.Append(ctxT(t), big(n)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ack(uint64(n)); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Segments != 1 || st.Bytes > maxBytes/4 || st.Pending != 0 {
+		t.Fatalf("after acking everything: %+v", st)
+	}
 }
 
 func TestCursorSurvivesReopen(t *testing.T) {

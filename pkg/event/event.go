@@ -33,6 +33,10 @@ const (
 	AgentStart      Type = "agent.start"
 	AgentStop       Type = "agent.stop"
 	AgentLoss       Type = "agent.loss"
+	// AgentSpoolPressure warns that the agent's spool passed 80% of its
+	// bound. A full spool loses events, and with audit_failure: deny the
+	// proxy refuses every request it cannot record.
+	AgentSpoolPressure Type = "agent.spool_pressure"
 	// IntegrityViolation is raised by the collector, never by an agent, when
 	// a chain or signature check fails.
 	IntegrityViolation Type = "integrity.violation"

@@ -114,6 +114,22 @@ func (r QueryResult) Data() map[string]any {
 	return d
 }
 
+// SpoolPressure is the data of an agent.spool_pressure event: the spool
+// crossed its warning threshold (80% of MaxBytes) while filling up.
+type SpoolPressure struct {
+	// Bytes is how much the spool held when it crossed.
+	Bytes int64
+	// MaxBytes is the spool's bound (spool_max_bytes).
+	MaxBytes int64
+	// Percent is Bytes as a whole percentage of MaxBytes, rounded down.
+	Percent int64
+}
+
+// Data implements Payload.
+func (s SpoolPressure) Data() map[string]any {
+	return map[string]any{"bytes": s.Bytes, "max_bytes": s.MaxBytes, "percent": s.Percent}
+}
+
 func setString(d map[string]any, key, v string) {
 	if v != "" {
 		d[key] = v

@@ -40,14 +40,20 @@ func examples() []*Event {
 	api := &Target{Name: "billing-api", Protocol: "http", Address: "billing.internal:443"}
 	cache := &Target{Name: "sessions-cache", Protocol: "redis", Address: "10.0.2.9:6379"}
 	allow := func(rule string) *Decision { return &Decision{Action: Allow, Rule: rule} }
+	// The db.result names the db.query's id, known once ids are assigned
+	// below.
+	query := &Event{Type: DBQuery, Identity: alice, Process: psql, Target: db, Decision: allow(""),
+		Data: Query{Database: "orders", DBUser: "app", Statement: "SELECT id, email FROM customers WHERE id = $1",
+			Fingerprint: "a0ead580058af585", Kind: "select", Tables: []string{"customers"}, Protocol: "simple"}.Data()}
+	result := &Event{Type: DBResult, Identity: alice, Process: psql, Target: db}
 	evs := []*Event{
 		{Type: AgentStart, Identity: nil, Data: map[string]any{"version": "0.1.0", "cgroup_root": "/sys/fs/cgroup/unified", "proxy": "127.0.0.1:15001", "policy_digest": "sha256:9f2c41d0"}},
 		{Type: SessionLogin, Identity: alice, Process: &Process{ExecID: shell.ExecID, PID: shell.PID, UID: 1001, Binary: shell.Binary, Args: shell.Args, ParentExecID: sshd.ExecID, Ancestors: []Ancestor{sshd}}, Decision: allow("token"),
 			Data: map[string]any{"uid": 1001, "cgroup": "/sys/fs/cgroup/unified/warden/s-01JPA7Q5", "login_time": "2025-03-14T09:26:53Z", "expires": "2025-03-14T17:26:53Z"}},
 		{Type: ProcessExec, Identity: alice, Process: psql, Data: map[string]any{"cwd": "/home/alice"}},
 		{Type: NetConnect, Identity: alice, Process: psql, Target: db, Decision: allow("access"), Data: map[string]any{"original_dst": "10.0.0.5:5432", "verdict": "redirect", "via": "proxy", "upstream_local": "10.0.0.2:40112"}},
-		{Type: DBQuery, Identity: alice, Process: psql, Target: db, Decision: allow(""),
-			Data: map[string]any{"statement": "SELECT id, email FROM customers WHERE id = 42", "fingerprint": "select id, email from customers where id = ?", "statement_type": "select", "database": "orders", "rows": 1, "duration_ms": 2.4, "masked_columns": []string{"email"}, "masked_values": 1}},
+		query,
+		result,
 		{Type: ReviewRequested, Identity: alice, Process: psql, Target: db, Decision: &Decision{Action: Review, Rule: "no-ddl", Reason: "warden: ALTER needs review by dba; run 'warden review'"},
 			Data: map[string]any{"review_id": "r-01JPA7T0", "statement": "ALTER TABLE customers ADD COLUMN tier text", "expires_at": "2025-03-14T10:26:53Z"}},
 		{Type: ReviewDecided, Identity: &Identity{Sub: "00u9z8y7x6", Email: "bob@example.com", Groups: []string{"dba"}, Issuer: "https://idp.example.com", SessionID: "s-01JPA7V2"}, Target: db, Decision: allow("no-ddl"),
@@ -61,12 +67,12 @@ func examples() []*Event {
 			Decision: &Decision{Action: Deny, Rule: "identity", Reason: "warden: no verified identity for this session; run 'warden login'"},
 			Data:     map[string]any{"original_dst": "10.0.0.5:5432", "verdict": "unbound", "via": "kernel", "errno": "EPERM"}},
 		{Type: ProcessExit, Identity: alice, Process: psql, Data: map[string]any{"exit_code": 0, "duration_ms": 91234}},
+		{Type: AgentSpoolPressure, Identity: nil, Data: SpoolPressure{Bytes: 859832320, MaxBytes: 1 << 30, Percent: 80}.Data()},
 		{Type: AgentLoss, Identity: nil, Data: map[string]any{"count": 3, "reason": "spool_full", "source": "recorder", "first_time": "2025-03-14T09:27:01.5Z", "last_time": "2025-03-14T09:27:01.9Z", "types": map[string]any{"db.query": 3}}},
 		{Type: SessionExpired, Identity: alice, Data: map[string]any{"uid": 1001, "cgroup": "/sys/fs/cgroup/unified/warden/s-01JPA7Q5", "login_time": "2025-03-14T09:26:53Z", "expires": "2025-03-14T17:26:53Z"}},
 		{Type: SessionLogout, Identity: alice, Data: map[string]any{"uid": 1001, "cgroup": "/sys/fs/cgroup/unified/warden/s-01JPA7Q5", "login_time": "2025-03-14T09:26:53Z", "expires": "2025-03-14T17:26:53Z"}},
 		{Type: AgentStop, Identity: nil, Data: map[string]any{"reason": "signal: terminated"}},
 	}
-	s := NewSigner(exampleKey(), 0, "")
 	for i, e := range evs {
 		e.Schema = Schema
 		e.Time = t0.Add(time.Duration(i) * 1250 * time.Millisecond)
@@ -74,6 +80,10 @@ func examples() []*Event {
 		entropy[9] = byte(i)
 		e.ID = ulid.MustNew(ulid.Timestamp(e.Time), bytes.NewReader(entropy[:])).String()
 		e.Host = host
+	}
+	result.Data = QueryResult{RequestID: query.ID, DurationMS: 2.4, Command: "SELECT 1", Rows: 1, RowsReturned: 1, MaskedColumns: []string{"email"}}.Data()
+	s := NewSigner(exampleKey(), 0, "")
+	for _, e := range evs {
 		s.Seal(e)
 	}
 	return evs
@@ -169,25 +179,43 @@ func TestExamplesValidateAndVerify(t *testing.T) {
 
 func TestSchemaRejects(t *testing.T) {
 	sch := compileSchema(t)
-	base := examples()[13] // agent.loss
-	if base.Type != AgentLoss {
-		t.Fatalf("example 13 is %s", base.Type)
+	byType := map[Type]*Event{}
+	for _, e := range examples() {
+		byType[e.Type] = e
 	}
-	for name, mutate := range map[string]func(m map[string]any){
-		"missing hash":        func(m map[string]any) { delete(m, "hash") },
-		"missing identity":    func(m map[string]any) { delete(m, "identity") },
-		"bad schema":          func(m map[string]any) { m["schema"] = "warden.event/v2" },
-		"bad id":              func(m map[string]any) { m["id"] = "not-a-ulid" },
-		"seq 0":               func(m map[string]any) { m["seq"] = 0 },
-		"empty sig":           func(m map[string]any) { m["sig"] = "" },
-		"loss without count":  func(m map[string]any) { delete(m["data"].(map[string]any), "count") },
-		"bad decision action": func(m map[string]any) { m["decision"] = map[string]any{"action": "maybe"} },
-		"bad time":            func(m map[string]any) { m["time"] = "yesterday" },
+	data := func(m map[string]any) map[string]any { return m["data"].(map[string]any) }
+	for name, c := range map[string]struct {
+		typ    Type
+		mutate func(m map[string]any)
+	}{
+		"missing hash":                {AgentLoss, func(m map[string]any) { delete(m, "hash") }},
+		"missing identity":            {AgentLoss, func(m map[string]any) { delete(m, "identity") }},
+		"bad schema":                  {AgentLoss, func(m map[string]any) { m["schema"] = "warden.event/v2" }},
+		"bad id":                      {AgentLoss, func(m map[string]any) { m["id"] = "not-a-ulid" }},
+		"seq 0":                       {AgentLoss, func(m map[string]any) { m["seq"] = 0 }},
+		"empty sig":                   {AgentLoss, func(m map[string]any) { m["sig"] = "" }},
+		"loss without count":          {AgentLoss, func(m map[string]any) { delete(data(m), "count") }},
+		"bad decision action":         {AgentLoss, func(m map[string]any) { m["decision"] = map[string]any{"action": "maybe"} }},
+		"bad time":                    {AgentLoss, func(m map[string]any) { m["time"] = "yesterday" }},
+		"query without statement":     {DBQuery, func(m map[string]any) { delete(data(m), "statement") }},
+		"query without decision":      {DBQuery, func(m map[string]any) { delete(m, "decision") }},
+		"query statement not text":    {DBQuery, func(m map[string]any) { data(m)["statement"] = 42 }},
+		"result without request_id":   {DBResult, func(m map[string]any) { delete(data(m), "request_id") }},
+		"result request_id not ulid":  {DBResult, func(m map[string]any) { data(m)["request_id"] = "q-1" }},
+		"result negative rows":        {DBResult, func(m map[string]any) { data(m)["rows"] = -1 }},
+		"pressure without max_bytes":  {AgentSpoolPressure, func(m map[string]any) { delete(data(m), "max_bytes") }},
+		"pressure percent over 100":   {AgentSpoolPressure, func(m map[string]any) { data(m)["percent"] = 101 }},
+		"pressure without data":       {AgentSpoolPressure, func(m map[string]any) { delete(m, "data") }},
+		"pressure bytes not a number": {AgentSpoolPressure, func(m map[string]any) { data(m)["bytes"] = "lots" }},
 	} {
+		base := byType[c.typ]
+		if base == nil {
+			t.Fatalf("%s: no %s example", name, c.typ)
+		}
 		b, _ := json.Marshal(base)
 		var m map[string]any
 		json.Unmarshal(b, &m)
-		mutate(m)
+		c.mutate(m)
 		b, _ = json.Marshal(m)
 		if err := validate(sch, b); err == nil {
 			t.Errorf("%s: schema accepted it", name)
