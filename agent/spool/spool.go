@@ -59,6 +59,10 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // Errors returned by the spool.
 var (
 	// ErrFull means the spool holds MaxBytes; the record was not stored.
+	// Once full, the spool refuses every record until acknowledged
+	// segments are deleted, so a small record never slips in after a
+	// larger one was refused: full is a state that only the publisher's
+	// acknowledgements end.
 	ErrFull = errors.New("spool full")
 	// ErrClosed means the spool was closed.
 	ErrClosed = errors.New("spool closed")
@@ -153,6 +157,7 @@ type Spool struct {
 	cur         *batch
 	notify      chan struct{} // closed and replaced when durableNext moves
 	err         error         // sticky: a failed fsync leaves the file's state unknown
+	exhausted   bool          // a record was refused for want of space; cleared when space is freed
 	closed      bool
 	written     uint64
 
@@ -460,7 +465,8 @@ func (s *Spool) Enqueue(rec []byte) (Pending, error) {
 	if rotate {
 		need += int64(len(magic))
 	}
-	if s.totalBytes+need > s.opts.MaxBytes {
+	if s.exhausted || s.totalBytes+need > s.opts.MaxBytes {
+		s.exhausted = true
 		return Pending{}, ErrFull
 	}
 	if rotate {
@@ -657,6 +663,7 @@ func (s *Spool) deletableLocked() []string {
 		paths = append(paths, g.path)
 		s.totalBytes -= g.size
 		s.segs = s.segs[1:]
+		s.exhausted = false
 	}
 	return paths
 }

@@ -297,6 +297,15 @@ func TestFullSpoolFreesSpaceOnAck(t *testing.T) {
 	if _, err := s.Enqueue(big(n)); !errors.Is(err, ErrFull) {
 		t.Fatalf("enqueue on a full spool: %v", err)
 	}
+	// Full is a state: a record small enough for the space left is
+	// refused too, until acknowledged space is freed.
+	st := s.Stats()
+	if left := st.MaxBytes - st.Bytes; left < hdrLen+1+int64(len(magic)) {
+		t.Fatalf("only %d bytes left: the test needs room for a tiny record", left)
+	}
+	if _, err := s.Enqueue([]byte("x")); !errors.Is(err, ErrFull) {
+		t.Fatalf("a tiny record on a full spool: %v", err)
+	}
 
 	// Acknowledge exactly the first segment's records: it is deleted and
 	// its space is usable at once.
