@@ -73,6 +73,16 @@ type Reviewer interface {
 	Review(ctx context.Context, rule string, req Request) bool
 }
 
+// ReviewerFunc lets a function be a Reviewer, so a codec can close over
+// what its reviewer needs to know of the session. A nil ReviewerFunc
+// refuses.
+type ReviewerFunc func(ctx context.Context, rule string, req Request) bool
+
+// Review calls f.
+func (f ReviewerFunc) Review(ctx context.Context, rule string, req Request) bool {
+	return f != nil && f(ctx, rule, req)
+}
+
 // Guard decides the requests of one session: one identity, known by its
 // groups, on one target, under one policy. It is safe for concurrent use:
 // nothing in it changes after New.

@@ -157,6 +157,18 @@ func TestDecide(t *testing.T) {
 		t.Errorf("no reviewer: %+v", v)
 	}
 
+	var asks []string
+	fn := guard.ReviewerFunc(func(_ context.Context, rule string, req guard.Request) bool {
+		asks = append(asks, rule+":"+req.Kind())
+		return true
+	})
+	if v := guard.New(testPolicy(), "db", nil, fn).Decide(ctx, grant); v.Action != policy.Allow || !slices.Equal(asks, []string{"review-grants:grant"}) {
+		t.Errorf("ReviewerFunc: %+v after %q", v, asks)
+	}
+	if v := guard.New(testPolicy(), "db", nil, guard.ReviewerFunc(nil)).Decide(ctx, grant); v.Action != policy.Review {
+		t.Errorf("nil ReviewerFunc: %+v", v)
+	}
+
 	// Denied and allowed batches never reach the reviewer.
 	asked := &fakeReviewer{approve: true}
 	g := guard.New(testPolicy(), "db", nil, asked)
