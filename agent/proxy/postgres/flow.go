@@ -33,7 +33,7 @@ const (
 	opDescribe               // [ParameterDescription] RowDescription | NoData
 	opClose                  // CloseComplete
 	opSync                   // ReadyForQuery: the end of a Query or of a Sync
-	opProbe                  // Warden's own LIMIT 0 query for a COPY's columns
+	opProbe                  // Warden's own Describe of a COPY's source, for its columns
 )
 
 // op is one expected response. Fields after the first block belong to the
@@ -293,7 +293,9 @@ func (ss *pgSession) requestOrRefuse(info *stmtInfo) (proxy.Receipt, *pgproto3.E
 	if err == nil {
 		return r, nil
 	}
-	ss.s.Log.Warn().Err(err).Msg("statement refused: the audit log cannot record it")
+	// Debug only: while the spool is full every statement lands here, and
+	// the recorder already logs each run of losses once.
+	ss.s.Log.Debug().Err(err).Msg("statement refused: the audit log cannot record it")
 	return proxy.Receipt{}, unrecordedError(err)
 }
 
@@ -350,9 +352,15 @@ func (ss *pgSession) query(ctx context.Context, body []byte) error {
 			o.copyHeader = c.Header
 			if ss.masker.HasColumns() && c.Source != "" {
 				// Learn the COPY's columns first, so masking by column
-				// name applies to its rows too.
+				// name applies to its rows too. Describing a prepared
+				// statement runs nothing: a data-modifying CTE in the
+				// source does not run twice.
+				probe := ss.nonce + "_probe"
 				ss.q.push(&op{kind: opProbe, probeFor: o})
-				ss.uw.Send(&pgproto3.Query{String: c.Source + " LIMIT 0"})
+				ss.uw.Send(&pgproto3.Parse{Name: probe, Query: c.Source})
+				ss.uw.Send(&pgproto3.Describe{ObjectType: 'S', Name: probe})
+				ss.uw.Send(&pgproto3.Close{ObjectType: 'S', Name: probe})
+				ss.uw.Send(&pgproto3.Sync{})
 			}
 		}
 		ops = append(ops, o)
