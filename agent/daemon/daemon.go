@@ -15,11 +15,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/wardenhq/warden/agent/clientca"
 	"github.com/wardenhq/warden/agent/config"
@@ -27,6 +30,7 @@ import (
 	"github.com/wardenhq/warden/agent/lineage"
 	"github.com/wardenhq/warden/agent/metrics"
 	"github.com/wardenhq/warden/agent/proxy"
+	"github.com/wardenhq/warden/agent/proxy/codecs"
 	"github.com/wardenhq/warden/agent/session"
 	"github.com/wardenhq/warden/agent/targets"
 	"github.com/wardenhq/warden/bpf/loader"
@@ -42,10 +46,23 @@ const (
 	MsgExpired = "warden: your login has expired; run 'warden login' again"
 )
 
-// Recorder receives every event the agent produces.
+// Recorder receives every event the agent produces, and counts what other
+// components lost: agent.loss events are the recorder's alone to build.
+// *recorder.Recorder is one.
 type Recorder interface {
-	Emit(*event.Event)
+	// Emit returns an error when the event was not stored; the recorder
+	// has counted it as lost either way.
+	Emit(*event.Event) error
+	// Lost counts n events that source could not record, for reason.
+	Lost(source, reason string, n uint64)
 }
+
+// Loss source and reasons the daemon reports through Recorder.Lost.
+const (
+	lossSourceBPF = "bpf"
+	// reasonDenialUnreadable: a kernel denial record could not be decoded.
+	reasonDenialUnreadable = "denial_record_unreadable"
+)
 
 // Agent cgroup and session directory names under the cgroup root.
 const (
@@ -55,26 +72,28 @@ const (
 // resolveInterval is how often DNS-named targets are looked up again.
 const resolveInterval = 30 * time.Second
 
+// kernelLossInterval is how often the enforcer's loss counters are read.
+const kernelLossInterval = 5 * time.Second
+
 // Daemon is a running wardend.
 type Daemon struct {
-	cfg      config.Config
-	log      zerolog.Logger
-	rec      Recorder
-	host     event.Host
-	enf      *loader.Enforcer
-	sessions *session.Manager
-	verifier *idtoken.Verifier
-	watcher  *policy.Watcher
-	metrics  *metrics.Metrics
-	proxy    *proxy.Proxy
-	control  *control.Server
-	codecs   map[string]proxy.Codec
+	cfg       config.Config
+	log       zerolog.Logger
+	rec       Recorder
+	host      event.Host
+	enf       *loader.Enforcer
+	sessions  *session.Manager
+	verifier  *idtoken.Verifier
+	watcher   *policy.Watcher
+	metrics   *metrics.Metrics
+	listeners []net.Listener
+	proxy     *proxy.Proxy
+	control   *control.Server
+	codecs    *proxy.Registry
 
-	// Process lineage: the kernel programs, their event reader, the
-	// process table and the session index the reader consults.
-	lin            *loader.Lineage
-	lineageRd      *loader.LineageReader
-	procs          *lineage.Table
+	// lineage applies the kernel's process events to the process table
+	// and consults sessionCgroups, the session index, for every event.
+	lineage        *lineage.Tracker
 	sessionCgroups atomic.Pointer[map[uint64]*session.Session]
 
 	mu     sync.RWMutex
@@ -86,10 +105,15 @@ type Daemon struct {
 // on reload re-reads the policy file (SIGHUP). BPF programs stay attached
 // (pinned) after Run returns, so enforcement outlives the process.
 // collectors, such as the recorder and the publisher, are served with the
-// daemon's own metrics.
+// daemon's own metrics. A start-up error names what failed (a config key
+// and its value where one is to blame); nothing started stays open.
 func Run(ctx context.Context, cfg config.Config, rec Recorder, log zerolog.Logger, reload <-chan os.Signal, collectors ...prometheus.Collector) error {
-	d, err := start(ctx, cfg, rec, log)
-	if err != nil {
+	d := &Daemon{cfg: cfg, log: log, rec: rec}
+	if err := d.start(ctx); err != nil {
+		d.close()
+		if ctx.Err() != nil {
+			return fmt.Errorf("stopped during start-up: %w", err)
+		}
 		return err
 	}
 	// The recorder's and publisher's own metrics (losses, spool, NATS
@@ -103,86 +127,113 @@ func Run(ctx context.Context, cfg config.Config, rec Recorder, log zerolog.Logge
 	return d.run(ctx, reload)
 }
 
-func start(ctx context.Context, cfg config.Config, rec Recorder, log zerolog.Logger) (d *Daemon, err error) {
+// start opens everything the daemon runs on. On error the caller closes
+// what was opened (close copes with a partial start). Checks that touch
+// neither the kernel nor the network come first, so a mistake in the
+// configuration or the policy is reported before anything is attached.
+func (d *Daemon) start(ctx context.Context) error {
+	cfg := d.cfg
 	hostname, _ := os.Hostname()
-	d = &Daemon{cfg: cfg, log: log, rec: rec, host: event.Host{ID: cfg.HostID, Name: hostname}}
-	defer func() {
-		if err != nil {
-			d.close()
-		}
-	}()
+	d.host = event.Host{ID: cfg.HostID, Name: hostname}
+
+	clientTLS, err := openClientTLS(cfg)
+	if err != nil {
+		return err
+	}
+	d.codecs = codecs.New(codecs.Options{ClientTLS: clientTLS})
+	// Validate the policy now; the watcher loads it again below, once
+	// there is a kernel to apply it to.
+	if _, err := policy.Load(cfg.PolicyFile, d.codecs.Enforcement()); err != nil {
+		return policyError(cfg.PolicyFile, err)
+	}
+
+	var port uint16
+	d.listeners, port, err = listenProxy(cfg.ProxyListen)
+	if err != nil {
+		return err
+	}
+	if d.verifier, err = newVerifier(ctx, cfg, d.log); err != nil {
+		return err
+	}
 
 	root := cfg.CgroupRoot
 	if root == "" {
 		if root, err = cgroupv2.Mount(); err != nil {
-			return nil, fmt.Errorf("find cgroup root: %w", err)
+			return fmt.Errorf("find cgroup root: %w", err)
 		}
+	}
+	mount, err := cgroupv2.Mount()
+	if err != nil {
+		return fmt.Errorf("find cgroup2 mount: %w", err)
 	}
 	agentCgroupID, err := ownCgroup(root)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("cgroup_root %s: %w", root, err)
 	}
-
-	d.enf, err = loader.Load(loader.Options{CgroupPath: root, PinDir: cfg.BPFPinDir})
-	if err != nil {
-		return nil, err
+	if d.enf, err = loader.Load(loader.Options{CgroupPath: root, PinDir: cfg.BPFPinDir}); err != nil {
+		return fmt.Errorf("load BPF programs: %w", err)
 	}
 	if err := d.enf.Exempt(agentCgroupID); err != nil {
-		return nil, err
+		return fmt.Errorf("exempt wardend's own cgroup: %w", err)
 	}
 	d.metrics = metrics.New(d.enf.Counters)
-	if err := d.startLineage(root); err != nil {
-		return nil, err
+	d.lineage, err = lineage.Start(lineage.StartOptions{
+		HostID: cfg.HostID, PinDir: cfg.BPFPinDir,
+		CgroupMount: mount, SessionsDir: filepath.Join(root, sessionsCgroupName),
+		Recorder: d.rec, Sessions: d.sessionIdentity,
+		Log: d.log.With().Str("component", "lineage").Logger(),
+	})
+	if err != nil {
+		return fmt.Errorf("start process lineage: %w", err)
 	}
-	d.registerLineageMetrics()
+	for _, c := range d.lineage.Collectors() {
+		if err := d.metrics.Registry.Register(c); err != nil {
+			return fmt.Errorf("register lineage metrics: %w", err)
+		}
+	}
 
-	clientTLS, err := openClientTLS(cfg)
-	if err != nil {
-		return nil, err
-	}
-	d.codecs = proxy.Codecs(clientTLS)
-	listeners, port, err := listenProxy(cfg.ProxyListen)
-	if err != nil {
-		return nil, err
-	}
-	proxyV4 := netip.MustParseAddrPort(listeners[0].Addr().String()).Addr()
+	proxyV4 := netip.MustParseAddrPort(d.listeners[0].Addr().String()).Addr()
 	if err := d.enf.SetProxy(proxyV4, netip.IPv6Loopback(), port); err != nil {
-		return nil, err
+		return fmt.Errorf("point the BPF programs at the proxy: %w", err)
 	}
 	d.proxy = proxy.New(proxy.Options{
-		Listeners:  listeners,
+		Listeners:  d.listeners,
 		Attributor: d.enf,
 		Authorize:  d.authorize,
 		Codecs:     d.codecs,
-		Fallback:   proxy.Relay{},
-		Recorder:   rec,
-		Metrics:    d.metrics,
-		Log:        log.With().Str("component", "proxy").Logger(),
+		Recorder:   d.rec,
+		// audit_failure: deny refuses what cannot be recorded.
+		AuditFailure: auditFailure(cfg.AuditFailure),
+		Metrics:      d.metrics,
+		Log:          d.log.With().Str("component", "proxy").Logger(),
 	})
 
-	d.verifier, err = idtoken.NewVerifier(ctx, idtoken.Config{
-		Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, GroupsClaim: cfg.OIDC.GroupsClaim, CAFile: cfg.OIDC.CAFile,
-	})
-	if err != nil {
-		return nil, err
-	}
-
+	stateFile := filepath.Join(cfg.StateDir, "sessions.json")
 	sessions, expired, err := session.Open(session.Options{
 		Dir:       filepath.Join(root, sessionsCgroupName),
-		StateFile: filepath.Join(cfg.StateDir, "sessions.json"),
+		StateFile: stateFile,
 		Kernel:    d.enf,
 	})
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("restore login sessions (%s): %w", stateFile, err)
 	}
 	d.sessions = sessions
 	for _, s := range expired {
 		d.emitSession(event.SessionExpired, s, nil)
 	}
 
+	var firstApply error
+	loaded := false
 	d.watcher, err = policy.NewWatcher(cfg.PolicyFile, policy.WatchOptions{
+		Enforcement: d.codecs.Enforcement(),
 		OnLoad: func(p *policy.Policy) {
-			if err := d.applyPolicy(ctx, p); err != nil {
+			err := d.applyPolicy(ctx, p)
+			if !loaded {
+				// NewWatcher's own load: start fails on it.
+				loaded, firstApply = true, err
+				return
+			}
+			if err != nil {
 				d.log.Error().Err(err).Str("policy", cfg.PolicyFile).Msg("policy loaded but not applied")
 			}
 		},
@@ -192,19 +243,22 @@ func start(ctx context.Context, cfg config.Config, rec Recorder, log zerolog.Log
 		},
 	})
 	if err != nil {
-		return nil, err
+		return policyError(cfg.PolicyFile, err)
 	}
-	if d.table == nil {
-		return nil, errors.New("the initial policy could not be applied")
+	if firstApply != nil {
+		return fmt.Errorf("apply policy_file %s: %w", cfg.PolicyFile, firstApply)
 	}
 
-	d.control, err = control.Listen(cfg.Socket, d, log.With().Str("component", "control").Logger())
+	d.control, err = control.Listen(cfg.Socket, d, d.log.With().Str("component", "control").Logger())
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("socket %s: %w", cfg.Socket, err)
 	}
-	return d, nil
+	return nil
 }
 
+// run serves until ctx is done or a component fails. Every goroutine is
+// the errgroup's: the first failure stops the others, and run returns it
+// once all have returned.
 func (d *Daemon) run(ctx context.Context, reload <-chan os.Signal) error {
 	defer d.close()
 	d.emit(&event.Event{Type: event.AgentStart, Data: map[string]any{
@@ -212,19 +266,24 @@ func (d *Daemon) run(ctx context.Context, reload <-chan os.Signal) error {
 	}})
 	d.log.Info().Str("proxy", d.cfg.ProxyListen).Str("socket", d.cfg.Socket).Msg("wardend running")
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 8)
+	g, ctx := errgroup.WithContext(ctx)
 	spawn := func(name string, fn func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(ctx); err != nil && ctx.Err() == nil {
-				errc <- fmt.Errorf("%s: %w", name, err)
-				cancel()
+		g.Go(func() error {
+			err := fn(ctx)
+			switch {
+			case ctx.Err() != nil:
+				// Stopping: errors of a component on its way out are
+				// not why the daemon stopped.
+				if err != nil {
+					d.log.Debug().Err(err).Str("component", name).Msg("error while stopping")
+				}
+				return nil
+			case err != nil:
+				return fmt.Errorf("%s: %w", name, err)
+			default:
+				return fmt.Errorf("%s stopped on its own", name)
 			}
-		}()
+		})
 	}
 	spawn("proxy", d.proxy.Serve)
 	spawn("control", d.control.Serve)
@@ -232,8 +291,7 @@ func (d *Daemon) run(ctx context.Context, reload <-chan os.Signal) error {
 	spawn("sessions", d.maintainSessions)
 	spawn("denials", d.readDenials)
 	spawn("kernel losses", d.watchKernelLosses)
-	spawn("lineage", d.readLineage)
-	spawn("lineage losses", d.watchLineageLosses)
+	spawn("lineage", d.lineage.Run)
 	spawn("resolver", d.refreshTargets)
 	spawn("reload", func(ctx context.Context) error {
 		for {
@@ -249,23 +307,19 @@ func (d *Daemon) run(ctx context.Context, reload <-chan os.Signal) error {
 	if d.cfg.MetricsListen != "" {
 		spawn("metrics", func(ctx context.Context) error { return d.metrics.Serve(ctx, d.cfg.MetricsListen) })
 	}
-	<-ctx.Done()
-	wg.Wait()
-	close(errc)
+	err := g.Wait()
 	d.emit(&event.Event{Type: event.AgentStop})
-	var errs []error
-	for err := range errc {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	return err
 }
 
+// close releases what start opened, however far it got. Pinned BPF
+// programs stay attached.
 func (d *Daemon) close() {
-	if d.lineageRd != nil {
-		d.lineageRd.Close() // already closed if the reader ran; a second close is harmless
+	for _, ln := range d.listeners {
+		ln.Close() // the proxy closes them too when it served; twice is harmless
 	}
-	if d.lin != nil {
-		if err := d.lin.Close(); err != nil {
+	if d.lineage != nil {
+		if err := d.lineage.Close(); err != nil {
 			d.log.Warn().Err(err).Msg("close lineage bpf handles")
 		}
 	}
@@ -276,6 +330,25 @@ func (d *Daemon) close() {
 	}
 }
 
+// policyError names the policy file in front of its problems, which follow
+// one per line as file:line:column: message.
+func policyError(path string, err error) error {
+	if problems := policy.Errors(err); len(problems) > 0 {
+		return fmt.Errorf("policy_file %s is invalid (%s):\n%w", path, plural(len(problems), "problem"), err)
+	}
+	return fmt.Errorf("policy_file %s: %w", path, err)
+}
+
+// plural is "1 problem", "2 problems".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// listenProxy opens the proxy's IPv4 listener on addr and an IPv6 one on
+// [::1] and the same port.
 func listenProxy(addr string) ([]net.Listener, uint16, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil || !ap.Addr().Is4() {
@@ -283,7 +356,7 @@ func listenProxy(addr string) ([]net.Listener, uint16, error) {
 	}
 	ln4, err := net.Listen("tcp4", addr)
 	if err != nil {
-		return nil, 0, fmt.Errorf("proxy listen on %s: %w", addr, err)
+		return nil, 0, fmt.Errorf("proxy_listen %s: %w", addr, errnoOf(err))
 	}
 	port := uint16(ln4.Addr().(*net.TCPAddr).Port)
 	// IPv6 targets are redirected to [::1] on the same port. Without IPv6
@@ -295,17 +368,87 @@ func listenProxy(addr string) ([]net.Listener, uint16, error) {
 	return []net.Listener{ln4, ln6}, port, nil
 }
 
+// errnoOf returns the system error behind err ("address already in use"),
+// or err when there is none: the operator needs the cause, not the call
+// chain that met it.
+func errnoOf(err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return err
+}
+
+// newVerifier sets up token verification for cfg.OIDC and checks the
+// issuer once. An issuer that is configured wrong (its discovery document
+// is missing, names another issuer, or its certificate is not trusted)
+// stops the start: no login could ever succeed. One that cannot be reached
+// does not: the IdP may come up after wardend (boot order), and sessions
+// already bound keep working meanwhile; logins fail, saying the IdP is
+// unavailable, until it answers.
+func newVerifier(ctx context.Context, cfg config.Config, log zerolog.Logger) (*idtoken.Verifier, error) {
+	// NewVerifier's own discovery attempt is skipped (a done context) so
+	// that the one attempt below returns its cause to classify.
+	skip, cancel := context.WithCancel(ctx)
+	cancel()
+	v, err := idtoken.NewVerifier(skip, idtoken.Config{
+		Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, GroupsClaim: cfg.OIDC.GroupsClaim, CAFile: cfg.OIDC.CAFile,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("oidc: %w", err)
+	}
+	err = v.Discover(ctx)
+	if err == nil || ctx.Err() != nil {
+		return v, ctx.Err()
+	}
+	cause := err
+	var ie *idtoken.Error
+	if errors.As(err, &ie) && ie.Cause != nil {
+		cause = ie.Cause
+	}
+	if issuerUnreachable(cause) {
+		log.Warn().Err(err).Str("issuer", cfg.OIDC.Issuer).
+			Msg("identity provider unreachable; logins fail until it answers, bound sessions keep working")
+		return v, nil
+	}
+	return nil, fmt.Errorf("oidc.issuer %s is not a usable OpenID Connect issuer: %s", cfg.OIDC.Issuer, oneLine(cause.Error(), 200))
+}
+
+// issuerUnreachable reports whether a discovery failure is the network's
+// (it may pass) rather than the configuration's. A name that does not
+// exist is the configuration's.
+func issuerUnreachable(err error) bool {
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return !dnsErr.IsNotFound
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		return true
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) && netErr.Timeout()
+}
+
+// oneLine folds s (an HTTP body, say) onto one line of at most n bytes.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
 // applyPolicy recomputes the kernel's target and access tables.
 func (d *Daemon) applyPolicy(ctx context.Context, p *policy.Policy) error {
 	local, err := targets.LocalAddrs()
 	if err != nil {
 		return err
 	}
-	protocolErrors := map[string]bool{}
-	for name := range d.codecs {
-		protocolErrors[name] = true
-	}
-	table, err := targets.Build(ctx, p, targets.Options{Resolver: net.DefaultResolver, LocalAddrs: local, ProtocolErrors: protocolErrors})
+	table, err := targets.Build(ctx, p, targets.Options{Resolver: net.DefaultResolver, LocalAddrs: local, ProtocolErrors: d.codecs.ProtocolErrors()})
 	if err != nil {
 		return err
 	}
@@ -433,10 +576,10 @@ func (d *Daemon) readDenials(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	go func() {
-		<-ctx.Done()
-		rd.Close()
-	}()
+	defer rd.Close()
+	// Close unblocks Read when the daemon stops.
+	stop := context.AfterFunc(ctx, func() { rd.Close() })
+	defer stop()
 	for {
 		den, err := rd.Read()
 		if errors.Is(err, ringbuf.ErrClosed) {
@@ -444,7 +587,7 @@ func (d *Daemon) readDenials(ctx context.Context) error {
 		}
 		if err != nil {
 			d.log.Error().Err(err).Msg("read denial")
-			d.emitLoss(1, "denial record unreadable", "bpf")
+			d.rec.Lost(lossSourceBPF, reasonDenialUnreadable, 1)
 			continue
 		}
 		d.recordDenial(den)
@@ -494,7 +637,7 @@ func (d *Daemon) watchKernelLosses(ctx context.Context) error {
 			seen[n] = c[n]
 		}
 	}
-	t := time.NewTicker(5 * time.Second)
+	t := time.NewTicker(kernelLossInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -509,16 +652,11 @@ func (d *Daemon) watchKernelLosses(ctx context.Context) error {
 		}
 		for _, n := range lossCounters {
 			if c[n] > seen[n] {
-				d.emitLoss(c[n]-seen[n], n, "bpf")
+				d.rec.Lost(lossSourceBPF, n, c[n]-seen[n])
 				seen[n] = c[n]
 			}
 		}
 	}
-}
-
-func (d *Daemon) emitLoss(count uint64, reason, source string) {
-	d.log.Warn().Uint64("count", count).Str("reason", reason).Msg("records lost")
-	d.emit(&event.Event{Type: event.AgentLoss, Data: map[string]any{"count": count, "reason": reason, "source": source}})
 }
 
 // maintainSessions expires sessions on time and removes empty session
@@ -582,7 +720,25 @@ func hasNamedTargets(p *policy.Policy) bool {
 	return false
 }
 
-func (d *Daemon) emit(e *event.Event) { d.rec.Emit(e) }
+// emit records an event about something that has already happened (a
+// login bound, a kernel denial, the agent's own start and stop): there is
+// nothing left to refuse. A failure is counted by the recorder and
+// reported in an agent.loss event; it is only logged at debug level here,
+// since a full spool would otherwise flood the log.
+func (d *Daemon) emit(e *event.Event) {
+	if err := d.rec.Emit(e); err != nil {
+		d.log.Debug().Err(err).Str("type", string(e.Type)).Msg("event not recorded")
+	}
+}
+
+// auditFailure is the proxy's setting for audit_failure, which config
+// validation restricts to deny and allow.
+func auditFailure(s string) proxy.AuditFailure {
+	if s == config.AuditAllow {
+		return proxy.FailOpen
+	}
+	return proxy.FailClosed
+}
 
 func (d *Daemon) emitSession(typ event.Type, s *session.Session, proc *event.Process) {
 	d.emit(&event.Event{Type: typ, Identity: identityOf(s), Process: proc, Data: map[string]any{

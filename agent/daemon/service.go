@@ -70,20 +70,12 @@ func (d *Daemon) IdP() control.IdPInfo {
 }
 
 // loginShell records that the shell which ran 'warden login' (the parent
-// of the login command peer) joined session s: lineage and binding agree
-// from here on for it and everything it starts. It returns the shell's
-// event view, with its ancestors up to pid 1, and reports its
-// process.exec: the root of the session's lineage.
+// of the login command peer) joined session s, and returns its event view;
+// see lineage.Tracker.LoginShell.
 func (d *Daemon) loginShell(peer *event.Process, s *session.Session) *event.Process {
-	if len(peer.Ancestors) == 0 {
-		d.log.Warn().Uint32("pid", peer.PID).Str("session", s.ID).Msg("login shell not in the process table")
-		return peer
+	shell, err := d.lineage.LoginShell(peer, s.CgroupID, identityOf(s))
+	if err != nil {
+		d.log.Warn().Err(err).Str("session", s.ID).Msg("login shell not joined to its session's lineage")
 	}
-	shell, ok := d.procs.JoinSession(peer.Ancestors[0].PID, s.CgroupID)
-	if !ok || shell.ExecID != peer.Ancestors[0].ExecID {
-		d.log.Warn().Uint32("pid", peer.Ancestors[0].PID).Str("session", s.ID).Msg("login shell changed during login")
-		return peer
-	}
-	d.reportExec(shell.ExecID, s, "")
-	return d.procs.Describe(shell.ExecID)
+	return shell
 }
