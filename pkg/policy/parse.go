@@ -320,7 +320,7 @@ func (d *decoder) name(e entry, where string, seen map[string]int, what string) 
 }
 
 func (d *decoder) policy(root *yaml.Node) *Policy {
-	m, ok := d.mapping(root, "policy", "targets", "access", "rules", "masking")
+	m, ok := d.mapping(root, "policy", "targets", "access", "rules", "masking", "redaction")
 	if !ok {
 		return nil
 	}
@@ -353,6 +353,9 @@ func (d *decoder) policy(root *yaml.Node) *Policy {
 				p.Masking = append(p.Masking, mk)
 			}
 		}
+	}
+	if e, ok := m["redaction"]; ok {
+		p.Redaction = d.redaction(e)
 	}
 	return p
 }

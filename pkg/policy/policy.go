@@ -1,6 +1,7 @@
 // Package policy parses and validates the Warden policy file
 // (/etc/warden/policy.yaml): the privileged targets, which groups may reach
-// them, the L7 rules the proxy applies, and which fields it masks.
+// them, the L7 rules the proxy applies, which fields it masks, and how
+// secrets are redacted from what Warden records.
 //
 // Parsing is strict. Unknown keys, wrong types, dangling references and
 // invalid values are all errors, because a typo in a security policy must not
@@ -63,6 +64,9 @@ type Policy struct {
 	Rules []Rule
 	// Masking lists the fields the proxy masks in results.
 	Masking []Masking
+	// Redaction adds to and, for named groups, turns off the built-in
+	// redaction of secrets in what Warden records (see pkg/redact).
+	Redaction Redaction
 
 	// Source names the file the policy came from, for log messages.
 	Source string
