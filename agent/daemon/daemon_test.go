@@ -68,14 +68,14 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func run(t *testing.T, cfg config.Config) (error, *fakeRecorder) {
+func run(t *testing.T, cfg config.Config) (*fakeRecorder, error) {
 	t.Helper()
 	rec := &fakeRecorder{}
 	err := Run(context.Background(), cfg, rec, zerolog.Nop(), nil)
 	if err == nil {
 		t.Fatal("Run succeeded, want a start-up error")
 	}
-	return err, rec
+	return rec, err
 }
 
 // A start-up error is returned, never a panic, and names its cause.
@@ -85,7 +85,7 @@ func TestStartErrorsNameTheirCause(t *testing.T) {
 		if err := os.WriteFile(cfg.PolicyFile, []byte("targets:\n  - name: db\n    protocol: mongo\n    address: 127.0.0.1:9\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		err, _ := run(t, cfg)
+		_, err := run(t, cfg)
 		lines := strings.Split(err.Error(), "\n")
 		if lines[0] != fmt.Sprintf("policy_file %s is invalid (1 problem):", cfg.PolicyFile) ||
 			len(lines) != 2 || !strings.HasPrefix(lines[1], cfg.PolicyFile+":3:") {
@@ -95,7 +95,7 @@ func TestStartErrorsNameTheirCause(t *testing.T) {
 	t.Run("policy file missing", func(t *testing.T) {
 		cfg := testConfig(t)
 		cfg.PolicyFile = filepath.Join(t.TempDir(), "absent.yaml")
-		err, _ := run(t, cfg)
+		_, err := run(t, cfg)
 		if !strings.HasPrefix(err.Error(), "policy_file "+cfg.PolicyFile+": ") || !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("error %q", err)
 		}
@@ -108,7 +108,7 @@ func TestStartErrorsNameTheirCause(t *testing.T) {
 		defer ln.Close()
 		cfg := testConfig(t)
 		cfg.ProxyListen = ln.Addr().String()
-		err, _ = run(t, cfg)
+		_, err = run(t, cfg)
 		if err.Error() != "proxy_listen "+cfg.ProxyListen+": address already in use" || !errors.Is(err, syscall.EADDRINUSE) {
 			t.Fatalf("error %q", err)
 		}
@@ -123,7 +123,7 @@ func TestStartErrorsNameTheirCause(t *testing.T) {
 		defer srv.Close()
 		cfg := testConfig(t)
 		cfg.OIDC.Issuer = "http://" + ln.Addr().String() + "/realm"
-		err, rec := run(t, cfg)
+		rec, err := run(t, cfg)
 		if !strings.HasPrefix(err.Error(), "oidc.issuer "+cfg.OIDC.Issuer+" is not a usable OpenID Connect issuer: 404") ||
 			strings.Contains(err.Error(), "\n") {
 			t.Fatalf("error %q", err)
