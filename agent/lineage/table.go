@@ -29,6 +29,7 @@ import (
 	"github.com/wardenhq/warden/agent/procinfo"
 	"github.com/wardenhq/warden/bpf/loader"
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/redact"
 )
 
 // MaxAncestors bounds the ancestors listed for one process.
@@ -102,6 +103,11 @@ type Options struct {
 	// OnLoss is told about live entries evicted because the table was full:
 	// their later events lose their lineage.
 	OnLoss func(count uint64, reason string)
+	// Redact redacts an image's arguments as it enters the table, once,
+	// so every event and every ancestor copy carries the redacted form;
+	// it returns them with the names of the policy exemptions that left
+	// secrets in (see redact.Result). nil applies the built-in rules.
+	Redact func(binary string, args []string, sessionCgroupID uint64) (redacted, exemptions []string)
 	Log    zerolog.Logger
 }
 
@@ -112,9 +118,12 @@ type Process struct {
 	PPID                 uint32
 	UID, GID, EUID, EGID uint32
 	Binary               string
-	Args                 []string // shared, never modified
+	Args                 []string // redacted (see Options.Redact); shared, never modified
 	ArgsTruncated        bool
-	CgroupID             uint64
+	// RedactionExemptions names the policy exemptions under which Args
+	// were left unredacted, for the process.exec event to record.
+	RedactionExemptions []string
+	CgroupID            uint64
 	// SessionCgroupID is the login-session cgroup the image ran in when
 	// it started, or the session its shell logged in to; 0 = none.
 	SessionCgroupID uint64
@@ -173,6 +182,12 @@ func New(opts Options) *Table {
 	if opts.Grace <= 0 {
 		opts.Grace = DefaultGrace
 	}
+	if opts.Redact == nil {
+		opts.Redact = func(binary string, args []string, _ uint64) ([]string, []string) {
+			out, _ := redact.Default().Args(binary, args, nil)
+			return out, nil
+		}
+	}
 	return &Table{
 		opts: opts, byID: map[string]*entry{}, byPID: map[uint32]*entry{},
 		live: list.New(), ended: list.New(), notify: make(chan struct{}),
@@ -214,7 +229,9 @@ func (t *Table) Apply(ev *loader.LineageEvent) Update {
 		if ev.Kind == loader.LineageFork {
 			p.Forked = true
 			if parent != nil {
+				// Already redacted when the parent entered the table.
 				p.Binary, p.Args, p.ArgsTruncated = parent.Binary, parent.Args, parent.ArgsTruncated
+				p.RedactionExemptions = parent.RedactionExemptions
 			}
 		} else {
 			p.Binary, p.Args = ev.Path, ev.Args
@@ -273,8 +290,13 @@ func (t *Table) stubLocked(r Ref, id string) (*entry, string) {
 	return e, fmt.Sprintf("parent image of pid %d (exec_id %s) unknown: its events were lost or it ended before the agent started", r.PID, id)
 }
 
-// insertLocked adds or replaces the entry for p.ExecID.
+// insertLocked adds or replaces the entry for p.ExecID. Its arguments are
+// redacted here, the one way into the table: read from an exec event or
+// from /proc (a forked copy shares its parent's, redacted already).
 func (t *Table) insertLocked(p Process, parent *entry) *entry {
+	if len(p.Args) > 0 && !(p.Source == SourceKernel && p.Forked) {
+		p.Args, p.RedactionExemptions = t.opts.Redact(p.Binary, p.Args, p.SessionCgroupID)
+	}
 	if old := t.byID[p.ExecID]; old != nil {
 		// Seeding and events overlap at start-up: the kernel's view wins,
 		// the table keeps one entry.

@@ -17,6 +17,7 @@ import (
 	"github.com/wardenhq/warden/bpf/loader"
 	"github.com/wardenhq/warden/pkg/cgroupv2"
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/redact"
 )
 
 // Tracker tuning.
@@ -94,6 +95,11 @@ type TrackerOptions struct {
 	// the given id, or nil. It is asked for every event, so it must be
 	// cheap and never block.
 	Sessions func(sessionCgroupID uint64) *event.Identity
+	// Redactor returns the redactor of the policy in force (nil: the
+	// built-in rules), which redacts every image's arguments as it
+	// enters the table, with the groups of the session it runs in. It
+	// must be cheap and never block.
+	Redactor func() *redact.Redactor
 	Log      zerolog.Logger
 }
 
@@ -124,8 +130,28 @@ func NewTracker(opts TrackerOptions) *Tracker {
 	}
 	topts.Log = opts.Log
 	topts.OnLoss = func(n uint64, reason string) { opts.Recorder.Lost(SourceLineage, reason, n) }
+	if topts.Redact == nil {
+		topts.Redact = t.redact
+	}
 	t.table = New(topts)
 	return t
+}
+
+// redact redacts an image's arguments for the table, exempting what the
+// policy exempts for the person of its session.
+func (t *Tracker) redact(binary string, args []string, sessionCgroupID uint64) ([]string, []string) {
+	var groups []string
+	if sessionCgroupID != 0 {
+		if id := t.opts.Sessions(sessionCgroupID); id != nil {
+			groups = id.Groups
+		}
+	}
+	var r *redact.Redactor
+	if t.opts.Redactor != nil {
+		r = t.opts.Redactor()
+	}
+	out, res := r.Args(binary, args, groups)
+	return out, res.Exemptions
 }
 
 // StartOptions configure Start.
@@ -139,7 +165,9 @@ type StartOptions struct {
 	CgroupMount, SessionsDir string
 	Recorder                 Recorder
 	Sessions                 func(sessionCgroupID uint64) *event.Identity
-	Log                      zerolog.Logger
+	// Redactor is TrackerOptions.Redactor.
+	Redactor func() *redact.Redactor
+	Log      zerolog.Logger
 }
 
 // PinDir is where the lineage programs pin, below the agent's bpf_pin_dir.
@@ -186,7 +214,7 @@ func Start(opts StartOptions) (_ *Tracker, err error) {
 	}
 	t := NewTracker(TrackerOptions{
 		Table:    Options{HostID: opts.HostID, CgroupMount: opts.CgroupMount, SessionsDir: opts.SessionsDir},
-		Programs: progs, Events: events, Recorder: opts.Recorder, Sessions: opts.Sessions, Log: opts.Log,
+		Programs: progs, Events: events, Recorder: opts.Recorder, Sessions: opts.Sessions, Redactor: opts.Redactor, Log: opts.Log,
 	})
 	n, err := t.table.Seed()
 	if err != nil {
@@ -342,6 +370,10 @@ func (t *Tracker) reportExec(execID string, id *event.Identity, warning string) 
 	}
 	if warning != "" {
 		data["lineage_warning"] = warning
+	}
+	if len(info.RedactionExemptions) > 0 {
+		// Secrets were left in on purpose: name the policy's decision.
+		data["redaction_exemptions"] = info.RedactionExemptions
 	}
 	t.emit(&event.Event{Type: event.ProcessExec, Identity: id, Process: p, Data: data})
 }
