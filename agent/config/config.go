@@ -67,6 +67,11 @@ type Config struct {
 	// MetricsListen is the host:port of the Prometheus endpoint; ""
 	// disables it.
 	MetricsListen string
+	// Pprof serves Go's profiling endpoints (/debug/pprof/) on the
+	// metrics listener. Off by default: any local user of a bastion can
+	// reach a loopback listener, and goroutine dumps, CPU profiles and
+	// traces expose the agent's memory and timing.
+	Pprof bool
 	// LogLevel is one of trace, debug, info, warn, error.
 	LogLevel string
 	// StateDir holds state that must survive a restart, such as the
@@ -438,6 +443,7 @@ func (d *decoder) decode(data []byte, c *Config) {
 		"audit_failure":   &c.AuditFailure,
 		"key_file":        &c.KeyFile,
 		"metrics_listen":  &c.MetricsListen,
+		"pprof":           &c.Pprof,
 		"log_level":       &c.LogLevel,
 		"state_dir":       &c.StateDir,
 		"bpf_pin_dir":     &c.BPFPinDir,
@@ -450,8 +456,8 @@ func (d *decoder) decode(data []byte, c *Config) {
 }
 
 // mapping decodes n according to schema, whose values are *string for a
-// string key, *int64 for a size in bytes or a nested schema for a mapping
-// key. prefix is the dotted path of n.
+// string key, *int64 for a size in bytes, *bool for true or false, or a
+// nested schema for a mapping key. prefix is the dotted path of n.
 func (d *decoder) mapping(n *yaml.Node, prefix string, schema map[string]any) {
 	for n.Kind == yaml.AliasNode {
 		n = n.Alias
@@ -491,6 +497,14 @@ func (d *decoder) mapping(n *yaml.Node, prefix string, schema map[string]any) {
 			default:
 				d.errorf(v, "%s: want a string", key)
 			}
+		case *bool:
+			// Only YAML's true and false: "yes" or "1" may mean
+			// something else to the author, and this turns things on.
+			if v.Kind != yaml.ScalarNode || v.Tag != "!!bool" || (v.Value != "true" && v.Value != "false") {
+				d.errorf(v, "%s: want true or false", key)
+				continue
+			}
+			*t = v.Value == "true"
 		case *int64:
 			n, err := parseSize(v)
 			if err != nil {

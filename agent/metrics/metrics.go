@@ -27,6 +27,13 @@ type Metrics struct {
 	SessionsActive prometheus.Gauge
 	// PolicyReloadErrors counts policy files rejected on reload.
 	PolicyReloadErrors prometheus.Counter
+
+	// Pprof serves Go's profiling endpoints under /debug/pprof/ beside
+	// /metrics (the agent config's pprof: true); set it before Serve.
+	// Off by default: any local user of a bastion can reach a loopback
+	// listener, and goroutine dumps, CPU profiles and traces expose the
+	// agent's memory and timing.
+	Pprof bool
 }
 
 // New registers the agent's metrics. kernel, if not nil, is read at scrape
@@ -93,20 +100,29 @@ func (k *kernelCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// Serve exposes /metrics and /debug/pprof on addr until ctx is done.
+// Handler serves /metrics and, if Pprof is set, /debug/pprof/.
+func (m *Metrics) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	if m.Pprof {
+		// Profiles for diagnosing the proxy's cost in the field, when
+		// the operator asks for them.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+// Serve exposes Handler on addr until ctx is done.
 func (m *Metrics) Serve(ctx context.Context, addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("metrics listen on %s: %w", addr, err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
-	// Profiles for diagnosing the proxy's cost in the field; the listener
-	// is loopback by default, like the metrics.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
