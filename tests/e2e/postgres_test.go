@@ -346,6 +346,50 @@ PGPASSWORD=wrong psql "%[1]s user=person" -XAtc "select 1"`, legacy))
 		}
 	})
 
+	// The client is given the backend's own pid (with a secret of
+	// Warden's), so what a driver reports is what the server calls the
+	// session: pg_terminate_backend of that pid, from another session,
+	// ends it.
+	t.Run("backend pid and pg_terminate_backend", func(t *testing.T) {
+		bin := e.buildPGX(t)
+		dsn := e.ordersConn()
+		out := e.psql(t, e.alice, dsn, fmt.Sprintf(`%s "%s" terminate`, bin, dsn))
+		for _, prefix := range []string{"pid:", "other:"} {
+			var driver, backend uint32
+			if !scanLine(out, prefix+" driver %d backend %d", &driver, &backend) {
+				t.Fatalf("pgx output lacks %q:\n%s", prefix, out)
+			}
+			if driver == 0 || driver != backend {
+				t.Fatalf("%s pgx reports pid %d, pg_backend_pid() is %d:\n%s", prefix, driver, backend, out)
+			}
+		}
+		// terminated: true is the server finding the pid; after: the
+		// first session's next statement meets admin_shutdown.
+		for _, want := range []string{"terminated: true", "after: FATAL 57P01"} {
+			if !strings.Contains(out, want) {
+				t.Fatalf("pgx output lacks %q:\n%s", want, out)
+			}
+		}
+	})
+
+	// The client's own application_name is kept and the person added, on
+	// a target with injected credentials and on one without.
+	t.Run("client application_name kept beside the person", func(t *testing.T) {
+		const show = "select 'app=' || application_name from pg_stat_activity where pid = pg_backend_pid()"
+		legacy := fmt.Sprintf("host=127.0.0.1 port=%d dbname=orders user=person sslmode=disable connect_timeout=10", e.legacyPort)
+		out := e.psql(t, e.alice, conn, fmt.Sprintf(`psql "%s application_name=report-job" -XAtc "%s"
+PGPASSWORD=person-secret psql "%s application_name=nightly-export" -XAtc "%s"
+psql "%s application_name='[warden:bob]'" -XAtc "%s"`, conn, show, legacy, show, conn, show))
+		for _, want := range []string{"app=report-job [warden:alice]\n", "app=nightly-export [warden:alice]\n", "app=(warden:bob) [warden:alice]\n"} {
+			if !strings.Contains(out, want) {
+				t.Fatalf("pg_stat_activity lacks %q:\n%s", strings.TrimSpace(want), out)
+			}
+		}
+		if strings.Contains(out, "[warden:bob]") {
+			t.Fatalf("a client's application_name passed for another person:\n%s", out)
+		}
+	})
+
 	t.Run("db.query events", func(t *testing.T) {
 		q := collectorclient.Query{Type: string(event.DBQuery), User: "alice"}
 		denied := e.WaitEvent(q, "denied DROP", func(ev *event.Event) bool {
@@ -425,4 +469,17 @@ func (e *pgEnv) buildPGX(t *testing.T) string {
 	os.Chmod(bin, 0o755)
 	e.pgxBin = bin
 	return bin
+}
+
+// scanLine scans the first line of out that starts as format does (up to
+// its first verb) with format, and reports whether it matched.
+func scanLine(out, format string, args ...any) bool {
+	prefix, _, _ := strings.Cut(format, "%")
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			n, err := fmt.Sscanf(line, format, args...)
+			return err == nil && n == len(args)
+		}
+	}
+	return false
 }

@@ -85,6 +85,41 @@ func main() {
 			fail(err)
 		}
 		fmt.Printf("after: %d\n", one)
+	case "terminate":
+		// The pid the driver was given at login must be the backend's
+		// own, so that pg_terminate_backend(pid) from another session
+		// ends this one.
+		var backend uint32
+		if err := conn.QueryRow(ctx, "select pg_backend_pid()").Scan(&backend); err != nil {
+			fail(err)
+		}
+		pid := conn.PgConn().PID()
+		fmt.Printf("pid: driver %d backend %d\n", pid, backend)
+		other, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			fail(err)
+		}
+		defer other.Close(ctx)
+		var otherPID uint32
+		if err := other.QueryRow(ctx, "select pg_backend_pid()").Scan(&otherPID); err != nil {
+			fail(err)
+		}
+		fmt.Printf("other: driver %d backend %d\n", other.PgConn().PID(), otherPID)
+		// With a timeout, pg_terminate_backend waits until the backend
+		// has exited.
+		var done bool
+		if err := other.QueryRow(ctx, "select pg_terminate_backend($1, 10000)", int64(pid)).Scan(&done); err != nil {
+			fail(err)
+		}
+		fmt.Printf("terminated: %v\n", done)
+		var one int
+		err = conn.QueryRow(ctx, "select 1").Scan(&one)
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			fmt.Printf("after: %s %s\n", pe.Severity, pe.Code)
+		} else {
+			fmt.Printf("after: %s\n", pgErr(err))
+		}
 	default:
 		fail(fmt.Errorf("unknown mode %q", os.Args[2]))
 	}
