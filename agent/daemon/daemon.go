@@ -380,12 +380,11 @@ func errnoOf(err error) error {
 }
 
 // newVerifier sets up token verification for cfg.OIDC and checks the
-// issuer once. An issuer that is configured wrong (its discovery document
-// is missing, names another issuer, or its certificate is not trusted)
-// stops the start: no login could ever succeed. One that cannot be reached
-// does not: the IdP may come up after wardend (boot order), and sessions
-// already bound keep working meanwhile; logins fail, saying the IdP is
-// unavailable, until it answers.
+// issuer. An issuer that is configured wrong (its discovery document is
+// missing, names another issuer, or its certificate is not trusted) stops
+// the start at once: no login could ever succeed. One that cannot be
+// reached is tried for issuerWait, since the IdP may be coming up with the
+// host, then stops the start too, naming the issuer and the network error.
 func newVerifier(ctx context.Context, cfg config.Config, log zerolog.Logger) (*idtoken.Verifier, error) {
 	// NewVerifier's own discovery attempt is skipped (a done context) so
 	// that the one attempt below returns its cause to classify.
@@ -397,22 +396,37 @@ func newVerifier(ctx context.Context, cfg config.Config, log zerolog.Logger) (*i
 	if err != nil {
 		return nil, fmt.Errorf("oidc: %w", err)
 	}
-	err = v.Discover(ctx)
-	if err == nil || ctx.Err() != nil {
-		return v, ctx.Err()
+	deadline := time.Now().Add(issuerWait)
+	for {
+		err = v.Discover(ctx)
+		if err == nil || ctx.Err() != nil {
+			return v, ctx.Err()
+		}
+		cause := err
+		var ie *idtoken.Error
+		if errors.As(err, &ie) && ie.Cause != nil {
+			cause = ie.Cause
+		}
+		if !issuerUnreachable(cause) {
+			return nil, fmt.Errorf("oidc.issuer %s is not a usable OpenID Connect issuer: %s", cfg.OIDC.Issuer, oneLine(cause.Error(), 200))
+		}
+		if time.Now().After(deadline) {
+			// Starting without the IdP would accept no login: say so
+			// now rather than run a daemon nobody can use.
+			return nil, fmt.Errorf("oidc.issuer %s is unreachable (tried for %s): %s", cfg.OIDC.Issuer, issuerWait, oneLine(cause.Error(), 200))
+		}
+		log.Warn().Err(err).Str("issuer", cfg.OIDC.Issuer).Msg("identity provider unreachable; retrying")
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
-	cause := err
-	var ie *idtoken.Error
-	if errors.As(err, &ie) && ie.Cause != nil {
-		cause = ie.Cause
-	}
-	if issuerUnreachable(cause) {
-		log.Warn().Err(err).Str("issuer", cfg.OIDC.Issuer).
-			Msg("identity provider unreachable; logins fail until it answers, bound sessions keep working")
-		return v, nil
-	}
-	return nil, fmt.Errorf("oidc.issuer %s is not a usable OpenID Connect issuer: %s", cfg.OIDC.Issuer, oneLine(cause.Error(), 200))
 }
+
+// issuerWait is how long start-up waits for an unreachable IdP, so that a
+// host booting both at once does not fail on the race.
+const issuerWait = 10 * time.Second
 
 // issuerUnreachable reports whether a discovery failure is the network's
 // (it may pass) rather than the configuration's. A name that does not

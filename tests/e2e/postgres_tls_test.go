@@ -115,8 +115,8 @@ access:
 		if !strings.Contains(out, "ssl=true") || !strings.Contains(out, "user=app") {
 			t.Fatalf("require mode did not log in over TLS:\n%s", out)
 		}
-		// No template: the default format.
-		if !regexp.MustCompile(`(?m)^app=warden:alice:[0-9A-Za-z]+$`).MatchString(out) {
+		// No template: the default format, psql's own name and the person.
+		if !regexp.MustCompile(`(?m)^app=psql \[warden:alice\]$`).MatchString(out) {
 			t.Fatalf("default application_name not applied:\n%s", out)
 		}
 	})

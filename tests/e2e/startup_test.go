@@ -92,7 +92,7 @@ func newStartupCase(t *testing.T) *startupCase {
 	}
 	c.values = map[string]string{
 		"host_id":        "startup-test",
-		"oidc.issuer":    "http://127.0.0.1:1", // refused: unreachable does not stop wardend
+		"oidc.issuer":    devIssuer(t),
 		"cgroup_root":    c.cgroupRoot,
 		"proxy_listen":   freeAddr(t),
 		"socket":         filepath.Join(c.dir, "agent.sock"),
@@ -105,6 +105,31 @@ func newStartupCase(t *testing.T) *startupCase {
 		"metrics_listen": "",
 	}
 	return c
+}
+
+// devIssuer serves a dev IdP on loopback for the test's lifetime, so that
+// the issuer check passes and the start fails where the case says.
+func devIssuer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp, err := devidp.New(devidp.Options{Issuer: "http://" + ln.Addr().String(), ClientID: harness.ClientID, Users: harness.Users})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		idp.Serve(ctx, ln)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return idp.Issuer()
 }
 
 // freeAddr returns a loopback address no one listens on right now.
@@ -227,6 +252,23 @@ func TestStartupErrors(t *testing.T) {
 		expectFailure(t, code, stderr, "wardend: oidc.issuer "+issuer+" is not a usable OpenID Connect issuer")
 		if !strings.Contains(stderr, `"https://idp.other.example"`) {
 			t.Fatalf("the issuer the document names is not reported:\n%s", stderr)
+		}
+	})
+
+	t.Run("issuer unreachable", func(t *testing.T) {
+		// A port nothing listens on: connection refused, every try.
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		issuer := "http://" + ln.Addr().String()
+		ln.Close()
+		c := newStartupCase(t)
+		c.values["oidc.issuer"] = issuer
+		code, stderr := c.run(t)
+		expectFailure(t, code, stderr, "wardend: oidc.issuer "+issuer+" is unreachable (tried for 10s): ")
+		if !strings.Contains(stderr, "connection refused") {
+			t.Fatalf("the network error is not reported:\n%s", stderr)
 		}
 	})
 
