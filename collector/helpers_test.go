@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -224,5 +223,3 @@ func ids(es []event.Event) []string {
 	}
 	return out
 }
-
-var errStop = errors.New("stop")

@@ -400,7 +400,9 @@ func (m *Manager) saveLocked() error {
 	if err != nil {
 		return fmt.Errorf("write session state: %w", err)
 	}
-	if _, err := f.Write(data); err == nil {
+	// The write's error, or else the fsync's, must reach the check below:
+	// a state file that did not reach the disk is not saved.
+	if _, err = f.Write(data); err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {

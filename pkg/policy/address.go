@@ -118,7 +118,7 @@ func ParseAddress(s string) (Endpoint, error) {
 
 func parsePort(s string) (uint16, error) {
 	if s == "" {
-		return 0, errors.New("missing port after :")
+		return 0, errors.New("missing port after the colon")
 	}
 	n, err := strconv.ParseUint(s, 10, 16)
 	if err != nil || n == 0 {
@@ -166,7 +166,7 @@ func parseDNSName(s string) (string, error) {
 		}
 		for _, c := range l {
 			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return "", fmt.Errorf("invalid host name %q: %q is not a letter, digit, - or .", s, c)
+				return "", fmt.Errorf("invalid host name %q: %q is not a letter, a digit, '-' or '.'", s, c)
 			}
 		}
 	}

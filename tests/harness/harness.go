@@ -101,7 +101,6 @@ type Env struct {
 	agent     *Process
 	collector *Process
 	shells    atomic.Int64
-	servers   []*Server
 }
 
 // Options configure Start.
