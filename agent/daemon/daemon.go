@@ -38,6 +38,7 @@ import (
 	"github.com/wardenhq/warden/pkg/event"
 	"github.com/wardenhq/warden/pkg/idtoken"
 	"github.com/wardenhq/warden/pkg/policy"
+	"github.com/wardenhq/warden/pkg/redact"
 )
 
 // Messages users read when the proxy refuses them. They carry the fix.
@@ -95,6 +96,9 @@ type Daemon struct {
 	// and consults sessionCgroups, the session index, for every event.
 	lineage        *lineage.Tracker
 	sessionCgroups atomic.Pointer[map[uint64]*session.Session]
+	// redactor is the policy's redaction of process arguments, which the
+	// lineage tracker reads for every image it records.
+	redactor atomic.Pointer[redact.Redactor]
 
 	mu     sync.RWMutex
 	policy *policy.Policy
@@ -143,9 +147,13 @@ func (d *Daemon) start(ctx context.Context) error {
 	d.codecs = codecs.New(codecs.Options{ClientTLS: clientTLS})
 	// Validate the policy now; the watcher loads it again below, once
 	// there is a kernel to apply it to.
-	if _, err := policy.Load(cfg.PolicyFile, d.codecs.Enforcement()); err != nil {
+	p, err := policy.Load(cfg.PolicyFile, d.codecs.Enforcement())
+	if err != nil {
 		return policyError(cfg.PolicyFile, err)
 	}
+	// The process table is seeded before the watcher applies the policy:
+	// seeded arguments get its redaction too.
+	d.redactor.Store(redact.New(p.Redaction))
 
 	var port uint16
 	d.listeners, port, err = listenProxy(cfg.ProxyListen)
@@ -177,10 +185,11 @@ func (d *Daemon) start(ctx context.Context) error {
 		return fmt.Errorf("exempt wardend's own cgroup: %w", err)
 	}
 	d.metrics = metrics.New(d.enf.Counters)
+	d.metrics.Pprof = cfg.Pprof
 	d.lineage, err = lineage.Start(lineage.StartOptions{
 		HostID: cfg.HostID, PinDir: cfg.BPFPinDir,
 		CgroupMount: mount, SessionsDir: filepath.Join(root, sessionsCgroupName),
-		Recorder: d.rec, Sessions: d.sessionIdentity,
+		Recorder: d.rec, Sessions: d.sessionIdentity, Redactor: d.redactor.Load,
 		Log: d.log.With().Str("component", "lineage").Logger(),
 	})
 	if err != nil {
@@ -475,6 +484,7 @@ func (d *Daemon) applyPolicy(ctx context.Context, p *policy.Policy) error {
 		return err
 	}
 	d.policy, d.table = p, table
+	d.redactor.Store(redact.New(p.Redaction))
 	if err := d.syncAccessLocked(); err != nil {
 		return err
 	}
