@@ -12,6 +12,8 @@ packages=(
 	clang llvm libbpf-dev         # BPF: make generate
 	iproute2 util-linux sudo      # tests: network namespaces, nsenter
 	postgresql postgresql-client  # protected target and psql client
+	mariadb-client redis-tools    # e2e: real mariadb and redis-cli command lines (redaction)
+	sshpass apache2-utils         # e2e: sshpass -p and htpasswd -b command lines (redaction)
 	curl ca-certificates ruby     # demo, Vagrantfile syntax check
 )
 missing=()
