@@ -68,7 +68,7 @@ var (
 	notValueParts = []string{"file", "files", "path", "dir", "stdin", "fd", "env", "prompt", "cmd", "command", "helper",
 		"ttl", "length", "len", "min", "max", "type", "url", "uri", "endpoint", "mode", "policy", "policies", "name",
 		"format", "method", "algorithm", "algo", "cache", "expiry", "expires", "lifetime", "validity", "header", "id", "count",
-		"encryption", "authentication", "policy", "reset", "ref", "store"}
+		"encryption", "authentication", "reset", "ref", "store"}
 	// notValueFirst: a first part like these makes the flag a switch
 	// (--no-password, --ask-pass, --with-token).
 	notValueFirst = []string{"no", "ask", "askpass", "prompt", "with", "use", "show", "print", "gen", "generate",

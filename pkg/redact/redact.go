@@ -58,11 +58,15 @@ const (
 	// BuiltinSQL: password literals in SQL (PASSWORD '…', IDENTIFIED BY
 	// '…', SET PASSWORD … = '…').
 	BuiltinSQL = "sql"
-	// Content detectors from pkg/masking, applied to every argument.
-	BuiltinJWT          = "jwt"
+	// BuiltinJWT and the three below are pkg/masking's content
+	// detectors, applied to every argument: JSON Web Tokens.
+	BuiltinJWT = "jwt"
+	// BuiltinAWSAccessKey: AWS access key ids (AKIA…, ASIA…).
 	BuiltinAWSAccessKey = "aws_access_key"
-	BuiltinPrivateKey   = "private_key"
-	BuiltinCreditCard   = "credit_card"
+	// BuiltinPrivateKey: PEM private keys, to their END line or the end.
+	BuiltinPrivateKey = "private_key"
+	// BuiltinCreditCard: card numbers whose Luhn digit checks.
+	BuiltinCreditCard = "credit_card"
 )
 
 // rule indexes the built-ins in a bit set.
