@@ -49,7 +49,7 @@ func newAuditEnv(t *testing.T, failure string) *auditEnv {
 	if err := os.WriteFile(secret, []byte("vaulted-app-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.StartAgent(fmt.Sprintf(`targets:
+	e.StartAgentWith(fmt.Sprintf(`targets:
   - name: orders-db
     protocol: postgres
     address: 127.0.0.1:%d
@@ -59,8 +59,7 @@ func newAuditEnv(t *testing.T, failure string) *auditEnv {
 access:
   - groups: [engineering]
     targets: [orders-db]
-`, e.pg.Port, secret))
-	e.ReconfigureAgent(fmt.Sprintf("spool_max_bytes: 1MiB\naudit_failure: %s\n", failure))
+`, e.pg.Port, secret), harness.AgentOptions{Config: fmt.Sprintf("spool_max_bytes: 1MiB\naudit_failure: %s\n", failure)})
 
 	fifo := filepath.Join(e.Dir, "psql.in")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {

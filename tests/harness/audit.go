@@ -5,31 +5,10 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
 
 	"github.com/wardenhq/warden/pkg/collectorclient"
 	"github.com/wardenhq/warden/pkg/event"
 )
-
-// ReconfigureAgent stops wardend, appends yaml (top-level agent.yaml keys
-// that StartAgent does not write, such as spool_max_bytes) to its
-// configuration and starts it again.
-func (e *Env) ReconfigureAgent(yaml string) {
-	e.T.Helper()
-	e.agent.Stop()
-	f, err := os.OpenFile(e.ConfigPath, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		e.T.Fatal(err)
-	}
-	_, err = f.WriteString(yaml)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		e.T.Fatal(err)
-	}
-	e.RestartAgent()
-}
 
 // AllEvents queries the collector for every event matching q, page by
 // page (q.Limit is the page size; 0 means the largest the collector

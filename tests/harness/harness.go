@@ -99,6 +99,7 @@ type Env struct {
 	ConfigPath string
 
 	agent     *Process
+	mountNS   *MountNS // where wardend runs, if not the test's own
 	collector *Process
 	shells    atomic.Int64
 }
@@ -225,7 +226,35 @@ func (e *Env) WritePolicy(policy string) {
 // until its socket answers.
 func (e *Env) StartAgent(policy string) {
 	e.T.Helper()
+	e.StartAgentWith(policy, AgentOptions{})
+}
+
+// AgentOptions change how StartAgentWith runs wardend.
+type AgentOptions struct {
+	// DefaultPinDir leaves bpf_pin_dir out of agent.yaml, so wardend pins
+	// where the shipped default says (below /sys/fs/bpf). Use it only
+	// with MountNS: the pins must not land in the host's bpffs.
+	DefaultPinDir bool
+	// MountNS, if set, is where wardend and its uninstall run.
+	MountNS *MountNS
+	// Config is appended to agent.yaml: top-level keys the harness does
+	// not write itself, such as spool_max_bytes.
+	Config string
+}
+
+// StartAgentWith is StartAgent with opts: it writes agent.yaml and the
+// policy, starts wardend and waits until its socket answers. wardend is
+// uninstalled (in its mount namespace) when the test ends.
+func (e *Env) StartAgentWith(policy string, opts AgentOptions) {
+	e.T.Helper()
+	if opts.DefaultPinDir && opts.MountNS == nil {
+		e.T.Fatal("DefaultPinDir without a MountNS would pin into the host's bpffs")
+	}
 	e.WritePolicy(policy)
+	pinDir := "bpf_pin_dir: " + filepath.Join(e.Dir, "bpf") + "\n"
+	if opts.DefaultPinDir {
+		pinDir = ""
+	}
 	cfg := fmt.Sprintf(`host_id: %s
 oidc:
   issuer: %s
@@ -239,24 +268,34 @@ nats:
 spool_dir: %s
 key_file: %s
 state_dir: %s
-bpf_pin_dir: %s
-metrics_listen: %s
+%smetrics_listen: %s
 log_level: debug
-`, HostID, e.IdP.Issuer(), ClientID, e.CgroupRoot, ProxyAddr, e.Socket(), e.PolicyPath, NATSAddr,
+%s`, HostID, e.IdP.Issuer(), ClientID, e.CgroupRoot, ProxyAddr, e.Socket(), e.PolicyPath, NATSAddr,
 		filepath.Join(e.Dir, "spool"), filepath.Join(e.Dir, "keys", "agent.key"), filepath.Join(e.Dir, "state"),
-		filepath.Join(e.Dir, "bpf"), MetricsAddr)
+		pinDir, MetricsAddr, opts.Config)
 	e.ConfigPath = filepath.Join(e.Dir, "agent.yaml")
 	if err := os.WriteFile(e.ConfigPath, []byte(cfg), 0o644); err != nil {
 		e.T.Fatal(err)
 	}
+	e.mountNS = opts.MountNS
 	e.T.Cleanup(func() { e.uninstall() })
 	e.RestartAgent()
+}
+
+// wardend returns a command running wardend with args in the test's
+// network namespace, and in its mount namespace if it has one.
+func (e *Env) wardend(args ...string) *exec.Cmd {
+	bin := filepath.Join(e.Bin, "wardend")
+	if e.mountNS == nil {
+		return e.NSCommand(bin, args...)
+	}
+	return e.mountNS.Command("nsenter", append([]string{"--net=" + e.NS.Path, "--", bin}, args...)...)
 }
 
 // RestartAgent starts wardend (again) and waits until it serves.
 func (e *Env) RestartAgent() {
 	e.T.Helper()
-	e.agent = e.StartProcess("wardend", e.NSCommand(filepath.Join(e.Bin, "wardend"), "--config", e.ConfigPath))
+	e.agent = e.StartProcess("wardend", e.wardend("--config", e.ConfigPath))
 	e.Eventually("wardend socket", func() error {
 		if e.agent.Exited() {
 			e.T.Fatalf("wardend exited:\n%s", e.agent.Output())
@@ -278,8 +317,7 @@ func (e *Env) uninstall() {
 	if e.agent != nil {
 		e.agent.Stop()
 	}
-	out, err := e.NSCommand(filepath.Join(e.Bin, "wardend"), "uninstall", "--config", e.ConfigPath).CombinedOutput()
-	if err != nil {
+	if out, err := e.wardend("uninstall", "--config", e.ConfigPath).CombinedOutput(); err != nil {
 		e.T.Errorf("wardend uninstall: %v: %s", err, out)
 	}
 }

@@ -1,8 +1,6 @@
 package harness
 
 import (
-	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,77 +83,4 @@ func (m *MountNS) FSType(t testing.TB, path string) string {
 		t.Fatalf("stat -f %s in the test's mount namespace: %v: %s", path, err, out)
 	}
 	return strings.TrimSpace(string(out))
-}
-
-// AgentOptions change how StartAgentWith runs wardend.
-type AgentOptions struct {
-	// DefaultPinDir leaves bpf_pin_dir out of agent.yaml, so wardend pins
-	// where the shipped default says (below /sys/fs/bpf). Use it only
-	// with MountNS: the pins must not land in the host's bpffs.
-	DefaultPinDir bool
-	// MountNS, if set, is where wardend and its uninstall run.
-	MountNS *MountNS
-}
-
-// StartAgentWith is StartAgent with opts: it writes agent.yaml and the
-// policy, starts wardend and waits until its socket answers. wardend is
-// uninstalled (in its mount namespace) when the test ends.
-func (e *Env) StartAgentWith(policy string, opts AgentOptions) {
-	e.T.Helper()
-	if opts.DefaultPinDir && opts.MountNS == nil {
-		e.T.Fatal("DefaultPinDir without a MountNS would pin into the host's bpffs")
-	}
-	e.WritePolicy(policy)
-	pinDir := "bpf_pin_dir: " + filepath.Join(e.Dir, "bpf") + "\n"
-	if opts.DefaultPinDir {
-		pinDir = ""
-	}
-	cfg := fmt.Sprintf(`host_id: %s
-oidc:
-  issuer: %s
-  client_id: %s
-cgroup_root: %s
-proxy_listen: %s
-socket: %s
-policy_file: %s
-nats:
-  url: nats://%s
-spool_dir: %s
-key_file: %s
-state_dir: %s
-%smetrics_listen: %s
-log_level: debug
-`, HostID, e.IdP.Issuer(), ClientID, e.CgroupRoot, ProxyAddr, e.Socket(), e.PolicyPath, NATSAddr,
-		filepath.Join(e.Dir, "spool"), filepath.Join(e.Dir, "keys", "agent.key"), filepath.Join(e.Dir, "state"),
-		pinDir, MetricsAddr)
-	e.ConfigPath = filepath.Join(e.Dir, "agent.yaml")
-	if err := os.WriteFile(e.ConfigPath, []byte(cfg), 0o644); err != nil {
-		e.T.Fatal(err)
-	}
-	wardend := filepath.Join(e.Bin, "wardend")
-	command := func(args ...string) *exec.Cmd {
-		if opts.MountNS == nil {
-			return e.NSCommand(wardend, args...)
-		}
-		return opts.MountNS.Command("nsenter", append([]string{"--net=" + e.NS.Path, "--", wardend}, args...)...)
-	}
-	e.T.Cleanup(func() {
-		if e.agent != nil {
-			e.agent.Stop()
-		}
-		if out, err := command("uninstall", "--config", e.ConfigPath).CombinedOutput(); err != nil {
-			e.T.Errorf("wardend uninstall: %v: %s", err, out)
-		}
-	})
-	e.agent = e.StartProcess("wardend", command("--config", e.ConfigPath))
-	e.Eventually("wardend socket", func() error {
-		if e.agent.Exited() {
-			e.T.Fatalf("wardend exited:\n%s", e.agent.Output())
-		}
-		c, err := net.Dial("unix", e.Socket())
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
 }
