@@ -270,9 +270,8 @@ func (d *Daemon) start(ctx context.Context) error {
 // once all have returned.
 func (d *Daemon) run(ctx context.Context, reload <-chan os.Signal) error {
 	defer d.close()
-	d.emit(&event.Event{Type: event.AgentStart, Data: map[string]any{
-		"cgroup_root": d.cfg.CgroupRoot, "proxy": d.cfg.ProxyListen, "policy_digest": d.currentPolicy().Digest,
-	}})
+	d.emit(&event.Event{Type: event.AgentStart,
+		Data: event.Start{CgroupRoot: d.cfg.CgroupRoot, Proxy: d.cfg.ProxyListen, PolicyDigest: d.currentPolicy().Digest}.Data()})
 	d.log.Info().Str("proxy", d.cfg.ProxyListen).Str("socket", d.cfg.Socket).Msg("wardend running")
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -643,12 +642,9 @@ func (d *Daemon) recordDenial(den loader.Denial) {
 	if proc.Binary == "" {
 		proc.Binary = den.Comm
 	}
-	data := map[string]any{"original_dst": den.OrigDst.String(), "verdict": den.Verdict.String(), "via": "kernel", "errno": "EPERM"}
-	for k, v := range extra {
-		data[k] = v
-	}
+	data := event.Connect{OriginalDst: den.OrigDst.String(), Verdict: den.Verdict.String(), Via: "kernel", Errno: "EPERM", Notes: extra}
 	d.emit(&event.Event{
-		Type: event.NetConnect, Identity: id, Process: proc, Target: &tgt, Decision: &dec, Data: data,
+		Type: event.NetConnect, Identity: id, Process: proc, Target: &tgt, Decision: &dec, Data: data.Data(),
 	})
 }
 
@@ -765,9 +761,8 @@ func auditFailure(s string) proxy.AuditFailure {
 }
 
 func (d *Daemon) emitSession(typ event.Type, s *session.Session, proc *event.Process) {
-	d.emit(&event.Event{Type: typ, Identity: identityOf(s), Process: proc, Data: map[string]any{
-		"uid": s.UID, "cgroup": s.Cgroup, "login_time": s.LoginTime, "expires": s.Expires,
-	}})
+	d.emit(&event.Event{Type: typ, Identity: identityOf(s), Process: proc,
+		Data: event.Session{UID: s.UID, Cgroup: s.Cgroup, LoginTime: s.LoginTime, Expires: s.Expires}.Data()})
 }
 
 // openClientTLS loads (or creates) the authority behind the TLS the proxy

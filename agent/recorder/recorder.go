@@ -389,20 +389,7 @@ func (r *Recorder) reportLossesLocked(now time.Time) {
 	})
 	for _, k := range keys {
 		l := r.pending[k]
-		data := map[string]any{
-			"count":      l.count,
-			"reason":     k.Reason,
-			"source":     k.Source,
-			"first_time": l.first.UTC().Format(time.RFC3339Nano),
-			"last_time":  l.last.UTC().Format(time.RFC3339Nano),
-		}
-		if len(l.types) > 0 {
-			types := make(map[string]uint64, len(l.types))
-			for t, n := range l.types {
-				types[string(t)] = n
-			}
-			data["types"] = types
-		}
+		data := event.Loss{Count: l.count, Reason: k.Reason, Source: k.Source, First: l.first, Last: l.last, Types: l.types}.Data()
 		ev := &event.Event{Type: event.AgentLoss, Data: data, Time: now}
 		prep, perr := r.prepare(ev)
 		if _, _, err := r.storeLocked(ev, prep, perr); err != nil {

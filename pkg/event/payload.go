@@ -1,5 +1,7 @@
 package event
 
+import "time"
+
 // Payload is the type-specific part of an event, its data member.
 // Producers build one of the types below rather than a map, so that each
 // event type's members are named in one place (and in docs/events.md).
@@ -128,6 +130,66 @@ type SpoolPressure struct {
 // Data implements Payload.
 func (s SpoolPressure) Data() map[string]any {
 	return map[string]any{"bytes": s.Bytes, "max_bytes": s.MaxBytes, "percent": s.Percent}
+}
+
+// Session is the data of session.login, session.logout and
+// session.expired events for a bound session.
+type Session struct {
+	// UID is the user the session's shell runs as.
+	UID uint32
+	// Cgroup is the session's cgroup, relative to the cgroup root.
+	Cgroup    string
+	LoginTime time.Time
+	Expires   time.Time
+}
+
+// Data implements Payload.
+func (s Session) Data() map[string]any {
+	return map[string]any{"uid": s.UID, "cgroup": s.Cgroup, "login_time": s.LoginTime, "expires": s.Expires}
+}
+
+// Start is the data of agent.start.
+type Start struct {
+	CgroupRoot string
+	// Proxy is the proxy's listen address.
+	Proxy string
+	// PolicyDigest is the SHA-256 of the policy file in force.
+	PolicyDigest string
+}
+
+// Data implements Payload.
+func (a Start) Data() map[string]any {
+	return map[string]any{"cgroup_root": a.CgroupRoot, "proxy": a.Proxy, "policy_digest": a.PolicyDigest}
+}
+
+// Loss is the data of agent.loss: Count events of one kind that the agent
+// could not record, between First and Last.
+type Loss struct {
+	Count uint64
+	// Reason and Source name the kind (see docs/events.md).
+	Reason, Source string
+	First, Last    time.Time
+	// Types counts the lost events by type, where known.
+	Types map[Type]uint64
+}
+
+// Data implements Payload.
+func (l Loss) Data() map[string]any {
+	d := map[string]any{
+		"count":      l.Count,
+		"reason":     l.Reason,
+		"source":     l.Source,
+		"first_time": l.First.UTC().Format(time.RFC3339Nano),
+		"last_time":  l.Last.UTC().Format(time.RFC3339Nano),
+	}
+	if len(l.Types) > 0 {
+		types := make(map[string]uint64, len(l.Types))
+		for t, n := range l.Types {
+			types[string(t)] = n
+		}
+		d["types"] = types
+	}
+	return d
 }
 
 func setString(d map[string]any, key, v string) {
