@@ -37,6 +37,13 @@ const (
 	// bound. A full spool loses events, and with audit_failure: deny the
 	// proxy refuses every request it cannot record.
 	AgentSpoolPressure Type = "agent.spool_pressure"
+	// AccessRevoked reports that a policy change took a target away from
+	// a session, and the session's connections to it that the agent
+	// closed.
+	AccessRevoked Type = "access.revoked"
+	// SessionKilled reports a kill switch applied on the agent: who asked,
+	// why, the processes killed and the connections closed.
+	SessionKilled Type = "session.killed"
 	// IntegrityViolation is raised by the collector, never by an agent, when
 	// a chain or signature check fails.
 	IntegrityViolation Type = "integrity.violation"

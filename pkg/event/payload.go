@@ -141,11 +141,94 @@ type Session struct {
 	Cgroup    string
 	LoginTime time.Time
 	Expires   time.Time
+	// ConnectionsClosed lists the proxied connections the agent closed
+	// because the session ended (session.logout, session.expired); nil
+	// leaves the member out (session.login).
+	ConnectionsClosed []ClosedConnection
 }
 
 // Data implements Payload.
 func (s Session) Data() map[string]any {
-	return map[string]any{"uid": s.UID, "cgroup": s.Cgroup, "login_time": s.LoginTime, "expires": s.Expires}
+	d := map[string]any{"uid": s.UID, "cgroup": s.Cgroup, "login_time": s.LoginTime, "expires": s.Expires}
+	if s.ConnectionsClosed != nil {
+		d["connections_closed"] = closedData(s.ConnectionsClosed)
+	}
+	return d
+}
+
+// ClosedConnection is one proxied connection the agent closed because its
+// session ended or lost access to the connection's target.
+type ClosedConnection struct {
+	Target string
+	// Client is the client's address as the proxy saw it; PID is the
+	// client process's.
+	Client string
+	PID    uint32
+	// Since is when the proxy accepted the connection.
+	Since time.Time
+}
+
+func closedData(cs []ClosedConnection) []any {
+	out := make([]any, 0, len(cs))
+	for _, c := range cs {
+		m := map[string]any{"target": c.Target, "pid": c.PID, "since": c.Since.UTC().Format(time.RFC3339Nano)}
+		setString(m, "client", c.Client)
+		out = append(out, m)
+	}
+	return out
+}
+
+// Revocation is the data of access.revoked, whose event names the
+// session (identity) and the target it lost.
+type Revocation struct {
+	// PolicyDigest is the digest of the policy that no longer grants it.
+	PolicyDigest      string
+	ConnectionsClosed []ClosedConnection
+}
+
+// Data implements Payload.
+func (a Revocation) Data() map[string]any {
+	return map[string]any{"policy_digest": a.PolicyDigest, "connections_closed": closedData(a.ConnectionsClosed)}
+}
+
+// KilledProcess is a process a kill ended.
+type KilledProcess struct {
+	PID int
+	// Binary is the process's executable, where the agent knew it.
+	Binary string
+}
+
+// Killed is the data of session.killed.
+type Killed struct {
+	// By is who asked for the kill, Reason what they gave.
+	By, Reason string
+	// Sessions are the ids of the sessions ended.
+	Sessions          []string
+	Processes         []KilledProcess
+	ConnectionsClosed []ClosedConnection
+	// LockedUntil is the end of the lock the kill placed on the person's
+	// logins; zero for none.
+	LockedUntil time.Time
+}
+
+// Data implements Payload.
+func (k Killed) Data() map[string]any {
+	procs := make([]any, 0, len(k.Processes))
+	for _, p := range k.Processes {
+		m := map[string]any{"pid": p.PID}
+		setString(m, "binary", p.Binary)
+		procs = append(procs, m)
+	}
+	sessions := make([]any, 0, len(k.Sessions))
+	for _, s := range k.Sessions {
+		sessions = append(sessions, s)
+	}
+	d := map[string]any{"by": k.By, "reason": k.Reason, "sessions": sessions, "processes": procs,
+		"connections_closed": closedData(k.ConnectionsClosed)}
+	if !k.LockedUntil.IsZero() {
+		d["locked_until"] = k.LockedUntil.UTC().Format(time.RFC3339Nano)
+	}
+	return d
 }
 
 // Start is the data of agent.start.

@@ -69,8 +69,16 @@ func examples() []*Event {
 		{Type: ProcessExit, Identity: alice, Process: psql, Data: map[string]any{"exit_code": 0, "duration_ms": 91234}},
 		{Type: AgentSpoolPressure, Identity: nil, Data: SpoolPressure{Bytes: 859832320, MaxBytes: 1 << 30, Percent: 80}.Data()},
 		{Type: AgentLoss, Identity: nil, Data: map[string]any{"count": 3, "reason": "spool_full", "source": "recorder", "first_time": "2025-03-14T09:27:01.5Z", "last_time": "2025-03-14T09:27:01.9Z", "types": map[string]any{"db.query": 3}}},
-		{Type: SessionExpired, Identity: alice, Data: map[string]any{"uid": 1001, "cgroup": "/sys/fs/cgroup/unified/warden/s-01JPA7Q5", "login_time": "2025-03-14T09:26:53Z", "expires": "2025-03-14T17:26:53Z"}},
-		{Type: SessionLogout, Identity: alice, Data: map[string]any{"uid": 1001, "cgroup": "/sys/fs/cgroup/unified/warden/s-01JPA7Q5", "login_time": "2025-03-14T09:26:53Z", "expires": "2025-03-14T17:26:53Z"}},
+		{Type: AccessRevoked, Identity: alice, Target: db, Decision: &Decision{Action: Deny, Rule: "access", Reason: "warden: access to target orders-db revoked by policy"},
+			Data: Revocation{PolicyDigest: "sha256:41c07a9e", ConnectionsClosed: []ClosedConnection{{Target: "orders-db", Client: "10.0.0.5:40112", PID: 5120, Since: t0.Add(5 * time.Second)}}}.Data()},
+		{Type: SessionExpired, Identity: alice, Data: Session{UID: 1001, Cgroup: "/sys/fs/cgroup/unified/warden/s-01JPA7Q5", LoginTime: t0, Expires: t0.Add(8 * time.Hour),
+			ConnectionsClosed: []ClosedConnection{{Target: "build-host", Client: "10.0.1.7:51544", PID: 5301, Since: t0.Add(10 * time.Second)}}}.Data()},
+		{Type: SessionLogout, Identity: alice, Data: Session{UID: 1001, Cgroup: "/sys/fs/cgroup/unified/warden/s-01JPA7Q5", LoginTime: t0, Expires: t0.Add(8 * time.Hour), ConnectionsClosed: []ClosedConnection{}}.Data()},
+		{Type: SessionKilled, Identity: alice, Decision: &Decision{Action: Deny, Rule: "kill", Reason: "warden: session killed by soc@example.com: credential theft suspected"},
+			Data: Killed{By: "soc@example.com", Reason: "credential theft suspected", Sessions: []string{"s-01JPA7Q5"},
+				Processes:         []KilledProcess{{PID: 4211, Binary: "/usr/bin/bash"}, {PID: 5120, Binary: "/usr/bin/psql"}},
+				ConnectionsClosed: []ClosedConnection{{Target: "orders-db", Client: "10.0.0.5:40118", PID: 5120, Since: t0.Add(20 * time.Second)}},
+				LockedUntil:       t0.Add(time.Hour)}.Data()},
 		{Type: AgentStop, Identity: nil, Data: map[string]any{"reason": "signal: terminated"}},
 	}
 	for i, e := range evs {
@@ -207,6 +215,13 @@ func TestSchemaRejects(t *testing.T) {
 		"pressure percent over 100":   {AgentSpoolPressure, func(m map[string]any) { data(m)["percent"] = 101 }},
 		"pressure without data":       {AgentSpoolPressure, func(m map[string]any) { delete(m, "data") }},
 		"pressure bytes not a number": {AgentSpoolPressure, func(m map[string]any) { data(m)["bytes"] = "lots" }},
+		"killed without by":           {SessionKilled, func(m map[string]any) { delete(data(m), "by") }},
+		"killed pid not a number":     {SessionKilled, func(m map[string]any) { data(m)["processes"] = []any{map[string]any{"pid": "x"}} }},
+		"revoked without target":      {AccessRevoked, func(m map[string]any) { delete(m, "target") }},
+		"revoked closed without pid": {AccessRevoked, func(m map[string]any) {
+			data(m)["connections_closed"] = []any{map[string]any{"target": "t", "since": "2025-03-14T09:26:53Z"}}
+		}},
+		"expired closed not a list": {SessionExpired, func(m map[string]any) { data(m)["connections_closed"] = 3 }},
 	} {
 		base := byType[c.typ]
 		if base == nil {
