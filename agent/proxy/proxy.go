@@ -76,6 +76,8 @@ type Stream struct {
 	// Audit records the stream's requests and their results.
 	Audit *Audit
 	Log   zerolog.Logger
+
+	open *openStream // the proxy's index entry; nil outside the proxy
 }
 
 // Codec speaks one target protocol. Each codec lives in its own package
@@ -126,7 +128,10 @@ type Proxy struct {
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
 	closing bool // set once Serve closes every connection
-	wg      sync.WaitGroup
+	// open indexes the authorized streams, so that the agent can close
+	// those of a session that ended (see Close).
+	open map[*openStream]struct{}
+	wg   sync.WaitGroup
 }
 
 // New returns a proxy; Serve runs it.
@@ -134,7 +139,7 @@ func New(opts Options) *Proxy {
 	if opts.DialTimeout == 0 {
 		opts.DialTimeout = 10 * time.Second
 	}
-	return &Proxy{opts: opts, conns: map[net.Conn]struct{}{}}
+	return &Proxy{opts: opts, conns: map[net.Conn]struct{}{}, open: map[*openStream]struct{}{}}
 }
 
 // Serve accepts on every listener until ctx is done, then closes the
@@ -243,6 +248,12 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 		return
 	}
 
+	// Indexed before the dial: a session that ends while the dial is in
+	// progress finds the stream, and it is refused below instead of
+	// served.
+	open := p.index(&att, client.RemoteAddr().String())
+	defer p.unindex(open)
+
 	d := net.Dialer{Timeout: p.opts.DialTimeout}
 	upstream, err := d.DialContext(ctx, "tcp", info.OrigDst.String())
 	if err != nil {
@@ -294,6 +305,16 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 		Client: client, Upstream: upstream, Attribution: &att, Log: log,
 		Guard: guard.New(att.Policy, att.Target.Name, groups, p.opts.Reviewer),
 		Audit: NewAudit(p.opts.Recorder, &att, p.opts.AuditFailure),
+	}
+	if reason := open.serving(s); reason != "" {
+		// The session ended (or lost the target) between authorization
+		// and now: refuse with the same words an open stream gets.
+		att.Decision = event.Decision{Action: event.Deny, Rule: "lifetime", Reason: reason}
+		log.Info().Str("reason", reason).Msg("connection closed before it was served")
+		if err := codec.Refuse(ctx, client, &att); err != nil {
+			log.Debug().Err(err).Msg("refusal not delivered")
+		}
+		return
 	}
 	if err := codec.Serve(ctx, s); err != nil && ctx.Err() == nil {
 		log.Debug().Err(err).Msg("stream ended with error")
