@@ -21,6 +21,7 @@ import (
 	"github.com/wardenhq/warden/collector/natsembed"
 	"github.com/wardenhq/warden/collector/store"
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/idtoken"
 )
 
 // Defaults of the warden-collector flags.
@@ -59,8 +60,14 @@ type Config struct {
 	StreamReplicas int
 	// Name identifies this collector in the violations it raises; default
 	// the hostname.
-	Name   string
-	Logger zerolog.Logger
+	Name string
+	// OIDC verifies the ID tokens of people who ask the collector to act
+	// (kill, lock); its zero value disables those endpoints.
+	OIDC idtoken.Config
+	// Killers are the groups allowed to kill sessions and lock people;
+	// empty means nobody.
+	Killers []string
+	Logger  zerolog.Logger
 }
 
 // Collector is a running collector.
@@ -140,6 +147,20 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, err := natsembed.EnsureCommandStream(ctx, js, cfg.StreamReplicas); err != nil {
+		return nil, err
+	}
+	kill := api.KillConfig{Killers: cfg.Killers, Commands: natsembed.CommandPublisher{JS: js}, Collector: cfg.Name}
+	if len(cfg.Killers) > 0 {
+		if cfg.OIDC.Issuer == "" {
+			return nil, errors.New("--killers needs --oidc-issuer and --oidc-client-id to verify who asks")
+		}
+		v, err := idtoken.NewVerifier(ctx, cfg.OIDC)
+		if err != nil {
+			return nil, err
+		}
+		kill.Verifier = v
+	}
 	c.ing, err = ingest.New(ctx, ingest.Config{
 		Stream: stream, Consumer: cfg.Consumer, FilterSubject: cfg.FilterSubject,
 		Store: c.st, Keys: keys, ChainCheck: cfg.ChainCheck, BatchSize: cfg.BatchSize,
@@ -152,7 +173,7 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 		return nil, fmt.Errorf("API listen (--listen %s): %w", cfg.Listen, err)
 	}
 	c.srv = &http.Server{
-		Handler: api.New(api.Config{Store: c.st, Notifier: c.notifier, Stats: c.ing.Stats, Logger: cfg.Logger}),
+		Handler: api.New(api.Config{Store: c.st, Notifier: c.notifier, Stats: c.ing.Stats, Kill: kill, Logger: cfg.Logger}),
 		// No write timeout: /v1/follow streams for as long as the client
 		// stays. Header and idle timeouts still bound slow or idle clients.
 		ReadHeaderTimeout: 10 * time.Second,

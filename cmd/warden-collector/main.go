@@ -11,12 +11,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/rs/zerolog"
 
 	"github.com/wardenhq/warden/collector"
 	"github.com/wardenhq/warden/collector/ingest"
+	"github.com/wardenhq/warden/pkg/idtoken"
 )
 
 func main() {
@@ -40,6 +42,11 @@ func run(args []string, stderr io.Writer) int {
 		replicas   = fs.Int("stream-replicas", 1, "replicas of the WARDEN_EVENTS stream if the collector creates it (3 on a 3-node cluster)")
 		name       = fs.String("name", "", "collector name recorded in integrity violations (default: hostname)")
 		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		killers    = fs.String("killers", "", "comma-separated `GROUPS` whose members may kill sessions and lock people (warden sessions kill); default nobody")
+		issuer     = fs.String("oidc-issuer", "", "OIDC issuer `URL` whose ID tokens authenticate kill requests")
+		clientID   = fs.String("oidc-client-id", "", "OIDC client `ID` the tokens are issued for (their aud)")
+		caFile     = fs.String("oidc-ca-file", "", "PEM bundle of the issuer's CA, instead of the system roots")
+		groupsClm  = fs.String("oidc-groups-claim", "groups", "ID token claim holding the groups")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: warden-collector [flags]\n\nflags:\n")
@@ -73,6 +80,16 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "warden-collector: --embedded-nats and --nats-url exclude each other")
 		return 2
 	}
+	var killerGroups []string
+	for _, g := range strings.Split(*killers, ",") {
+		if g = strings.TrimSpace(g); g != "" {
+			killerGroups = append(killerGroups, g)
+		}
+	}
+	if len(killerGroups) > 0 && (*issuer == "" || *clientID == "") {
+		fmt.Fprintln(stderr, "warden-collector: --killers needs --oidc-issuer and --oidc-client-id to verify who asks")
+		return 2
+	}
 	log := zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("service", "warden-collector").Logger()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -90,6 +107,8 @@ func run(args []string, stderr io.Writer) int {
 		ChainCheck:     cc,
 		StreamReplicas: *replicas,
 		Name:           *name,
+		OIDC:           idtoken.Config{Issuer: *issuer, ClientID: *clientID, CAFile: *caFile, GroupsClaim: *groupsClm},
+		Killers:        killerGroups,
 		Logger:         log,
 	})
 	if err != nil {
@@ -97,7 +116,7 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log.Info().Str("api", c.APIAddr()).Str("nats", c.NATSURL()).Str("store", *storePath).
-		Str("consumer", *consumer).Str("chain_check", string(cc)).Msg("warden-collector started")
+		Str("consumer", *consumer).Str("chain_check", string(cc)).Strs("killers", killerGroups).Msg("warden-collector started")
 	if err := c.Run(ctx); err != nil {
 		log.Error().Err(err).Msg("stopped")
 		return 1

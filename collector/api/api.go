@@ -70,7 +70,9 @@ type Config struct {
 	Store    *store.Store
 	Notifier *Notifier
 	// Stats reports ingestion counters for /healthz; may be nil.
-	Stats  func() cc.IngestStats
+	Stats func() cc.IngestStats
+	// Kill enables the kill switch and locks; zero: nobody may kill.
+	Kill   KillConfig
 	Logger zerolog.Logger
 }
 
@@ -92,6 +94,8 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /v1/lineage/{id}", s.lineage)
 	s.mux.HandleFunc("GET /v1/sessions", s.sessions)
 	s.mux.HandleFunc("GET /v1/follow", s.follow)
+	s.mux.HandleFunc("POST /v1/sessions/kill", s.kill)
+	s.mux.HandleFunc("GET /v1/locks", s.locks)
 	s.mux.HandleFunc("GET /healthz", s.health)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))

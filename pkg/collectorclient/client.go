@@ -53,6 +53,8 @@ func IsNotFound(err error) bool {
 type Client struct {
 	base *url.URL
 	http *http.Client
+	// token, if set, is sent as "Authorization: Bearer" (see WithToken).
+	token string
 }
 
 // New returns a client for the collector at baseURL (http or https).
@@ -189,6 +191,11 @@ func (c *Client) get(ctx context.Context, path string, v url.Values, out any) er
 
 // do sends a GET and turns non-2xx answers into *Error.
 func (c *Client) do(ctx context.Context, path string, v url.Values) (*http.Response, error) {
+	return c.send(ctx, http.MethodGet, path, v, nil)
+}
+
+// send sends a request and turns non-2xx answers into *Error.
+func (c *Client) send(ctx context.Context, method, path string, v url.Values, body io.Reader) (*http.Response, error) {
 	// path is already escaped (ids go through url.PathEscape), so build
 	// RawPath from it and derive Path, keeping a "/" inside an id escaped.
 	u := *c.base
@@ -201,11 +208,17 @@ func (c *Client) do(ctx context.Context, path string, v url.Values) (*http.Respo
 	if len(v) > 0 {
 		u.RawQuery = v.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
 		return nil, fmt.Errorf("collector: build request: %w", err)
 	}
 	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("collector at %s: %w", c.base.Redacted(), err)
@@ -214,10 +227,10 @@ func (c *Client) do(ctx context.Context, path string, v url.Values) (*http.Respo
 		return resp, nil
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64*1024))
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64*1024))
 	var eb ErrorBody
-	msg := strings.TrimSpace(string(body))
-	if json.Unmarshal(body, &eb) == nil && eb.Error != "" {
+	msg := strings.TrimSpace(string(answer))
+	if json.Unmarshal(answer, &eb) == nil && eb.Error != "" {
 		msg = eb.Error
 	}
 	if msg == "" {
