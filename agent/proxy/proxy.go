@@ -77,7 +77,8 @@ type Stream struct {
 	Audit *Audit
 	Log   zerolog.Logger
 
-	open *openStream // the proxy's index entry; nil outside the proxy
+	lifeMu  sync.Mutex
+	closeFn func(ctx context.Context, reason string) // see OnClose
 }
 
 // Codec speaks one target protocol. Each codec lives in its own package

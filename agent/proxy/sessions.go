@@ -25,10 +25,9 @@ type openStream struct {
 	since  time.Time
 
 	mu      sync.Mutex
-	stream  *Stream // nil until the codec's Serve starts
-	reason  string  // set once the stream is being closed
-	done    chan struct{}
-	closeFn func(ctx context.Context, reason string)
+	stream *Stream // nil until the codec's Serve starts
+	reason string  // set once the stream is being closed
+	done   chan struct{}
 }
 
 // closing returns the reason the stream is being closed, "" if it is not.
@@ -40,21 +39,34 @@ func (o *openStream) closing() string {
 
 // OnClose installs fn as the stream's way of ending in the protocol's own
 // words. When the agent ends the stream (its session expired or was logged
-// out or killed, or the policy no longer gives it the target), fn is
-// called with a deadline of CloseTimeout and the reason, which is one line
-// meant for the person at the client; fn should stop what runs upstream,
-// send the reason and return. The proxy closes both connections after fn
-// returns. Without OnClose (the relay), the connections just close.
+// out or killed, or the policy no longer gives it the target), End calls
+// fn with a deadline of at most CloseTimeout and the reason, which is one
+// line meant for the person at the client; fn should stop what runs
+// upstream, send the reason and return. End closes both connections after
+// fn returns. Without OnClose (the relay), the connections just close.
 //
 // A codec calls OnClose once its protocol state can carry a message, and
-// may call it again with nil when that is no longer so.
+// again with nil when that is no longer so.
 func (s *Stream) OnClose(fn func(ctx context.Context, reason string)) {
-	if s.open == nil {
-		return // a stream the proxy does not index, e.g. in a codec's tests
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	s.closeFn = fn
+}
+
+// End ends the stream for reason: the codec's closing words (see OnClose),
+// bounded by CloseTimeout, then both connections close, which makes the
+// codec's Serve return.
+func (s *Stream) End(ctx context.Context, reason string) {
+	s.lifeMu.Lock()
+	fn := s.closeFn
+	s.lifeMu.Unlock()
+	if fn != nil {
+		cctx, cancel := context.WithTimeout(ctx, CloseTimeout)
+		fn(cctx, reason)
+		cancel()
 	}
-	s.open.mu.Lock()
-	defer s.open.mu.Unlock()
-	s.open.closeFn = fn
+	s.Client.Close()
+	s.Upstream.Close()
 }
 
 // ClosedStream describes a stream the proxy closed on the agent's behalf.
@@ -149,22 +161,16 @@ func (p *Proxy) Close(ctx context.Context, sel Selector) []ClosedStream {
 	return out
 }
 
-// end runs the codec's closing words, bounded by CloseTimeout, then closes
-// both connections and waits (as long again at most) for Serve to return.
+// end ends the stream (Stream.End) and waits, CloseTimeout at most, for
+// its handler to be done with it.
 func (o *openStream) end(ctx context.Context) {
 	o.mu.Lock()
-	s, fn, reason := o.stream, o.closeFn, o.reason
+	s, reason := o.stream, o.reason
 	o.mu.Unlock()
 	if s == nil {
 		return // not served yet: handle refuses it after the dial
 	}
-	if fn != nil {
-		cctx, cancel := context.WithTimeout(ctx, CloseTimeout)
-		fn(cctx, reason)
-		cancel()
-	}
-	s.Client.Close()
-	s.Upstream.Close()
+	s.End(ctx, reason)
 	select {
 	case <-o.done:
 	case <-time.After(CloseTimeout):
@@ -199,6 +205,5 @@ func (o *openStream) serving(s *Stream) string {
 		return o.reason
 	}
 	o.stream = s
-	s.open = o
 	return ""
 }

@@ -48,11 +48,15 @@ type Codec struct {
 
 	mu      sync.Mutex
 	cancels map[cancelKey]cancelTarget
+
+	// dial opens the connection a closing session's CancelRequest goes
+	// on; tests replace it.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // New returns the PostgreSQL codec.
 func New(opts Options) *Codec {
-	return &Codec{opts: opts, cancels: map[cancelKey]cancelTarget{}}
+	return &Codec{opts: opts, cancels: map[cancelKey]cancelTarget{}, dial: (&net.Dialer{}).DialContext}
 }
 
 // Enforces implements proxy.Codec: statement rules (kinds, tables,
@@ -227,6 +231,11 @@ type pgSession struct {
 	nonce          string // marks statements Warden substitutes
 
 	q opQueue
+
+	// closing carries the agent's request to end the session (see
+	// close.go); ended is closed once run returns.
+	closing chan closeRequest
+	ended   chan struct{}
 
 	// taint holds result column names derived from masked columns in this
 	// session (aliases in SELECTs, prepared statements, cursors, views it
@@ -548,15 +557,27 @@ func isFalse(v string) bool {
 // produced by the server itself, from a statement Warden substitutes, and
 // rewritten on the way back.
 func (ss *pgSession) run(ctx context.Context) error {
-	errc := make(chan error, 2)
-	go func() { errc <- ss.clientLoop(ctx) }()
-	go func() { errc <- ss.upstreamLoop() }()
-	err := <-errc
+	clientc, upc := make(chan error, 1), make(chan error, 1)
+	ss.closing, ss.ended = make(chan closeRequest), make(chan struct{})
+	defer close(ss.ended)
+	ss.s.OnClose(ss.requestClose)
+	defer ss.s.OnClose(nil)
+	go func() { clientc <- ss.clientLoop(ctx) }()
+	go func() { upc <- ss.upstreamLoop() }()
+	var err error
+	rest := upc // the loop still running once one has ended
+	select {
+	case req := <-ss.closing:
+		return ss.closeFor(req, clientc, upc)
+	case err = <-clientc:
+	case err = <-upc:
+		rest = clientc
+	}
 	// Whichever side ended first, end the other: closing both conns
 	// unblocks the loop still reading.
 	ss.s.Client.Close()
 	ss.s.Upstream.Close()
-	err2 := <-errc
+	err2 := <-rest
 	if isClosed(err) {
 		err = nil
 	}
