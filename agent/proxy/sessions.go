@@ -24,7 +24,7 @@ type openStream struct {
 	client string
 	since  time.Time
 
-	mu      sync.Mutex
+	mu     sync.Mutex
 	stream *Stream // nil until the codec's Serve starts
 	reason string  // set once the stream is being closed
 	done   chan struct{}
