@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"encoding/base64"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -267,46 +264,36 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 // pprof is off unless the agent config turns it on; /metrics is served
 // either way.
 func TestPprofOptIn(t *testing.T) {
-	e := newIdentityEnv(t)
-	get := func(path string) int {
-		t.Helper()
-		c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return e.NS.DialContext(ctx, network, addr)
-		}}, Timeout: 30 * time.Second}
-		resp, err := c.Get("http://" + harness.MetricsAddr + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	if code := get("/metrics"); code != http.StatusOK {
-		t.Fatalf("/metrics: %d", code)
-	}
-	if code := get("/debug/pprof/"); code != http.StatusNotFound {
-		t.Fatalf("/debug/pprof/ by default: %d, want 404", code)
-	}
-
-	cfg, err := os.ReadFile(e.ConfigPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(e.ConfigPath, append(bytes.TrimRight(cfg, "\n"), "\npprof: true\n"...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e.Agent().Stop()
-	e.RestartAgent()
-	e.Eventually("metrics listener after restart", func() error {
-		c := &http.Client{Transport: &http.Transport{DialContext: e.NS.DialContext}, Timeout: 5 * time.Second}
-		resp, err := c.Get("http://" + harness.MetricsAddr + "/metrics")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err
-	})
-	for _, path := range []string{"/metrics", "/debug/pprof/", "/debug/pprof/goroutine?debug=1"} {
-		if code := get(path); code != http.StatusOK {
-			t.Errorf("%s with pprof: true: %d, want 200", path, code)
-		}
+	for _, on := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pprof %v", on), func(t *testing.T) {
+			e := harness.NewEnv(t)
+			opts := harness.AgentOptions{}
+			if on {
+				opts.Config = "pprof: true\n"
+			}
+			e.StartAgentWith("targets: []\n", opts)
+			c := &http.Client{Transport: &http.Transport{DialContext: e.NS.DialContext}, Timeout: 30 * time.Second}
+			want := map[string]int{"/metrics": http.StatusOK, "/debug/pprof/": http.StatusNotFound, "/debug/pprof/goroutine?debug=1": http.StatusNotFound}
+			if on {
+				want["/debug/pprof/"], want["/debug/pprof/goroutine?debug=1"] = http.StatusOK, http.StatusOK
+			}
+			for path, code := range want {
+				var got int
+				// The metrics listener starts beside the control socket
+				// StartAgentWith waited for.
+				e.Eventually("metrics listener", func() error {
+					resp, err := c.Get("http://" + harness.MetricsAddr + path)
+					if err != nil {
+						return err
+					}
+					resp.Body.Close()
+					got = resp.StatusCode
+					return nil
+				})
+				if got != code {
+					t.Errorf("GET %s: %d, want %d", path, got, code)
+				}
+			}
+		})
 	}
 }
