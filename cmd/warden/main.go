@@ -6,6 +6,8 @@
 //	warden events ...                    query the collector's events
 //	warden lineage ID                    show the process chain behind an event
 //	warden sessions ...                  who was logged in and what they touched
+//	warden sessions kill ...             end a session or a person's sessions (SOC)
+//	warden locks                         people refused new logins
 package main
 
 import (
@@ -23,6 +25,9 @@ commands:
   events [flags]                query events from the collector
   lineage ID                    process chain and identity behind an event
   sessions [flags]              login sessions and what they touched
+  sessions kill SESSION_ID|--user SUB --reason TEXT [--host H] [--lock 1h]
+                                end sessions on the agents (--killers only)
+  locks [--json]                people refused new logins, and until when
 
 The agent socket is $WARDEN_AGENT_SOCKET or /run/warden/agent.sock.
 The collector is --collector URL or $WARDEN_COLLECTOR.
@@ -40,6 +45,7 @@ func main() {
 		"events":   runEvents,
 		"lineage":  runLineage,
 		"sessions": runSessions,
+		"locks":    runLocks,
 	}
 	cmd, ok := commands[os.Args[1]]
 	if !ok {

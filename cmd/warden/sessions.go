@@ -12,6 +12,9 @@ import (
 )
 
 func runSessions(args []string) int {
+	if len(args) > 0 && args[0] == "kill" {
+		return runSessionsKill(args[1:])
+	}
 	fs := flag.NewFlagSet("warden sessions", flag.ContinueOnError)
 	client := collectorFlags(fs)
 	user := fs.String("user", "", "only sessions of this `USER` (OIDC sub or email)")
