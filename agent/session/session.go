@@ -357,6 +357,46 @@ func (m *Manager) Expire(now time.Time) ([]*Session, error) {
 	return out, m.saveLocked()
 }
 
+// End unbinds the session id in the kernel and forgets it, whatever its
+// expiry: the kill switch. Its processes stay in the session cgroup,
+// unbound, for the caller to kill; Reap removes the cgroup once they are
+// gone. ErrNoSession means there is no such live session.
+func (m *Manager) End(id string) (*Session, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sessions[id]
+	if !ok {
+		return nil, ErrNoSession
+	}
+	if err := m.opts.Kernel.DeleteBinding(s.CgroupID); err != nil {
+		return nil, fmt.Errorf("unbind session %s: %w", id, err)
+	}
+	delete(m.sessions, id)
+	return s, m.saveLocked()
+}
+
+// Get returns the live session id.
+func (m *Manager) Get(id string) (*Session, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sessions[id]
+	return s, ok
+}
+
+// NextExpiry returns the earliest expiry among the live sessions, false
+// when there are none.
+func (m *Manager) NextExpiry() (time.Time, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var next time.Time
+	for _, s := range m.sessions {
+		if next.IsZero() || s.Expires.Before(next) {
+			next = s.Expires
+		}
+	}
+	return next, !next.IsZero()
+}
+
 // Reap removes session cgroups under Dir that no live session owns and that
 // have no processes left.
 func (m *Manager) Reap() {
