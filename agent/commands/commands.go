@@ -269,7 +269,8 @@ func (s *Subscriber) apply(ctx context.Context, m jetstream.Msg) {
 		_ = m.Ack()
 		return
 	}
-	if now := s.cfg.Now(); c.Expired(now) {
+	now := s.cfg.Now()
+	if c.Expired(now) {
 		s.count(func(st *Stats) { st.Expired++ })
 		log.Warn().Time("issued", c.Issued).Time("until", c.Until).Msg("command expired before it arrived; not applied")
 		_ = m.Ack()
@@ -285,10 +286,16 @@ func (s *Subscriber) apply(ctx context.Context, m jetstream.Msg) {
 		}
 	case event.KindKill:
 		// The lock a kill asked for travels as its own command, ahead of
-		// the kill, with an absolute end; passing Lock here would restart
-		// it from the time of delivery.
+		// the kill, ending at Issued+Lock. The kill carries what is left of
+		// it, so that session.killed names the lock and a kill delivered
+		// late does not push the lock's end past the one the collector
+		// lists.
+		req := lifetime.KillRequest{SessionID: c.SessionID, Sub: c.Sub, Reason: c.Reason, By: c.By}
+		if c.Lock > 0 {
+			req.Lock = max(c.Issued.Add(time.Duration(c.Lock)).Sub(now), 0)
+		}
 		var rep lifetime.KillReport
-		rep, err = s.cfg.Handler.Kill(actx, lifetime.KillRequest{SessionID: c.SessionID, Sub: c.Sub, Reason: c.Reason, By: c.By})
+		rep, err = s.cfg.Handler.Kill(actx, req)
 		if err == nil {
 			log.Info().Str("session", c.SessionID).Str("sub", c.Sub).Strs("sessions", rep.Sessions).
 				Ints("processes", rep.Processes).Int("connections", rep.Connections).Msg("kill applied")

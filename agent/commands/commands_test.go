@@ -38,7 +38,7 @@ func (h *fakeHandler) record(s string) error {
 
 func (h *fakeHandler) Kill(_ context.Context, req lifetime.KillRequest) (lifetime.KillReport, error) {
 	if req.Lock != 0 {
-		return lifetime.KillReport{}, fmt.Errorf("kill carries a lock %s; locks travel as their own command", req.Lock)
+		return lifetime.KillReport{}, h.record(fmt.Sprintf("kill sub:%s by %s: %s, lock %s", req.Sub, req.By, req.Reason, req.Lock))
 	}
 	if req.SessionID != "" {
 		return lifetime.KillReport{Sessions: []string{req.SessionID}}, h.record("kill session:" + req.SessionID + " by " + req.By + ": " + req.Reason)
@@ -240,6 +240,19 @@ func TestNewHostGetsLocksInForceButNotOldKills(t *testing.T) {
 	}
 	if st := s.Stats(); st.Expired != 2 || st.Applied != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestKillCarriesWhatIsLeftOfItsLock(t *testing.T) {
+	e := newEnv(t)
+	k := kill("", "", "alice")
+	k.Lock = event.Duration(time.Hour)
+	e.publish(k)
+	h := &fakeHandler{}
+	s := e.start(h, "bastion-1", issued.Add(20*time.Minute)) // delivered late
+	waitSynced(t, s)
+	if got := h.Calls(); len(got) != 1 || got[0] != "kill sub:alice by sam: intrusion, lock 40m0s" {
+		t.Fatalf("calls %q", got)
 	}
 }
 
