@@ -1,0 +1,125 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// KillerGroup is the group KillerFlags allows to kill sessions.
+const KillerGroup = "soc"
+
+// KillerFlags are the warden-collector flags that let KillerGroup kill
+// sessions, with the dev IdP as the issuer of their tokens.
+func (e *Env) KillerFlags() []string {
+	return []string{"--killers", KillerGroup, "--oidc-issuer", e.IdP.Issuer(), "--oidc-client-id", ClientID}
+}
+
+// StartCollectorWith stops warden-collector and starts it again (same
+// store and JetStream directory) with extra flags after the harness's own;
+// a flag given again wins, so "--nats-listen" moves the embedded NATS
+// server away from the agent.
+func (e *Env) StartCollectorWith(extra ...string) {
+	e.T.Helper()
+	if e.collector != nil {
+		e.collector.Stop()
+	}
+	args := append([]string{"--embedded-nats", "--nats-listen", NATSAddr, "--nats-store", filepath.Join(e.Dir, "nats"),
+		"--store", filepath.Join(e.Dir, "events.db"), "--listen", CollectorAddr,
+		"--agent-keys", filepath.Join(e.Dir, "keys")}, extra...)
+	p := e.StartProcess("collector", e.NSCommand(filepath.Join(e.Bin, "warden-collector"), args...))
+	e.collector = p
+	e.Eventually("collector healthy", func() error {
+		if p.Exited() {
+			e.T.Fatalf("collector exited:\n%s", p.Output())
+		}
+		_, err := e.Collector.Health(context.Background())
+		return err
+	})
+}
+
+// Warden runs the warden CLI as root in the namespace, outside any
+// session, against the collector, and returns its combined output.
+func (e *Env) Warden(args ...string) (string, error) {
+	e.T.Helper()
+	cmd := e.NSCommand(filepath.Join(e.Bin, "warden"), args...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "WARDEN_COLLECTOR=http://" + CollectorAddr, "WARDEN_AGENT_SOCKET=" + e.Socket(), "HOME=/tmp"}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// CgroupPIDs lists the processes in a cgroup and its descendants.
+func CgroupPIDs(dir string) ([]int, error) {
+	var pids []int
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || d.Name() != "cgroup.procs" {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, f := range strings.Fields(string(data)) {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				return fmt.Errorf("%s: %q", path, f)
+			}
+			pids = append(pids, n)
+		}
+		return nil
+	})
+	return pids, err
+}
+
+// Alive reports whether pid still runs: it exists and is not a zombie
+// waiting for its parent.
+func Alive(pid int) bool {
+	if err := syscall.Kill(pid, 0); err != nil {
+		return false
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses.
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// UIDOf returns the real uid of a process, or -1.
+func UIDOf(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				n, _ := strconv.Atoi(f[0])
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// CommOf returns a process's command name, or "".
+func CommOf(pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(data))
+}
