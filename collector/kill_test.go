@@ -290,4 +290,20 @@ func TestKillSessionGoesToItsHost(t *testing.T) {
 	if c := cmds[1]; c.Kind != event.KindKill || c.SessionID != "sess-1" || c.Sub != "" || c.Subject() != "warden.commands.bastion-1" {
 		t.Fatalf("kill %+v", c)
 	}
+
+	// The agent's session.killed ends the session in the sessions list.
+	killed := k.agent.newEvent(event.SessionKilled, id)
+	killed.Data = map[string]any{"by": "sam", "reason": "x", "sessions": []any{"sess-1"}}
+	k.agent.send(killed)
+	waitFor(t, "session.killed stored", func() (bool, error) {
+		_, err := k.col.Store().Get(ctx, killed.ID)
+		return err == nil, nil
+	})
+	ss, err := k.client("").Sessions(ctx, cc.SessionQuery{Since: "1h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ss) != 1 || ss[0].SessionID != "sess-1" || ss[0].EndType != string(event.SessionKilled) || ss[0].End == nil {
+		t.Fatalf("sessions %+v", ss)
+	}
 }

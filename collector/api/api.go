@@ -400,7 +400,8 @@ func (s *Server) execEvent(ctx context.Context, execID string) (*event.Event, er
 	return rows[0].Event()
 }
 
-var sessionTypes = []string{string(event.SessionLogin), string(event.SessionLogout), string(event.SessionExpired)}
+// sessionTypes are the events that start (the first) or end a session.
+var sessionTypes = []string{string(event.SessionLogin), string(event.SessionLogout), string(event.SessionExpired), string(event.SessionKilled)}
 
 func (s *Server) sessions(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
@@ -499,7 +500,7 @@ func applySessionEvent(ss *cc.Session, row store.Row, e *event.Event) {
 		if ss.Login == nil || t.Before(*ss.Login) {
 			ss.Login, ss.LoginEventID = &t, e.ID
 		}
-	case event.SessionLogout, event.SessionExpired:
+	case event.SessionLogout, event.SessionExpired, event.SessionKilled:
 		if ss.End == nil || t.Before(*ss.End) {
 			ss.End, ss.EndType = &t, string(e.Type)
 		}
