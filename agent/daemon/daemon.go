@@ -103,6 +103,16 @@ type Daemon struct {
 	mu     sync.RWMutex
 	policy *policy.Policy
 	table  *targets.Table
+
+	// access is where syncAccess writes which identity reaches which
+	// target: the enforcer's map (a fake in tests).
+	access interface {
+		SyncAccess(map[uint32][]uint32) error
+	}
+	// locks refuses logins of locked people (the kill switch's --lock).
+	locks *session.Locks
+	// expiryWake tells maintainSessions a login moved the next expiry.
+	expiryWake chan struct{}
 }
 
 // Run starts the daemon and blocks until ctx is done. Each value received
@@ -112,7 +122,7 @@ type Daemon struct {
 // daemon's own metrics. A start-up error names what failed (a config key
 // and its value where one is to blame); nothing started stays open.
 func Run(ctx context.Context, cfg config.Config, rec Recorder, log zerolog.Logger, reload <-chan os.Signal, collectors ...prometheus.Collector) error {
-	d := &Daemon{cfg: cfg, log: log, rec: rec}
+	d := &Daemon{cfg: cfg, log: log, rec: rec, expiryWake: make(chan struct{}, 1)}
 	if err := d.start(ctx); err != nil {
 		d.close()
 		if ctx.Err() != nil {
@@ -181,6 +191,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	if d.enf, err = loader.Load(loader.Options{CgroupPath: root, PinDir: cfg.BPFPinDir}); err != nil {
 		return fmt.Errorf("load BPF programs: %w", err)
 	}
+	d.access = d.enf
 	if err := d.enf.Exempt(agentCgroupID); err != nil {
 		return fmt.Errorf("exempt wardend's own cgroup: %w", err)
 	}
@@ -228,7 +239,14 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	d.sessions = sessions
 	for _, s := range expired {
-		d.emitSession(event.SessionExpired, s, nil)
+		// Expired while the agent was down: its connections ended with
+		// the agent.
+		d.emitSession(event.SessionExpired, s, nil, []event.ClosedConnection{})
+	}
+	// Locks are read before the control socket accepts the first login.
+	locksFile := filepath.Join(cfg.StateDir, "locks.json")
+	if d.locks, err = session.OpenLocks(locksFile); err != nil {
+		return fmt.Errorf("login locks (%s): %w", locksFile, err)
 	}
 
 	var firstApply error
@@ -464,8 +482,21 @@ func oneLine(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// applyPolicy recomputes the kernel's target and access tables.
+// applyPolicy recomputes the kernel's target and access tables, then
+// closes the open connections the new policy no longer allows.
 func (d *Daemon) applyPolicy(ctx context.Context, p *policy.Policy) error {
+	if err := d.installPolicy(ctx, p); err != nil {
+		return err
+	}
+	// Outside d.mu: closing takes up to proxy.CloseTimeout, and every new
+	// connection's authorization reads the policy meanwhile.
+	d.revokeAccess(ctx, p)
+	return nil
+}
+
+// installPolicy puts p in force: the kernel's target and access tables and
+// the daemon's view.
+func (d *Daemon) installPolicy(ctx context.Context, p *policy.Policy) error {
 	local, err := targets.LocalAddrs()
 	if err != nil {
 		return err
@@ -507,7 +538,7 @@ func (d *Daemon) syncAccessLocked() error {
 		}
 	}
 	d.metrics.SessionsActive.Set(float64(len(sessions)))
-	return d.enf.SyncAccess(allowed)
+	return d.access.SyncAccess(allowed)
 }
 
 func (d *Daemon) currentPolicy() *policy.Policy {
@@ -680,11 +711,16 @@ func (d *Daemon) watchKernelLosses(ctx context.Context) error {
 }
 
 // maintainSessions expires sessions on time and removes empty session
-// cgroups. The kernel refuses an expired binding on its own; this makes it
-// visible and tidy.
+// cgroups. The kernel refuses an expired binding on its own clock; this
+// closes what is open and records it.
+//
+// It sleeps until the next session's expiry (woken by logins, which may
+// move it), at most expiryMaxWait: a fixed one-second tick would close a
+// connection up to a second after its expiry, on top of the closing
+// itself, and "closed within 1 s of expiry" would not hold.
 func (d *Daemon) maintainSessions(ctx context.Context) error {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
+	timer := time.NewTimer(d.untilNextExpiry())
+	defer timer.Stop()
 	reap := time.NewTicker(30 * time.Second)
 	defer reap.Stop()
 	for {
@@ -693,21 +729,11 @@ func (d *Daemon) maintainSessions(ctx context.Context) error {
 			return nil
 		case <-reap.C:
 			d.sessions.Reap()
-		case now := <-t.C:
-			expired, err := d.sessions.Expire(now)
-			if err != nil {
-				d.log.Error().Err(err).Msg("expire sessions")
-			}
-			for _, s := range expired {
-				d.log.Info().Str("session", s.ID).Str("sub", s.Identity.Subject).Msg("session expired")
-				d.emitSession(event.SessionExpired, s, nil)
-			}
-			if len(expired) > 0 {
-				if err := d.syncAccess(); err != nil {
-					d.log.Error().Err(err).Msg("sync access after expiry")
-				}
-			}
+		case <-d.expiryWake:
+		case <-timer.C:
+			d.expireSessions(ctx, time.Now())
 		}
+		timer.Reset(d.untilNextExpiry())
 	}
 }
 
@@ -760,9 +786,11 @@ func auditFailure(s string) proxy.AuditFailure {
 	return proxy.FailClosed
 }
 
-func (d *Daemon) emitSession(typ event.Type, s *session.Session, proc *event.Process) {
+// emitSession records a session event; closed lists the connections the
+// session's end closed (nil for a login).
+func (d *Daemon) emitSession(typ event.Type, s *session.Session, proc *event.Process, closed []event.ClosedConnection) {
 	d.emit(&event.Event{Type: typ, Identity: identityOf(s), Process: proc,
-		Data: event.Session{UID: s.UID, Cgroup: s.Cgroup, LoginTime: s.LoginTime, Expires: s.Expires}.Data()})
+		Data: event.Session{UID: s.UID, Cgroup: s.Cgroup, LoginTime: s.LoginTime, Expires: s.Expires, ConnectionsClosed: closed}.Data()})
 }
 
 // openClientTLS loads (or creates) the authority behind the TLS the proxy

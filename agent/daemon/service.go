@@ -23,6 +23,13 @@ func (d *Daemon) Login(ctx context.Context, peer session.Peer, raw string) (*ses
 			Decision: &event.Decision{Action: event.Deny, Rule: "token", Reason: err.Error()}})
 		return nil, err
 	}
+	if lk, locked := d.locks.Check(claims.Subject, time.Now()); locked {
+		msg := lockedMessage(lk)
+		d.log.Warn().Str("sub", claims.Subject).Int("pid", peer.PID).Time("until", lk.Until).Msg("login refused: locked")
+		d.emit(&event.Event{Type: event.SessionLogin, Identity: &event.Identity{Sub: claims.Subject, Email: claims.Email, Groups: claims.Groups, Issuer: claims.Issuer},
+			Process: proc, Decision: &event.Decision{Action: event.Deny, Rule: "lock", Reason: msg}})
+		return nil, errors.New(msg)
+	}
 	id := session.Identity{Subject: claims.Subject, Email: claims.Email, Name: claims.Name, Issuer: claims.Issuer, Groups: claims.Groups}
 	s, refreshed, err := d.sessions.Login(peer, id, claims.Expiry)
 	if err != nil {
@@ -35,8 +42,14 @@ func (d *Daemon) Login(ctx context.Context, peer session.Peer, raw string) (*ses
 		// Without access entries the session reaches nothing: closed.
 		d.log.Error().Err(err).Msg("sync access after login")
 	}
+	d.wakeExpiry()
 	d.log.Info().Str("session", s.ID).Str("sub", s.Identity.Subject).Bool("refreshed", refreshed).Time("expires", s.Expires).Msg("session bound")
-	d.emitSession(event.SessionLogin, s, d.loginShell(proc, s))
+	d.emitSession(event.SessionLogin, s, d.loginShell(proc, s), nil)
+	if refreshed {
+		// A new token may carry fewer groups: what they no longer
+		// reach closes as for a policy change.
+		d.revokeAccess(context.WithoutCancel(ctx), d.currentPolicy())
+	}
 	return s, nil
 }
 
@@ -49,9 +62,10 @@ func (d *Daemon) Logout(ctx context.Context, peer session.Peer) (*session.Sessio
 	if err := d.syncAccess(); err != nil {
 		d.log.Error().Err(err).Msg("sync access after logout")
 	}
-	d.log.Info().Str("session", s.ID).Str("sub", s.Identity.Subject).Msg("session ended")
+	closed := d.closeLoggedOut(ctx, s)
+	d.log.Info().Str("session", s.ID).Str("sub", s.Identity.Subject).Int("connections_closed", len(closed)).Msg("session ended")
 	proc, _ := d.attribute(uint32(peer.PID), peer.UID, 0, s.CgroupID)
-	d.emitSession(event.SessionLogout, s, proc)
+	d.emitSession(event.SessionLogout, s, proc, closed)
 	return s, nil
 }
 

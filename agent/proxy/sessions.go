@@ -72,7 +72,7 @@ func (s *Stream) End(ctx context.Context, reason string) {
 // ClosedStream describes a stream the proxy closed on the agent's behalf.
 type ClosedStream struct {
 	SessionID string
-	Target    string
+	Target    event.Target
 	// Client is the client's address as the proxy saw it, PID the
 	// client process's.
 	Client string
@@ -84,7 +84,7 @@ type ClosedStream struct {
 // Event is the stream's entry in the connections_closed list of the event
 // that reports the closure.
 func (c ClosedStream) Event() event.ClosedConnection {
-	return event.ClosedConnection{Target: c.Target, Client: c.Client, PID: c.PID, Since: c.Since}
+	return event.ClosedConnection{Target: c.Target.Name, Client: c.Client, PID: c.PID, Since: c.Since}
 }
 
 // Selector picks streams to close: it returns the reason to give a stream's
@@ -144,7 +144,7 @@ func (p *Proxy) Close(ctx context.Context, sel Selector) []ClosedStream {
 			continue // another closure has it; it reports it
 		}
 		picked = append(picked, o)
-		out = append(out, ClosedStream{SessionID: o.att.SessionID, Target: o.att.Target.Name,
+		out = append(out, ClosedStream{SessionID: o.att.SessionID, Target: o.att.Target,
 			Client: o.clientAddr(), PID: o.att.Kernel.TGID, Since: o.since, Reason: reason})
 	}
 	p.mu.Unlock()

@@ -131,7 +131,7 @@ func TestCloseSelectsBySession(t *testing.T) {
 		t.Fatalf("Close closed %d streams, want the 2 of s1: %+v", len(closed), closed)
 	}
 	for _, c := range closed {
-		if c.SessionID != "s1" || c.Target != dbTarget().Name || c.PID != 42 || c.Client == "" || c.Reason != "warden: you logged out" {
+		if c.SessionID != "s1" || c.Target != dbTarget() || c.PID != 42 || c.Client == "" || c.Reason != "warden: you logged out" {
 			t.Errorf("closed stream %+v", c)
 		}
 	}

@@ -33,7 +33,7 @@ const killPoll = 5 * time.Millisecond
 // that a process forked between the listing and the signal does not
 // escape. The cgroup itself stays; see Remove.
 func Kill(ctx context.Context, path string) ([]int, error) {
-	pids, err := treeProcs(path)
+	pids, err := TreeProcs(path)
 	if err != nil {
 		return nil, err
 	}
@@ -42,7 +42,7 @@ func Kill(ctx context.Context, path string) ([]int, error) {
 		return pids, fmt.Errorf("kill cgroup %s: %w", path, kill)
 	}
 	for {
-		left, err := treeProcs(path)
+		left, err := TreeProcs(path)
 		if err != nil {
 			return pids, err
 		}
@@ -62,9 +62,9 @@ func Kill(ctx context.Context, path string) ([]int, error) {
 	}
 }
 
-// treeProcs lists the processes of the cgroup at path and of every cgroup
+// TreeProcs lists the processes of the cgroup at path and of every cgroup
 // below it.
-func treeProcs(path string) ([]int, error) {
+func TreeProcs(path string) ([]int, error) {
 	var all []int
 	err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
