@@ -204,6 +204,11 @@ func (c *Collector) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() {
 		err := c.ing.Run(ctx)
+		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			// Stopped while it was still binding its consumer: a stop,
+			// not a failure.
+			err = nil
+		}
 		if err != nil {
 			err = fmt.Errorf("ingest: %w", err)
 		}

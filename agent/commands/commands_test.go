@@ -333,11 +333,22 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	for name, cfg := range map[string]Config{
 		"no handler": {URL: "nats://x", HostID: "h"},
 		"no url":     {HostID: "h", Handler: h},
-		"host dot":   {URL: "nats://x", HostID: "a.b", Handler: h},
-		"host all":   {URL: "nats://x", HostID: "all", Handler: h},
+		"host ctl":   {URL: "nats://x", HostID: "a\nb", Handler: h},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+func TestDottedHostID(t *testing.T) {
+	e := newEnv(t)
+	e.publish(kill("bastion-1.corp.example", "sess-1", ""))
+	e.publish(kill("bastion-1", "sess-2", "")) // a different host
+	h := &fakeHandler{}
+	s := e.start(h, "bastion-1.corp.example", issued)
+	waitSynced(t, s)
+	if got := h.Calls(); len(got) != 1 || got[0] != "kill session:sess-1 by sam: intrusion" {
+		t.Fatalf("calls %q", got)
 	}
 }

@@ -115,25 +115,44 @@ func (c *Command) Subject() string {
 }
 
 // CommandSubject returns the subject of commands for one host.
-func CommandSubject(hostID string) string { return CommandSubjectPrefix + hostID }
+func CommandSubject(hostID string) string { return CommandSubjectPrefix + CommandHostToken(hostID) }
 
 // CommandConsumer returns the durable consumer name of a host's agent.
-// Consumer names cannot hold '.', '*', '>' or whitespace; host ids are
-// checked by ValidCommandHost.
-func CommandConsumer(hostID string) string { return "warden-agent-" + hostID }
+func CommandConsumer(hostID string) string { return "warden-agent-" + CommandHostToken(hostID) }
 
-// ValidCommandHost reports whether a host id can be a subject token and a
-// consumer name: it cannot be "all", empty, or contain '.', '*', '>',
-// '/', '\' or whitespace.
+// CommandHostToken turns a host id into one subject token that is also
+// valid in a consumer name: host ids are often FQDNs, and a '.' would split
+// the subject, while NATS forbids '.', '*', '>', slashes and whitespace in
+// consumer names. Those characters and '%' are escaped as %XX, reversibly,
+// and a host named "all" becomes "%61ll" so that it cannot receive the
+// commands for every host as its own.
+func CommandHostToken(hostID string) string {
+	if hostID == "all" {
+		return "%61ll"
+	}
+	var b strings.Builder
+	for i := 0; i < len(hostID); i++ {
+		c := hostID[i]
+		switch {
+		case c == '%' || c == '.' || c == '*' || c == '>' || c == '/' || c == '\\' || c <= ' ' || c == 0x7f:
+			fmt.Fprintf(&b, "%%%02X", c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// ValidCommandHost reports whether a host id can receive commands: it is
+// not empty and has no control characters.
 func ValidCommandHost(hostID string) error {
 	if hostID == "" {
 		return errors.New("empty host id")
 	}
-	if hostID == "all" {
-		return errors.New(`host id "all" is reserved for commands to every host`)
-	}
-	if strings.ContainsAny(hostID, ".*>/\\ \t\r\n") {
-		return fmt.Errorf("host id %q cannot name a NATS subject or consumer (no '.', '*', '>', '/', '\\' or spaces)", hostID)
+	for _, r := range hostID {
+		if r < ' ' || r == 0x7f {
+			return fmt.Errorf("host id %q has a control character", hostID)
+		}
 	}
 	return nil
 }

@@ -57,8 +57,7 @@ func TestCommandValidate(t *testing.T) {
 		"issued":          func(c *Command) { c.Issued = time.Time{} },
 		"by":              func(c *Command) { c.By = "" },
 		"reason":          func(c *Command) { c.Reason = "  " },
-		"host all":        func(c *Command) { c.Host = "all" },
-		"host dot":        func(c *Command) { c.Host = "a.b" },
+		"host ctl":        func(c *Command) { c.Host = "a\nb" },
 		"kill both":       func(c *Command) { c.SessionID = "s1" },
 		"kill neither":    func(c *Command) { c.Sub = "" },
 		"kill with until": func(c *Command) { c.Until = c.Issued.Add(time.Hour) },
@@ -115,12 +114,48 @@ func TestCommandExpired(t *testing.T) {
 }
 
 func TestValidCommandHost(t *testing.T) {
-	for _, h := range []string{"", "all", "a.b", "a*", "a>", "a b", "a/b"} {
+	for _, h := range []string{"", "a\tb", "a\x7f"} {
 		if ValidCommandHost(h) == nil {
 			t.Errorf("%q accepted", h)
 		}
 	}
-	if err := ValidCommandHost("bastion-1"); err != nil {
-		t.Error(err)
+	for _, h := range []string{"bastion-1", "bastion-1.corp.example", "all", "a b"} {
+		if err := ValidCommandHost(h); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestCommandHostToken(t *testing.T) {
+	for host, want := range map[string]string{
+		"bastion-1":              "bastion-1",
+		"bastion-1.corp.example": "bastion-1%2Ecorp%2Eexample",
+		"all":                    "%61ll",
+		"all.x":                  "all%2Ex",
+		"50%":                    "50%25",
+		"a*b>c/d\\e f":           "a%2Ab%3Ec%2Fd%5Ce%20f",
+	} {
+		if got := CommandHostToken(host); got != want {
+			t.Errorf("%q: token %q, want %q", host, got, want)
+		}
+	}
+	// Distinct hosts, distinct subjects: escaping is reversible.
+	seen := map[string]string{}
+	for _, h := range []string{"a.b", "a%2Eb", "a_b", "all", "%61ll", "ALL"} {
+		tok := CommandHostToken(h)
+		if other, ok := seen[tok]; ok {
+			t.Errorf("%q and %q share token %q", h, other, tok)
+		}
+		seen[tok] = h
+		if strings.ContainsAny(tok, ".*> /\\") {
+			t.Errorf("%q: token %q is no subject token", h, tok)
+		}
+	}
+	if CommandSubject("a.b") != "warden.commands.a%2Eb" || CommandConsumer("a.b") != "warden-agent-a%2Eb" {
+		t.Errorf("subject %q consumer %q", CommandSubject("a.b"), CommandConsumer("a.b"))
+	}
+	c := testCommand(KindKill)
+	if c.Host = "all"; c.Subject() == CommandSubjectAll {
+		t.Error(`host "all" gets the subject of every host`)
 	}
 }
