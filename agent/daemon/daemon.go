@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wardenhq/warden/agent/clientca"
+	"github.com/wardenhq/warden/agent/commands"
 	"github.com/wardenhq/warden/agent/config"
 	"github.com/wardenhq/warden/agent/control"
 	"github.com/wardenhq/warden/agent/lineage"
@@ -113,6 +114,10 @@ type Daemon struct {
 	locks *session.Locks
 	// expiryWake tells maintainSessions a login moved the next expiry.
 	expiryWake chan struct{}
+	// commands applies the collector's kills and locks; logins wait for
+	// its backlog until syncDeadline (see awaitCommands).
+	commands     *commands.Subscriber
+	syncDeadline time.Time
 }
 
 // Run starts the daemon and blocks until ctx is done. Each value received
@@ -248,6 +253,13 @@ func (d *Daemon) start(ctx context.Context) error {
 	if d.locks, err = session.OpenLocks(locksFile); err != nil {
 		return fmt.Errorf("login locks (%s): %w", locksFile, err)
 	}
+	// Kills and locks sent while the agent was away wait in its durable
+	// consumer; logins wait for them, for a while (awaitCommands).
+	d.commands, err = commands.New(commands.Config{URL: cfg.NATS.URL, HostID: cfg.HostID, Handler: d, Logger: d.log})
+	if err != nil {
+		return err
+	}
+	d.syncDeadline = time.Now().Add(commandsSyncWait)
 
 	var firstApply error
 	loaded := false
@@ -315,6 +327,7 @@ func (d *Daemon) run(ctx context.Context, reload <-chan os.Signal) error {
 	spawn("control", d.control.Serve)
 	spawn("policy watcher", d.watcher.Run)
 	spawn("sessions", d.maintainSessions)
+	spawn("commands", d.commands.Run)
 	spawn("denials", d.readDenials)
 	spawn("kernel losses", d.watchKernelLosses)
 	spawn("lineage", d.lineage.Run)

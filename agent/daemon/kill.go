@@ -137,6 +137,32 @@ func (d *Daemon) Lock(ctx context.Context, sub string, until time.Time, reason, 
 // Locks lists the locks in force.
 func (d *Daemon) Locks() []lifetime.Lock { return d.locks.Active(time.Now()) }
 
+// commandsSyncWait is how long after its start the agent holds logins
+// back until the collector's pending kills and locks are applied. Past it
+// (NATS unreachable, say) logins proceed under the locks already on disk:
+// an agent cut off from the collector must stay usable.
+const commandsSyncWait = 3 * time.Second
+
+// awaitCommands holds a login back until the commands that waited for this
+// agent are applied, or the start-up's grace ends.
+func (d *Daemon) awaitCommands(ctx context.Context) {
+	if d.commands == nil {
+		return
+	}
+	wait := time.Until(d.syncDeadline)
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-d.commands.Synced():
+	case <-t.C:
+		d.log.Warn().Msg("collector commands not in sync; accepting logins under the locks on disk")
+	case <-ctx.Done():
+	}
+}
+
 // lockedMessage is what a locked person's 'warden login' answers.
 func lockedMessage(lk lifetime.Lock) string {
 	msg := fmt.Sprintf("warden: logins of %s are locked until %s by %s", lk.Sub, lk.Until.UTC().Format(time.RFC3339), lk.By)

@@ -23,6 +23,7 @@ func (d *Daemon) Login(ctx context.Context, peer session.Peer, raw string) (*ses
 			Decision: &event.Decision{Action: event.Deny, Rule: "token", Reason: err.Error()}})
 		return nil, err
 	}
+	d.awaitCommands(ctx)
 	if lk, locked := d.locks.Check(claims.Subject, time.Now()); locked {
 		msg := lockedMessage(lk)
 		d.log.Warn().Str("sub", claims.Subject).Int("pid", peer.PID).Time("until", lk.Until).Msg("login refused: locked")
