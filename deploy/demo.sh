@@ -165,6 +165,9 @@ step "warden events --type net.connect --since 10m"
 warden events --type net.connect --since 10m | sed 's/^/    /'
 step "warden events --type db.query --since 10m"
 warden events --type db.query --since 10m | sed 's/^/    /'
+# Each statement is recorded before it runs; its outcome follows, linked.
+step "warden events --type db.result --since 10m"
+warden events --type db.result --since 10m | sed 's/^/    /'
 # The refused DROP: walk from the statement back to the person.
 id=$(warden events --type db.query --user alice --json | grep -i '"statement":"drop' | head -1 | grep -o '"id":"[0-9A-HJKMNP-TV-Z]\{26\}"' | head -1 | cut -d'"' -f4) || true
 if [ -n "$id" ]; then

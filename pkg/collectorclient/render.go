@@ -55,7 +55,7 @@ func eventDetail(e *event.Event) string {
 		parts = append(parts, d)
 	}
 	// Type-specific payload keys, in order of interest (docs/events.md).
-	for _, k := range []string{"problem", "statement", "query", "command", "method", "path", "detail", "reason", "count"} {
+	for _, k := range []string{"problem", "statement", "query", "command", "rows", "masked_columns", "error", "method", "path", "detail", "reason", "count"} {
 		if v, ok := e.Data[k]; ok {
 			parts = append(parts, fmt.Sprintf("%s=%v", k, v))
 		}
