@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -88,6 +89,23 @@ func (d *Daemon) Kill(ctx context.Context, req lifetime.KillRequest) (lifetime.K
 		d.log.Error().Err(err).Msg("sync access after kill")
 	}
 
+	// The processes are listed, with their binaries, before anything
+	// ends: a client whose connection closes below (psql after its FATAL)
+	// exits on its own before the cgroup is killed, and the kill ended it
+	// all the same.
+	type found struct {
+		pids []int
+		bins map[int]string
+	}
+	listed := make([]found, len(targets))
+	for i, s := range targets {
+		pids, err := cgroupv2.TreeProcs(s.Cgroup)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+		listed[i] = found{pids: pids, bins: binaries(pids)}
+	}
+
 	reason := msgKilled(by, req.Reason)
 	closed := d.proxy.Close(ctx, func(att *proxy.Attribution) (string, bool) { return reason, ids[att.SessionID] })
 	rep.Connections = len(closed)
@@ -95,22 +113,21 @@ func (d *Daemon) Kill(ctx context.Context, req lifetime.KillRequest) (lifetime.K
 	kctx, cancel := context.WithTimeout(ctx, killTimeout)
 	defer cancel()
 	var procs []event.KilledProcess
-	for _, s := range targets {
-		// The binaries are read before the kill, while /proc has them.
-		pids, err := cgroupv2.TreeProcs(s.Cgroup)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-		bins := map[int]string{}
-		for _, pid := range pids {
-			bins[pid], _ = os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
-		}
+	for i, s := range targets {
 		killed, err := cgroupv2.Kill(kctx, s.Cgroup)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("session %s: %w", s.ID, err))
 		}
+		// Forked since the listing: its binary is read too late, if at
+		// all.
+		all := listed[i].pids
 		for _, pid := range killed {
-			procs = append(procs, event.KilledProcess{PID: pid, Binary: bins[pid]})
+			if !slices.Contains(all, pid) {
+				all = append(all, pid)
+			}
+		}
+		for _, pid := range all {
+			procs = append(procs, event.KilledProcess{PID: pid, Binary: listed[i].bins[pid]})
 			rep.Processes = append(rep.Processes, pid)
 		}
 	}
@@ -136,6 +153,16 @@ func (d *Daemon) Lock(ctx context.Context, sub string, until time.Time, reason, 
 
 // Locks lists the locks in force.
 func (d *Daemon) Locks() []lifetime.Lock { return d.locks.Active(time.Now()) }
+
+// binaries reads the executables of pids from /proc; a process gone
+// already has none.
+func binaries(pids []int) map[int]string {
+	out := make(map[int]string, len(pids))
+	for _, pid := range pids {
+		out[pid], _ = os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+	}
+	return out
+}
 
 // commandsSyncWait is how long after its start the agent holds logins
 // back until the collector's pending kills and locks are applied. Past it
