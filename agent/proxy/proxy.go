@@ -132,7 +132,12 @@ type Proxy struct {
 	// open indexes the authorized streams, so that the agent can close
 	// those of a session that ended (see Close).
 	open map[*openStream]struct{}
-	wg   sync.WaitGroup
+	// authMu is held shared from a connection's authorization until it is
+	// indexed, and exclusively by Close while it selects: the daemon
+	// changes its sessions or policy, then calls Close, which therefore
+	// sees every stream authorized under the old state.
+	authMu sync.RWMutex
+	wg     sync.WaitGroup
 }
 
 // New returns a proxy; Serve runs it.
@@ -230,7 +235,17 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 		log.Warn().Err(err).Msg("connection without kernel attribution closed")
 		return
 	}
+	// Authorization and indexing are one step for Close (see authMu):
+	// a stream authorized before its session ended is indexed before
+	// Close looks, so it cannot slip past.
+	p.authMu.RLock()
 	att := p.opts.Authorize(info)
+	var open *openStream
+	if att.Decision.Action == event.Allow {
+		open = p.index(&att, client.RemoteAddr().String())
+		defer p.unindex(open)
+	}
+	p.authMu.RUnlock()
 	log = log.With().Str("target", att.Target.Name).Uint32("pid", info.TGID).Uint32("uid", info.UID).Logger()
 	codec := p.opts.Codecs.Codec(att.Target.Protocol)
 
@@ -252,9 +267,6 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 	// Indexed before the dial: a session that ends while the dial is in
 	// progress finds the stream, and it is refused below instead of
 	// served.
-	open := p.index(&att, client.RemoteAddr().String())
-	defer p.unindex(open)
-
 	d := net.Dialer{Timeout: p.opts.DialTimeout}
 	upstream, err := d.DialContext(ctx, "tcp", info.OrigDst.String())
 	if err != nil {

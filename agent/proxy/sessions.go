@@ -126,6 +126,8 @@ func (o *openStream) clientAddr() string { return o.client }
 // selected before its codec started is refused with the reason when its
 // dial returns.
 func (p *Proxy) Close(ctx context.Context, sel Selector) []ClosedStream {
+	// Authorizations in flight finish and index their streams first.
+	p.authMu.Lock()
 	p.mu.Lock()
 	var picked []*openStream
 	var out []ClosedStream
@@ -148,6 +150,7 @@ func (p *Proxy) Close(ctx context.Context, sel Selector) []ClosedStream {
 			Client: o.clientAddr(), PID: o.att.Kernel.TGID, Since: o.since, Reason: reason})
 	}
 	p.mu.Unlock()
+	p.authMu.Unlock()
 
 	var wg sync.WaitGroup
 	for _, o := range picked {
