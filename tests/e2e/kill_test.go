@@ -124,6 +124,10 @@ func (e *killEnv) startSession(t *testing.T, token, script string) *session {
 	if s.ID == "" || s.Cgroup == "" {
 		t.Fatalf("whoami without id or cgroup: %+v", who)
 	}
+	// The collector finds a session's host in its session.login.
+	e.WaitEvent(collectorclient.Query{Type: string(event.SessionLogin), Desc: true, Limit: 20}, "session.login of "+s.ID, func(ev *event.Event) bool {
+		return ev.Identity != nil && ev.Identity.SessionID == s.ID
+	})
 	return s
 }
 
