@@ -30,13 +30,6 @@ type openStream struct {
 	done   chan struct{}
 }
 
-// closing returns the reason the stream is being closed, "" if it is not.
-func (o *openStream) closing() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.reason
-}
-
 // OnClose installs fn as the stream's way of ending in the protocol's own
 // words. When the agent ends the stream (its session expired or was logged
 // out or killed, or the policy no longer gives it the target), End calls
