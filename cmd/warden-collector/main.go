@@ -1,6 +1,8 @@
 // Command warden-collector consumes Warden events from NATS JetStream,
 // verifies their signatures and hash chains, stores them in SQLite and
-// serves the query API used by `warden events|lineage|sessions`.
+// serves the query API used by `warden events|lineage|sessions`. With
+// --killers it also takes `warden sessions kill` requests and sends them to
+// the agents on the WARDEN_COMMANDS stream.
 package main
 
 import (
