@@ -40,7 +40,6 @@ func TestBenchKill(t *testing.T) {
 	e := harness.NewEnv(t)
 	target := e.Serve("tcp4", "127.0.0.1:0")
 	e.StartAgent(fmt.Sprintf("targets:\n  - name: echo\n    protocol: tcp\n    address: 127.0.0.1:%d\naccess:\n  - groups: [engineering]\n    targets: [echo]\n", target.Port()))
-	e.StartCollectorWith(e.KillerFlags()...)
 	alice := e.Token(devidp.IssueOptions{Sub: "alice"})
 	samFile := e.Token(devidp.IssueOptions{Sub: "sam", Groups: []string{harness.KillerGroup}})
 	sam, err := os.ReadFile(samFile)

@@ -52,7 +52,6 @@ access:
   - groups: [engineering]
     targets: [orders-db]
 `, e.pg.Port, secret))
-	e.StartCollectorWith(e.KillerFlags()...)
 	e.alice = e.Token(devidp.IssueOptions{Sub: "alice"})
 	e.sam = e.Token(devidp.IssueOptions{Sub: "sam", Email: "sam@corp.example", Groups: []string{"engineering", harness.KillerGroup}})
 	e.mallory = e.Token(devidp.IssueOptions{Sub: "mallory"})
@@ -303,7 +302,7 @@ sleep 1000`, e.conn()))
 		s := e.startSession(t, e.alice, "sleep 1000")
 		// The embedded NATS server moves to another port: the agent's link
 		// is down, the collector and its stream are up.
-		e.StartCollectorWith(append(e.KillerFlags(), "--nats-listen", "127.0.0.1:4223")...)
+		e.StartCollectorWith("--nats-listen", "127.0.0.1:4223")
 		out, err := e.Warden("sessions", "kill", s.ID, "--reason", "e2e: while away", "--token-file", e.sam)
 		if err != nil {
 			t.Fatalf("kill: %v\n%s", err, out)
@@ -312,7 +311,7 @@ sleep 1000`, e.conn()))
 		if s.Ended() {
 			t.Fatal("the session ended without a link to NATS: the test proves nothing")
 		}
-		e.StartCollectorWith(e.KillerFlags()...)
+		e.StartCollectorWith()
 		e.Eventually("the kill applied after the link came back", func() error {
 			if !s.Ended() {
 				return fmt.Errorf("the shell still runs")

@@ -171,13 +171,25 @@ func NewEnv(t testing.TB) *Env {
 
 // StartCollector starts warden-collector with its embedded NATS (again,
 // after StopCollector: same store and JetStream directory) and waits until
-// it is healthy.
+// it is healthy. Members of KillerGroup may kill sessions through it.
 func (e *Env) StartCollector() {
 	e.T.Helper()
-	p := e.StartProcess("collector", e.NSCommand(filepath.Join(e.Bin, "warden-collector"),
-		"--embedded-nats", "--nats-listen", NATSAddr, "--nats-store", filepath.Join(e.Dir, "nats"),
+	e.StartCollectorWith()
+}
+
+// StartCollectorWith stops warden-collector if it runs and starts it again
+// (same store and JetStream directory) with extra flags after the
+// harness's own; a flag given again wins, so "--nats-listen" moves the
+// embedded NATS server away from the agent.
+func (e *Env) StartCollectorWith(extra ...string) {
+	e.T.Helper()
+	if e.collector != nil {
+		e.collector.Stop()
+	}
+	args := append([]string{"--embedded-nats", "--nats-listen", NATSAddr, "--nats-store", filepath.Join(e.Dir, "nats"),
 		"--store", filepath.Join(e.Dir, "events.db"), "--listen", CollectorAddr,
-		"--agent-keys", filepath.Join(e.Dir, "keys")))
+		"--agent-keys", filepath.Join(e.Dir, "keys")}, append(e.KillerFlags(), extra...)...)
+	p := e.StartProcess("collector", e.NSCommand(filepath.Join(e.Bin, "warden-collector"), args...))
 	e.collector = p
 	e.Eventually("collector healthy", func() error {
 		if p.Exited() {

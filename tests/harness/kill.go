@@ -2,7 +2,6 @@ package harness
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,29 +17,6 @@ const KillerGroup = "soc"
 // sessions, with the dev IdP as the issuer of their tokens.
 func (e *Env) KillerFlags() []string {
 	return []string{"--killers", KillerGroup, "--oidc-issuer", e.IdP.Issuer(), "--oidc-client-id", ClientID}
-}
-
-// StartCollectorWith stops warden-collector and starts it again (same
-// store and JetStream directory) with extra flags after the harness's own;
-// a flag given again wins, so "--nats-listen" moves the embedded NATS
-// server away from the agent.
-func (e *Env) StartCollectorWith(extra ...string) {
-	e.T.Helper()
-	if e.collector != nil {
-		e.collector.Stop()
-	}
-	args := append([]string{"--embedded-nats", "--nats-listen", NATSAddr, "--nats-store", filepath.Join(e.Dir, "nats"),
-		"--store", filepath.Join(e.Dir, "events.db"), "--listen", CollectorAddr,
-		"--agent-keys", filepath.Join(e.Dir, "keys")}, extra...)
-	p := e.StartProcess("collector", e.NSCommand(filepath.Join(e.Bin, "warden-collector"), args...))
-	e.collector = p
-	e.Eventually("collector healthy", func() error {
-		if p.Exited() {
-			e.T.Fatalf("collector exited:\n%s", p.Output())
-		}
-		_, err := e.Collector.Health(context.Background())
-		return err
-	})
 }
 
 // Warden runs the warden CLI as root in the namespace, outside any
