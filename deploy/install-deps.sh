@@ -14,6 +14,7 @@ packages=(
 	postgresql postgresql-client  # protected target and psql client
 	mariadb-client redis-tools    # e2e: real mariadb and redis-cli command lines (redaction)
 	sshpass apache2-utils         # e2e: sshpass -p and htpasswd -b command lines (redaction)
+	openssh-server openssh-client # e2e: a real sshd and ssh relayed through the agent (lifetime)
 	curl ca-certificates ruby     # demo, Vagrantfile syntax check
 )
 missing=()
@@ -25,6 +26,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update
 	apt-get install -y --no-install-recommends "${missing[@]}"
 fi
+# The tests start their own sshd on loopback in a network namespace and
+# never use the system's. openssh-server's postinst enables and, where an
+# init system runs, starts ssh.service on port 22; this script leaves that
+# as the package does (a machine reached over ssh needs it). To keep it off:
+# systemctl disable --now ssh.service
 
 # Go: use the one on PATH or in /usr/local/go; otherwise the distribution's,
 # which fetches the version go.mod names through the module proxy.

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -26,24 +27,28 @@ import (
 // server.
 
 // lifeEnv is an agent in front of a real PostgreSQL server (orders-db,
-// with injected credentials, logging every statement it receives) and a
-// line echo server (echo, relayed as tcp), both open to engineering.
+// with injected credentials, logging every statement it receives), a
+// line echo server (echo, relayed as tcp) and a real OpenSSH server (ssh,
+// which has no codec yet and is relayed as tcp), all open to engineering.
 type lifeEnv struct {
 	*harness.Env
 	pg     *harness.Postgres
 	echo   *harness.Server
+	sshd   *harness.SSHD
 	secret string
 	shells int
 }
 
 func newLifeEnv(t *testing.T) *lifeEnv {
 	testenv.RequireCommand(t, "psql")
+	testenv.RequireCommand(t, "ssh")
 	e := &lifeEnv{Env: harness.NewEnv(t)}
 	e.pg = e.StartPostgres()
 	e.pg.Exec("postgres", "CREATE ROLE app LOGIN PASSWORD 'vaulted-app-secret'")
 	e.pg.Exec("postgres", "CREATE DATABASE orders OWNER app")
 	e.pg.LogStatements()
 	e.echo = e.Serve("tcp4", "127.0.0.1:0")
+	e.sshd = e.StartSSHD(nobody, nobody)
 	e.secret = filepath.Join(e.Dir, "orders-db.secret")
 	if err := os.WriteFile(e.secret, []byte("vaulted-app-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -53,11 +58,11 @@ func newLifeEnv(t *testing.T) *lifeEnv {
 	return e
 }
 
-// policy gives engineering echo, and orders-db too if orders.
+// policy gives engineering echo and ssh, and orders-db too if orders.
 func (e *lifeEnv) policy(orders bool) string {
-	reach := "[echo]"
+	reach := "[echo, ssh]"
 	if orders {
-		reach = "[orders-db, echo]"
+		reach = "[orders-db, echo, ssh]"
 	}
 	return fmt.Sprintf(`targets:
   - name: orders-db
@@ -69,10 +74,13 @@ func (e *lifeEnv) policy(orders bool) string {
   - name: echo
     protocol: tcp
     address: 127.0.0.1:%d
+  - name: ssh
+    protocol: ssh
+    address: %s
 access:
   - groups: [engineering]
     targets: %s
-`, e.pg.Port, e.secret, e.echo.Port(), reach)
+`, e.pg.Port, e.secret, e.echo.Port(), e.sshd.Addr(), reach)
 }
 
 // appBackends counts the server's sessions of the injected user: the
@@ -82,9 +90,10 @@ func (e *lifeEnv) appBackends() int64 {
 }
 
 // boundShell is a shell of nobody's, logged in with a token, holding open
-// a psql fed from a FIFO and a bash /dev/tcp connection to echo. On the
-// test's signal it runs an action (e.g. warden logout), then says whether
-// the tcp connection still answers.
+// a psql fed from a FIFO and a bash /dev/tcp connection to echo, and, if
+// asked, an ssh session to the sshd running a long command. On the test's
+// signal it runs an action (e.g. warden logout), then says whether the tcp
+// connection still answers.
 type boundShell struct {
 	t    *testing.T
 	dir  string
@@ -97,6 +106,13 @@ type boundShell struct {
 }
 
 func (e *lifeEnv) startShell(t *testing.T, token, action string) *boundShell {
+	t.Helper()
+	return e.startShellWith(t, token, action, false)
+}
+
+// startShellWith is startShell, with an ssh session open too if withSSH:
+// its output goes to ssh.out, its exit status to ssh.rc when it ends.
+func (e *lifeEnv) startShellWith(t *testing.T, token, action string, withSSH bool) *boundShell {
 	t.Helper()
 	e.shells++
 	dir := filepath.Join(e.Dir, fmt.Sprintf("life-%d", e.shells))
@@ -124,17 +140,25 @@ func (e *lifeEnv) startShell(t *testing.T, token, action string) *boundShell {
 		t.Cleanup(func() { w.Close() })
 	}
 	conn := fmt.Sprintf("host=127.0.0.1 port=%d dbname=orders user=whoever sslmode=disable connect_timeout=10", e.pg.Port)
+	ssh := ":"
+	if withSSH {
+		// The remote command never ends by itself: only a closed
+		// connection ends the session.
+		ssh = fmt.Sprintf(`{ %s </dev/null >%s/ssh.out 2>&1; echo $? >%[2]s/ssh.rc; } &`,
+			e.sshd.ClientCommand("echo ssh-up; exec sleep 1000"), dir)
+	}
 	script := fmt.Sprintf(`warden login --token-file %[1]s >/dev/null || exit 9
 psql "%[2]s" -X -At < %[3]s/psql.in > %[3]s/psql.out 2>&1 &
 exec 3<>/dev/tcp/127.0.0.1/%[4]d || exit 8
 echo hello >&3
 read -r line <&3 && echo "$line" > %[3]s/tcp.ready
+%[6]s
 read -r _ < %[3]s/ctl
 %[5]s
 echo again >&3 2>/dev/null
 if read -t 5 -r line <&3; then echo "open:$line"; else echo "closed:$?"; fi > %[3]s/tcp.after
 wait
-`, token, conn, dir, e.echo.Port(), action)
+`, token, conn, dir, e.echo.Port(), action, ssh)
 	cmd := e.Command(harness.Shell{UID: nobody, GID: nobody, Script: script})
 	cmd.Stdout, cmd.Stderr = lockedBuilder{&sh.mu, &sh.out}, lockedBuilder{&sh.mu, &sh.out}
 	if err := cmd.Start(); err != nil {
@@ -161,9 +185,36 @@ wait
 		if n := e.appBackends(); n != 1 {
 			return fmt.Errorf("%d psql backends", n)
 		}
+		if withSSH {
+			if rc, err := os.ReadFile(filepath.Join(dir, "ssh.rc")); err == nil {
+				out, _ := os.ReadFile(filepath.Join(dir, "ssh.out"))
+				t.Fatalf("ssh ended before the test began (exit %s):\n%s\nsshd:\n%s", bytes.TrimSpace(rc), out, e.sshd.Output())
+			}
+			if out, err := os.ReadFile(filepath.Join(dir, "ssh.out")); err != nil || !strings.Contains(string(out), "ssh-up") {
+				return fmt.Errorf("ssh not up: %q %v", out, err)
+			}
+		}
 		return nil
 	})
 	return sh
+}
+
+// sshEnded waits up to within for the shell's ssh client to end and
+// returns its exit status and output.
+func (sh *boundShell) sshEnded(within time.Duration) (rc, out string) {
+	sh.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		if b, err := os.ReadFile(filepath.Join(sh.dir, "ssh.rc")); err == nil && len(bytes.TrimSpace(b)) > 0 {
+			o, _ := os.ReadFile(filepath.Join(sh.dir, "ssh.out"))
+			return string(bytes.TrimSpace(b)), string(o)
+		}
+		if time.Now().After(deadline) {
+			o, _ := os.ReadFile(filepath.Join(sh.dir, "ssh.out"))
+			sh.t.Fatalf("the ssh client still runs %v later:\n%s", within, o)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 type lockedBuilder struct {
@@ -313,10 +364,19 @@ func TestLifetime(t *testing.T) {
 		}
 	})
 
-	t.Run("logout closes the shell's psql and tcp", func(t *testing.T) {
+	t.Run("logout closes the shell's psql, ssh and tcp", func(t *testing.T) {
 		token := e.Token(devidp.IssueOptions{Sub: "bob"})
-		sh := e.startShell(t, token, "warden logout >/dev/null")
+		sh := e.startShellWith(t, token, "warden logout >/dev/null", true)
+		start := time.Now()
 		sh.signal() // warden logout
+		// ssh has no codec: the relay just closes, and the client, whose
+		// remote command would run for 1000 s, ends on the lost
+		// connection with its own error status, 255.
+		rc, sshOut := sh.sshEnded(10 * time.Second)
+		t.Logf("ssh ended %v after the signal to log out:\n%s", time.Since(start).Round(time.Millisecond), sshOut)
+		if rc != "255" {
+			t.Errorf("ssh exited %s, want 255 (connection lost):\n%s", rc, sshOut)
+		}
 		e.backendGone("logout")
 		sh.sql("select 'after-logout';")
 		psqlOut, tcpAfter := sh.finish()
@@ -329,7 +389,10 @@ func TestLifetime(t *testing.T) {
 		if !strings.HasPrefix(tcpAfter, "closed") {
 			t.Errorf("the relayed tcp connection survived the logout: %q", tcpAfter)
 		}
-		e.closedEvent(event.SessionLogout, "bob", 2)
+		targets := e.closedEvent(event.SessionLogout, "bob", 3)
+		if !(slices.Contains(targets, "orders-db") && slices.Contains(targets, "echo") && slices.Contains(targets, "ssh")) {
+			t.Errorf("session.logout lists %v, want orders-db, echo and ssh", targets)
+		}
 	})
 
 	t.Run("a policy that takes the target away closes it, not the others", func(t *testing.T) {
