@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -123,25 +122,5 @@ func (l *Locks) saveLocked(now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("encode login locks: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(l.file), 0o700); err != nil {
-		return fmt.Errorf("create state dir: %w", err)
-	}
-	tmp := l.file + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("write login locks: %w", err)
-	}
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write login locks %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, l.file); err != nil {
-		return fmt.Errorf("replace login locks: %w", err)
-	}
-	return nil
+	return writeState(l.file, data, "login locks")
 }

@@ -432,13 +432,20 @@ func (m *Manager) saveLocked() error {
 	if err != nil {
 		return fmt.Errorf("encode session state: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(m.opts.StateFile), 0o700); err != nil {
+	return writeState(m.opts.StateFile, data, "session state")
+}
+
+// writeState replaces file with data through a temporary file, an fsync
+// and a rename, so that a crash leaves the old file or the new one, never
+// a mix. what names the file in errors.
+func writeState(file string, data []byte, what string) error {
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
-	tmp := m.opts.StateFile + ".tmp"
+	tmp := file + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
-		return fmt.Errorf("write session state: %w", err)
+		return fmt.Errorf("write %s: %w", what, err)
 	}
 	// The write's error, or else the fsync's, must reach the check below:
 	// a state file that did not reach the disk is not saved.
@@ -449,10 +456,10 @@ func (m *Manager) saveLocked() error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("write session state %s: %w", tmp, err)
+		return fmt.Errorf("write %s %s: %w", what, tmp, err)
 	}
-	if err := os.Rename(tmp, m.opts.StateFile); err != nil {
-		return fmt.Errorf("replace session state: %w", err)
+	if err := os.Rename(tmp, file); err != nil {
+		return fmt.Errorf("replace %s: %w", what, err)
 	}
 	return nil
 }
