@@ -47,7 +47,12 @@ func TestBenchPgbench(t *testing.T) {
 	if err := os.WriteFile(secret, []byte("bench-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.StartAgent(fmt.Sprintf(`targets:
+	// Profiling is opt-in on the agent (pprof: true).
+	var agentOpts harness.AgentOptions
+	if os.Getenv("WARDEN_BENCH_PPROF") != "" {
+		agentOpts.Config = "pprof: true\n"
+	}
+	e.StartAgentWith(fmt.Sprintf(`targets:
   - name: bench-db
     protocol: postgres
     address: %s
@@ -71,7 +76,7 @@ masking:
     targets: [bench-db]
     columns: [filler, email, ssn]
     detectors: [email, credit_card, ssn, iban, phone, jwt, aws_access_key, private_key]
-`, pg.Addr(), secret))
+`, pg.Addr(), secret), agentOpts)
 	token := e.Token(devidp.IssueOptions{Sub: "alice"})
 
 	logDir, err := os.MkdirTemp("", "warden-pgbench-")
