@@ -89,6 +89,7 @@ type Daemon struct {
 	watcher   *policy.Watcher
 	metrics   *metrics.Metrics
 	listeners []net.Listener
+	metricsLn net.Listener // nil when metrics_listen is ""
 	proxy     *proxy.Proxy
 	control   *control.Server
 	codecs    *proxy.Registry
@@ -174,6 +175,13 @@ func (d *Daemon) start(ctx context.Context) error {
 	d.listeners, port, err = listenProxy(cfg.ProxyListen)
 	if err != nil {
 		return err
+	}
+	// The metrics port is taken at start too, so a conflict is a start-up
+	// error, not a failure after "wardend running".
+	if cfg.MetricsListen != "" {
+		if d.metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return fmt.Errorf("metrics_listen %s: %w", cfg.MetricsListen, errnoOf(err))
+		}
 	}
 	if d.verifier, err = newVerifier(ctx, cfg, d.log); err != nil {
 		return err
@@ -343,8 +351,8 @@ func (d *Daemon) run(ctx context.Context, reload <-chan os.Signal) error {
 			}
 		}
 	})
-	if d.cfg.MetricsListen != "" {
-		spawn("metrics", func(ctx context.Context) error { return d.metrics.Serve(ctx, d.cfg.MetricsListen) })
+	if d.metricsLn != nil {
+		spawn("metrics", func(ctx context.Context) error { return d.metrics.Serve(ctx, d.metricsLn) })
 	}
 	err := g.Wait()
 	d.emit(&event.Event{Type: event.AgentStop})
@@ -356,6 +364,9 @@ func (d *Daemon) run(ctx context.Context, reload <-chan os.Signal) error {
 func (d *Daemon) close() {
 	for _, ln := range d.listeners {
 		ln.Close() // the proxy closes them too when it served; twice is harmless
+	}
+	if d.metricsLn != nil {
+		d.metricsLn.Close() // likewise the metrics server
 	}
 	if d.lineage != nil {
 		if err := d.lineage.Close(); err != nil {

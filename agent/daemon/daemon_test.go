@@ -113,6 +113,19 @@ func TestStartErrorsNameTheirCause(t *testing.T) {
 			t.Fatalf("error %q", err)
 		}
 	})
+	t.Run("metrics port in use", func(t *testing.T) {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		cfg := testConfig(t)
+		cfg.MetricsListen = ln.Addr().String()
+		_, err = run(t, cfg)
+		if err.Error() != "metrics_listen "+cfg.MetricsListen+": address already in use" || !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatalf("error %q", err)
+		}
+	})
 	t.Run("issuer without discovery document", func(t *testing.T) {
 		srv := http.Server{Handler: http.NotFoundHandler()}
 		ln, err := net.Listen("tcp4", "127.0.0.1:0")

@@ -116,12 +116,8 @@ func (m *Metrics) Handler() http.Handler {
 	return mux
 }
 
-// Serve exposes Handler on addr until ctx is done.
-func (m *Metrics) Serve(ctx context.Context, addr string) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("metrics listen on %s: %w", addr, err)
-	}
+// Serve exposes Handler on ln until ctx is done, then closes it.
+func (m *Metrics) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -132,7 +128,7 @@ func (m *Metrics) Serve(ctx context.Context, addr string) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err = srv.Shutdown(sctx)
+	err := srv.Shutdown(sctx)
 	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {
 		err = e
 	}
