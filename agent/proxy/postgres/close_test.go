@@ -10,10 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
-	"github.com/rs/zerolog"
 
 	"github.com/wardenhq/warden/agent/proxy"
-	"github.com/wardenhq/warden/pkg/guard"
 	"github.com/wardenhq/warden/pkg/policy"
 )
 
@@ -57,47 +55,6 @@ func (pm *postmaster) received() ([]string, []*pgproto3.CancelRequest) {
 	return slices.Clone(pm.addrs), slices.Clone(pm.cancels)
 }
 
-// serveStream is serveSession that also returns the stream, for the test
-// to end it as the proxy does.
-func serveStream(t *testing.T, codec *Codec, att *proxy.Attribution, script func(*fakeServer) error) (*session, *proxy.Stream) {
-	t.Helper()
-	clk := &clock{}
-	rec := &fakeRecorder{clock: clk}
-	clientEnd, pc := net.Pipe()
-	pu, serverEnd := net.Pipe()
-	proxyClient, proxyUp := tcpLike{pc}, tcpLike{pu}
-	deadline := time.Now().Add(hang)
-	clientEnd.SetDeadline(deadline)
-	serverEnd.SetDeadline(deadline)
-	st := &proxy.Stream{
-		Client: proxyClient, Upstream: proxyUp, Attribution: att,
-		Guard: guard.New(att.Policy, att.Target.Name, att.Identity.Groups, nil),
-		Audit: proxy.NewAudit(rec, att, proxy.FailClosed),
-		Log:   zerolog.Nop(),
-	}
-	ss := &session{t: t, conn: clientEnd, fe: pgproto3.NewFrontend(clientEnd, clientEnd),
-		served: make(chan error, 1), script: make(chan error, 1)}
-	go func() {
-		err := codec.Serve(context.Background(), st)
-		proxyUp.Close()
-		proxyClient.Close()
-		ss.served <- err
-	}()
-	srv := &fakeServer{conn: serverEnd, be: pgproto3.NewBackend(serverEnd, serverEnd), clock: clk}
-	go func() {
-		err := script(srv)
-		serverEnd.Close()
-		ss.script <- err
-	}()
-	t.Cleanup(func() {
-		clientEnd.Close()
-		serverEnd.Close()
-		waitFor(t, ss.served)
-		waitFor(t, ss.script)
-	})
-	return ss, st
-}
-
 // endAsync ends st as the proxy does, and reports when End has returned.
 func endAsync(st *proxy.Stream, reason string) <-chan struct{} {
 	done := make(chan struct{})
@@ -132,7 +89,8 @@ func TestCloseIdleSession(t *testing.T) {
 	pm := &postmaster{}
 	codec.dial = pm.dial
 	serverEOF := make(chan error, 1)
-	ss, st := serveStream(t, codec, attribution("alice", testPolicy(nil, nil), policy.Target{}), func(s *fakeServer) error {
+	clk := &clock{}
+	ss, st := serveStream(t, codec, attribution("alice", testPolicy(nil, nil), policy.Target{}), &fakeRecorder{clock: clk}, clk, func(s *fakeServer) error {
 		if _, err := s.trustLogin(serverPID, serverSecret); err != nil {
 			return err
 		}
@@ -176,7 +134,8 @@ func TestCloseCancelsRunningStatement(t *testing.T) {
 	codec.dial = pm.dial
 	running := make(chan struct{})
 	after := make(chan []pgproto3.FrontendMessage, 1)
-	ss, st := serveStream(t, codec, attribution("alice", testPolicy(nil, nil), policy.Target{}), func(s *fakeServer) error {
+	clk := &clock{}
+	ss, st := serveStream(t, codec, attribution("alice", testPolicy(nil, nil), policy.Target{}), &fakeRecorder{clock: clk}, clk, func(s *fakeServer) error {
 		if _, err := s.trustLogin(serverPID, serverSecret); err != nil {
 			return err
 		}
@@ -236,7 +195,8 @@ func TestCloseDuringStartupJustCloses(t *testing.T) {
 	codec := New(Options{})
 	codec.dial = (&postmaster{}).dial
 	loginSeen := make(chan struct{})
-	ss, st := serveStream(t, codec, attribution("alice", testPolicy(nil, nil), policy.Target{}), func(s *fakeServer) error {
+	clk := &clock{}
+	ss, st := serveStream(t, codec, attribution("alice", testPolicy(nil, nil), policy.Target{}), &fakeRecorder{clock: clk}, clk, func(s *fakeServer) error {
 		if _, err := s.startup(); err != nil {
 			return err
 		}

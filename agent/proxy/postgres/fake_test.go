@@ -265,6 +265,14 @@ type session struct {
 // script as the server; the test drives the client through the session.
 func serveSession(t *testing.T, codec *Codec, att *proxy.Attribution, rec proxy.Recorder, clk *clock, script func(*fakeServer) error) *session {
 	t.Helper()
+	ss, _ := serveStream(t, codec, att, rec, clk, script)
+	return ss
+}
+
+// serveStream is serveSession that also returns the stream, for a test to
+// end it as the proxy does.
+func serveStream(t *testing.T, codec *Codec, att *proxy.Attribution, rec proxy.Recorder, clk *clock, script func(*fakeServer) error) (*session, *proxy.Stream) {
+	t.Helper()
 	clientEnd, pc := net.Pipe()
 	pu, serverEnd := net.Pipe()
 	proxyClient, proxyUp := tcpLike{pc}, tcpLike{pu}
@@ -303,7 +311,7 @@ func serveSession(t *testing.T, codec *Codec, att *proxy.Attribution, rec proxy.
 		waitFor(t, ss.served)
 		waitFor(t, ss.script)
 	})
-	return ss
+	return ss, st
 }
 
 // waitFor returns what c yields, failing the test if nothing comes within
