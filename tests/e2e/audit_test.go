@@ -42,13 +42,8 @@ func newAuditEnv(t *testing.T, failure string) *auditEnv {
 	testenv.RequireCommand(t, "stdbuf")
 	e := &auditEnv{Env: harness.NewEnv(t), next: 1, out: &syncBuffer{}}
 	e.pg = e.StartPostgres()
-	e.pg.Exec("postgres", "CREATE ROLE app LOGIN PASSWORD 'vaulted-app-secret'")
-	e.pg.Exec("postgres", "CREATE DATABASE orders OWNER app")
+	secret := e.VaultedApp(e.pg)
 	e.pg.Exec("orders", "SET ROLE app; CREATE TABLE audit_t (n int PRIMARY KEY); CREATE TABLE audit_done (n int)")
-	secret := filepath.Join(e.Dir, "orders-db.secret")
-	if err := os.WriteFile(secret, []byte("vaulted-app-secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	e.StartAgentWith(fmt.Sprintf(`targets:
   - name: orders-db
     protocol: postgres

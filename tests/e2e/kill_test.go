@@ -35,12 +35,7 @@ func newKillEnv(t *testing.T) *killEnv {
 	testenv.RequireCommand(t, "sudo")
 	e := &killEnv{Env: harness.NewEnv(t)}
 	e.pg = e.StartPostgres()
-	e.pg.Exec("postgres", `CREATE ROLE app LOGIN PASSWORD 'vaulted-app-secret'`)
-	e.pg.Exec("postgres", "CREATE DATABASE orders OWNER app")
-	secret := filepath.Join(e.Dir, "orders-db.secret")
-	if err := os.WriteFile(secret, []byte("vaulted-app-secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secret := e.VaultedApp(e.pg)
 	e.StartAgent(fmt.Sprintf(`targets:
   - name: orders-db
     protocol: postgres

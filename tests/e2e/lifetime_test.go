@@ -44,15 +44,10 @@ func newLifeEnv(t *testing.T) *lifeEnv {
 	testenv.RequireCommand(t, "ssh")
 	e := &lifeEnv{Env: harness.NewEnv(t)}
 	e.pg = e.StartPostgres()
-	e.pg.Exec("postgres", "CREATE ROLE app LOGIN PASSWORD 'vaulted-app-secret'")
-	e.pg.Exec("postgres", "CREATE DATABASE orders OWNER app")
+	e.secret = e.VaultedApp(e.pg)
 	e.pg.LogStatements()
 	e.echo = e.Serve("tcp4", "127.0.0.1:0")
 	e.sshd = e.StartSSHD(nobody, nobody)
-	e.secret = filepath.Join(e.Dir, "orders-db.secret")
-	if err := os.WriteFile(e.secret, []byte("vaulted-app-secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	e.StartCollector()
 	e.StartAgent(e.policy(true))
 	return e

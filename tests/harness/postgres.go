@@ -203,3 +203,21 @@ func (pg *Postgres) QueryInt(database, sql string) int64 {
 	}
 	return n
 }
+
+// VaultedPassword is the password of the role VaultedApp creates.
+const VaultedPassword = "vaulted-app-secret"
+
+// VaultedApp creates the login role app, with VaultedPassword, and its
+// database orders on pg, and writes the password to a file in the test's
+// directory for a target's credentials.password_file. It returns that
+// file's path.
+func (e *Env) VaultedApp(pg *Postgres) string {
+	e.T.Helper()
+	pg.Exec("postgres", "CREATE ROLE app LOGIN PASSWORD '"+VaultedPassword+"'")
+	pg.Exec("postgres", "CREATE DATABASE orders OWNER app")
+	secret := filepath.Join(e.Dir, "orders-db.secret")
+	if err := os.WriteFile(secret, []byte(VaultedPassword+"\n"), 0o600); err != nil {
+		e.T.Fatal(err)
+	}
+	return secret
+}
