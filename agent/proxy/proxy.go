@@ -254,13 +254,8 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 			// Refused either way; the recorder counts the loss.
 			log.Debug().Err(err).Msg("refused connection not recorded")
 		}
-		if p.opts.Metrics != nil {
-			p.opts.Metrics.Refused(att.Target.Name, att.Decision.Rule)
-		}
 		log.Info().Str("reason", att.Decision.Reason).Msg("connection refused")
-		if err := codec.Refuse(ctx, client, &att); err != nil {
-			log.Debug().Err(err).Msg("refusal not delivered")
-		}
+		p.refuse(ctx, codec, client, &att, log)
 		return
 	}
 
@@ -278,11 +273,8 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 		if err := p.record(&att, event.Connect{Error: err.Error()}); err != nil {
 			log.Debug().Err(err).Msg("refused connection not recorded")
 		}
-		if p.opts.Metrics != nil {
-			p.opts.Metrics.Refused(att.Target.Name, att.Decision.Rule)
-		}
 		log.Warn().Err(err).Msg("upstream dial failed")
-		codec.Refuse(ctx, client, &att)
+		p.refuse(ctx, codec, client, &att, log)
 		return
 	}
 	p.track(upstream, true)
@@ -296,13 +288,8 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 			u := Unrecorded(err)
 			att.Decision = event.Decision{Action: event.Deny, Rule: ruleAudit,
 				Reason: fmt.Sprintf("warden: the audit log cannot record this connection (%s); refusing", u.Cause)}
-			if p.opts.Metrics != nil {
-				p.opts.Metrics.Refused(att.Target.Name, ruleAudit)
-			}
 			log.Warn().Err(err).Msg("connection refused: the audit log cannot record it")
-			if err := codec.Refuse(ctx, client, &att); err != nil {
-				log.Debug().Err(err).Msg("refusal not delivered")
-			}
+			p.refuse(ctx, codec, client, &att, log)
 			return
 		}
 		log.Debug().Err(err).Msg("connection not recorded; audit_failure allows it")
@@ -331,6 +318,17 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 	}
 	if err := codec.Serve(ctx, s); err != nil && ctx.Err() == nil {
 		log.Debug().Err(err).Msg("stream ended with error")
+	}
+}
+
+// refuse counts a refusal under its rule and tells the client why, in the
+// codec's terms.
+func (p *Proxy) refuse(ctx context.Context, codec Codec, client net.Conn, att *Attribution, log zerolog.Logger) {
+	if p.opts.Metrics != nil {
+		p.opts.Metrics.Refused(att.Target.Name, att.Decision.Rule)
+	}
+	if err := codec.Refuse(ctx, client, att); err != nil {
+		log.Debug().Err(err).Msg("refusal not delivered")
 	}
 }
 
