@@ -23,6 +23,17 @@ type Detector struct {
 	re    *regexp.Regexp
 	// valid, when set, confirms a regexp match (checksums).
 	valid func([]byte) bool
+	// whole is re anchored at both ends, for the shorter matches a
+	// checked detector tries when its longest one fails (see Find).
+	whole *regexp.Regexp
+}
+
+func init() {
+	for _, d := range all {
+		if d.valid != nil {
+			d.whole = regexp.MustCompile(`^(?:` + d.re.String() + `)$`)
+		}
+	}
 }
 
 // Lookup returns the detector called name.
@@ -97,6 +108,10 @@ func (d *Detector) Find(v []byte) [][]int {
 	// checked pattern begins at a word boundary before a word byte, so that
 	// is the next position after a non-word byte, where a search of the
 	// rest reads \b as a search of the whole text would.
+	// Nor must it hide a shorter valid one at the same start: in
+	// "0000000000000 10 000" the 18-digit run fails Luhn, its first 13
+	// digits pass. So a failed match is cut back, end by end, to the
+	// longest valid match that also ends at a word boundary.
 	var out [][]int
 	for pos := 0; pos < len(v); {
 		loc := d.re.FindIndex(v[pos:])
@@ -105,7 +120,7 @@ func (d *Detector) Find(v []byte) [][]int {
 		}
 		start, end := pos+loc[0], pos+loc[1]
 		pos = start + 1
-		if d.valid(v[start:end]) {
+		if end = d.longestValid(v, start, end); end > start {
 			out = append(out, []int{start, end})
 			pos = end
 		}
@@ -114,6 +129,26 @@ func (d *Detector) Find(v []byte) [][]int {
 		}
 	}
 	return out
+}
+
+// longestValid returns the end of the longest match of a checked detector
+// that starts at start, ends at or before end and passes its check, or
+// start when there is none. end is the regexp's own (longest) match.
+func (d *Detector) longestValid(v []byte, start, end int) int {
+	if d.valid(v[start:end]) {
+		return end
+	}
+	for e := end - 1; e > start; e-- {
+		// A match of the whole text ends at \b: a word byte, then a
+		// non-word byte or the end.
+		if !wordByte(v[e-1]) || e < len(v) && wordByte(v[e]) {
+			continue
+		}
+		if d.whole.Match(v[start:e]) && d.valid(v[start:e]) {
+			return e
+		}
+	}
+	return start
 }
 
 // wordByte is an ASCII word character, as regexp's \b sees it.

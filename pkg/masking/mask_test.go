@@ -33,6 +33,9 @@ func TestDetectors(t *testing.T) {
 		// number inside it.
 		{"ref 12 4111 1111 1111 1111", "ref 12 [masked:credit_card]"},
 		{"GB00 GB82WEST12345698765432", "GB00 [masked:iban]"},
+		// Nor a shorter valid one at the same start (found by FuzzMask).
+		{"card 4111 1111 1111 1111 22 phone", "card [masked:credit_card] 22 phone"},
+		{"0000000000000 10 000 000", "[masked:credit_card] [masked:phone]"},
 	}
 	for _, tt := range tests {
 		got, hit := m.Redact([]byte(tt.in))
