@@ -70,21 +70,8 @@ func (s *Server) authorizeKiller(w http.ResponseWriter, r *http.Request) (*idtok
 		writeError(w, http.StatusForbidden, "killing sessions is disabled on this collector (no --killers groups)")
 		return nil, false
 	}
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || strings.TrimSpace(tok) == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="warden-collector"`)
-		writeError(w, http.StatusUnauthorized, "an OIDC ID token is required (Authorization: Bearer)")
-		return nil, false
-	}
-	claims, err := kc.Verifier.Verify(r.Context(), strings.TrimSpace(tok))
-	if err != nil {
-		if errors.Is(err, idtoken.ErrUnavailable) {
-			writeError(w, http.StatusServiceUnavailable, "cannot verify the token now: "+err.Error())
-			return nil, false
-		}
-		w.Header().Set("WWW-Authenticate", `Bearer realm="warden-collector", error="invalid_token"`)
-		writeError(w, http.StatusUnauthorized, "token refused: "+err.Error())
+	claims, ok := s.identify(w, r)
+	if !ok {
 		return nil, false
 	}
 	for _, g := range claims.Groups {
