@@ -72,8 +72,11 @@ type Config struct {
 	// Stats reports ingestion counters for /healthz; may be nil.
 	Stats func() cc.IngestStats
 	// Kill enables the kill switch and locks; zero: nobody may kill.
-	Kill   KillConfig
-	Logger zerolog.Logger
+	Kill KillConfig
+	// Readers are the groups whose members may read events, lineage,
+	// sessions and every review.
+	Readers []string
+	Logger  zerolog.Logger
 }
 
 // Server is the API's HTTP handler.

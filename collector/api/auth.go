@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/wardenhq/warden/pkg/idtoken"
@@ -34,4 +35,9 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) (*idtoken.Clai
 		return nil, false
 	}
 	return claims, true
+}
+
+// isReader reports whether c names a member of a readers group.
+func (s *Server) isReader(c *idtoken.Claims) bool {
+	return slices.ContainsFunc(c.Groups, func(g string) bool { return slices.Contains(s.cfg.Readers, g) })
 }
