@@ -111,7 +111,7 @@ func TestParseCapabilityErrors(t *testing.T) {
 			[]string{`policy.yaml:14:19: rule "r": target "desk" is rdp, and no codec enforces rules on rdp targets ` + accessOnly("rdp")}},
 		{"empty when on tcp", "  - name: r\n    targets: [raw]\n    when: {}\n    action: allow\n",
 			[]string{`policy.yaml:14:15: rule "r": target "raw" is tcp, and no codec enforces rules on tcp targets (tcp targets are relayed as raw bytes and take access only)`}},
-		{"review on redis", "  - name: r\n    targets: [db, cache]\n    when: {}\n    action: review\n", []string{
+		{"review on redis", "  - name: r\n    targets: [db, cache]\n    when: {}\n    action: review\n    review: {approvers: [dba]}\n", []string{
 			`policy.yaml:14:19: rule "r": target "cache" is redis, and no codec enforces rules on redis targets`,
 			`policy.yaml:16:13: rule "r": action: target "cache" is redis, and no codec enforces review on redis targets ` + accessOnly("redis"),
 		}},
@@ -181,7 +181,7 @@ func TestParseTargetCapabilityErrors(t *testing.T) {
 		{"a codec with no capabilities", Enforcement{ProtocolRedis: nil}, tgt("redis", "10.0.0.5:6379", "    tls: {mode: require}\n"),
 			[]string{`policy.yaml:5:5: target "t": tls: this target is redis, and no codec enforces upstream tls on redis targets (the redis codec enforces access only)`}},
 		{"review without CapReview", Enforcement{ProtocolMySQL: {CapStatements}},
-			tgt("mysql", "10.0.0.5:3306", "rules:\n  - {name: r, targets: [t], when: {statements: [drop]}, action: review}\n"),
+			tgt("mysql", "10.0.0.5:3306", "rules:\n  - {name: r, targets: [t], when: {statements: [drop]}, action: review, review: {approvers: [dba]}}\n"),
 			[]string{`policy.yaml:6:65: rule "r": action: target "t" is mysql, and no codec enforces review on mysql targets (the mysql codec enforces statements)`}},
 		{"empty when needs a condition capability", Enforcement{ProtocolSSH: {CapCredentials}},
 			tgt("ssh", "10.0.0.5:22", "rules:\n  - {name: r, targets: [t], when: {}, action: deny}\n"),
@@ -201,9 +201,9 @@ func TestParseTargetCapabilityErrors(t *testing.T) {
 // What a codec declares is accepted on its targets: the checks above
 // reject for the missing capability, not for the protocol.
 func TestParseAcceptsDeclaredCapabilities(t *testing.T) {
-	doc := capBase + `  - {name: no-flush, targets: [cache], when: {commands: [flushall]}, action: review}
+	doc := capBase + `  - {name: no-flush, targets: [cache], when: {commands: [flushall]}, action: review, review: {approvers: [dba]}}
   - {name: no-rm, targets: [jump], when: {commands: [rm]}, action: deny}
-  - {name: all-rdp, targets: [desk], when: {}, action: review}
+  - {name: all-rdp, targets: [desk], when: {}, action: review, review: {approvers: [dba]}}
 masking:
   - {name: m, targets: [api, apis], detectors: [jwt]}
 `

@@ -443,7 +443,7 @@ func (d *decoder) refs(items []item, where string) bool {
 }
 
 func (d *decoder) access(n *yaml.Node, where string) (Access, bool) {
-	m, ok := d.mapping(n, where, "groups", "targets")
+	m, ok := d.mapping(n, where, "groups", "targets", "review")
 	if !ok {
 		return Access{}, false
 	}
@@ -458,11 +458,15 @@ func (d *decoder) access(n *yaml.Node, where string) (Access, bool) {
 		ok = d.refs(items, where) && ok && items != nil
 		a.Targets = values(items)
 	}
+	if e, found := m["review"]; found {
+		spec, good := d.review(e, where, true)
+		a.Review, ok = &spec, ok && good
+	}
 	return a, ok
 }
 
 func (d *decoder) rule(n *yaml.Node, where string, seen map[string]int) (Rule, bool) {
-	m, ok := d.mapping(n, where, "name", "targets", "when", "action", "except_groups")
+	m, ok := d.mapping(n, where, "name", "targets", "when", "action", "except_groups", "review")
 	if !ok {
 		return Rule{}, false
 	}
@@ -513,6 +517,20 @@ func (d *decoder) rule(n *yaml.Node, where string, seen map[string]int) (Rule, b
 	}
 	if e, found := m["except_groups"]; found {
 		r.ExceptGroups = values(d.list(e, where, false))
+	}
+	// A review rule without approvers could never be approved: refusing
+	// it at load is clearer than a review nobody may decide.
+	e, found := m["review"]
+	switch {
+	case found && r.Action != Review:
+		d.errorf(e.key, "%s", at(where, fmt.Sprintf("review: only a rule with action: review has a review block (this one's action is %s)", r.Action)))
+		ok = false
+	case found:
+		spec, good := d.review(e, where, false)
+		r.Review, ok = &spec, ok && good
+	case r.Action == Review:
+		d.errorf(resolve(n), "%s", at(where, "action: review needs a review block naming its approvers (review: {approvers: [GROUP]})"))
+		ok = false
 	}
 	return r, ok
 }

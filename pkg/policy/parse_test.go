@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseProductExample(t *testing.T) {
@@ -19,7 +20,8 @@ func TestParseProductExample(t *testing.T) {
 			Name: "orders-db", Protocol: "postgres", Address: "10.0.0.5:5432",
 			Credentials: &Credentials{Username: "app", PasswordFile: "/etc/warden/secrets/orders-db"},
 		}},
-		Access: []Access{{Groups: []string{"engineering"}, Targets: []string{"orders-db"}}},
+		Access: []Access{{Groups: []string{"engineering"}, Targets: []string{"orders-db"}},
+			{Groups: []string{"contractors"}, Targets: []string{"orders-db"}, Review: &ReviewSpec{Approvers: []string{"dba"}, Require: RequireAny, GrantFor: time.Hour}}},
 		Rules: []Rule{{
 			Name: "no-ddl", Targets: []string{"orders-db"},
 			When:   Match{Statements: []string{"drop", "truncate", "alter"}},
@@ -28,6 +30,7 @@ func TestParseProductExample(t *testing.T) {
 			Name: "unbounded-writes", Targets: []string{"orders-db"},
 			When:   Match{Statements: []string{"update", "delete"}, NoWhere: true},
 			Action: Review,
+			Review: &ReviewSpec{Approvers: []string{"dba", "security"}, Require: RequireAny, Hold: 2 * time.Minute, GrantOnce: true},
 		}},
 		Masking: []Masking{{
 			Name: "pii", Targets: []string{"orders-db"},
@@ -82,7 +85,7 @@ func TestParseValid(t *testing.T) {
 		{"statements lower-cased", `
 targets: [{name: db, protocol: postgres, address: "db.internal:5432"}]
 rules:
-  - {name: r, targets: [db], when: {statements: [DROP, Truncate]}, action: review}
+  - {name: r, targets: [db], when: {statements: [DROP, Truncate]}, action: review, review: {approvers: [dba]}}
 `, func(t *testing.T, p *Policy) {
 			if got := p.Rules[0].When.Statements; !reflect.DeepEqual(got, []string{"drop", "truncate"}) {
 				t.Errorf("Statements = %v", got)
@@ -145,7 +148,7 @@ access:
 		}, nil},
 		{"empty when matches everything", `
 targets: [{name: db, protocol: postgres, address: "10.0.0.5:5432"}]
-rules: [{name: all, targets: [db], when: {}, action: review}]
+rules: [{name: all, targets: [db], when: {}, action: review, review: {approvers: [dba]}}]
 `, func(t *testing.T, p *Policy) {
 			if !p.Rules[0].When.IsZero() {
 				t.Errorf("When = %+v, want zero", p.Rules[0].When)
@@ -283,8 +286,28 @@ func TestParseErrors(t *testing.T) {
 		{"access missing targets", base + "access:\n  - groups: [eng]\n",
 			[]string{`policy.yaml:12:5: access[0]: missing required key "targets"`}},
 		{"access misspelt key", base + "access:\n  - group: [eng]\n    targets: [db]\n", []string{
-			`policy.yaml:12:5: access[0]: unknown key "group" (want one of groups, targets)`,
+			`policy.yaml:12:5: access[0]: unknown key "group" (want one of groups, targets, review)`,
 			`policy.yaml:12:5: access[0]: missing required key "groups"`,
+		}},
+		{"access review without grant", base + "access:\n  - groups: [eng]\n    targets: [db]\n    review: {approvers: [dba]}\n",
+			[]string{`policy.yaml:14:13: access[0]: review: missing required key "grant"`}},
+		{"access review grant once", base + "access:\n  - groups: [eng]\n    targets: [db]\n    review: {approvers: [dba], grant: once}\n",
+			[]string{`policy.yaml:14:39: access[0]: review: grant "once" is not a duration (write e.g. 90s, 2m, 1h)`}},
+		{"access review holds", base + "access:\n  - groups: [eng]\n    targets: [db]\n    review: {approvers: [dba], grant: 1h, hold: 2m}\n",
+			[]string{`policy.yaml:14:49: access[0]: review: hold: an access review cannot hold a connect(); leave hold out or write 0s`}},
+		{"review without block", base + "rules:\n  - name: r\n    targets: [db]\n    when: {statements: [delete]}\n    action: review\n",
+			[]string{`policy.yaml:12:5: rule "r": action: review needs a review block naming its approvers (review: {approvers: [GROUP]})`}},
+		{"review block on deny", base + "rules:\n  - name: r\n    targets: [db]\n    when: {statements: [delete]}\n    action: deny\n    review: {approvers: [dba]}\n",
+			[]string{`policy.yaml:16:5: rule "r": review: only a rule with action: review has a review block (this one's action is deny)`}},
+		{"review bad require", base + "rules:\n  - name: r\n    targets: [db]\n    when: {statements: [delete]}\n    action: review\n    review: {approvers: [dba], require: most}\n",
+			[]string{`policy.yaml:16:41: rule "r": review: require "most" is not one of any, all`}},
+		{"review empty approvers", base + "rules:\n  - name: r\n    targets: [db]\n    when: {statements: [delete]}\n    action: review\n    review: {approvers: []}\n",
+			[]string{`policy.yaml:16:25: rule "r": review: approvers must not be an empty list`}},
+		{"review hold too long", base + "rules:\n  - name: r\n    targets: [db]\n    when: {statements: [delete]}\n    action: review\n    review: {approvers: [dba], hold: 2h}\n",
+			[]string{`policy.yaml:16:38: rule "r": review: hold 2h0m0s is outside 0s to 30m0s`}},
+		{"review misspelt key", base + "rules:\n  - name: r\n    targets: [db]\n    when: {statements: [delete]}\n    action: review\n    review: {approver: [dba]}\n", []string{
+			`policy.yaml:16:13: rule "r": review: missing required key "approvers"`,
+			`policy.yaml:16:14: rule "r": review: unknown key "approver" (want one of approvers, require, hold, grant)`,
 		}},
 		{"access null group", base + "access:\n  - groups: [eng, ~]\n    targets: [db]\n",
 			[]string{`policy.yaml:12:19: access[0]: groups: want a string, got null`}},

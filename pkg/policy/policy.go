@@ -185,9 +185,14 @@ func (t Target) TLSServerName() string {
 
 // Access grants the members of any of Groups the right to connect to any of
 // Targets. Group names are compared exactly, as the IdP spells them.
+//
+// With Review set, the entry grants nothing by itself: a member gets
+// connect() access to a target only inside a window that a review of
+// theirs opened (just-in-time access).
 type Access struct {
 	Groups  []string
 	Targets []string
+	Review  *ReviewSpec
 }
 
 // Rule is an L7 rule: when a command to one of Targets matches When, the
@@ -198,6 +203,8 @@ type Rule struct {
 	When         Match
 	Action       Action
 	ExceptGroups []string
+	// Review is the review block of an action: review rule.
+	Review *ReviewSpec
 }
 
 // Exempt reports whether any of groups is in the rule's except_groups.
@@ -232,12 +239,12 @@ func (p *Policy) Target(name string) (Target, bool) {
 }
 
 // TargetsFor returns the names of the targets that members of any of groups
-// may reach through access entries, in the order the targets are declared.
+// may reach through access entries without a review, in the order the targets are declared.
 // It returns nil when the groups reach nothing.
 func (p *Policy) TargetsFor(groups []string) []string {
 	allowed := make(map[string]bool)
 	for _, a := range p.Access {
-		if intersects(a.Groups, groups) {
+		if a.Review == nil && intersects(a.Groups, groups) {
 			for _, t := range a.Targets {
 				allowed[t] = true
 			}

@@ -16,7 +16,7 @@ access:
   - {groups: [sre], targets: [b, a]}
   - {groups: [ops], targets: [d]}
 rules:
-  - {name: r1, targets: [a, b], when: {}, action: review, except_groups: [dba]}
+  - {name: r1, targets: [a, b], when: {}, action: review, review: {approvers: [ops]}, except_groups: [dba]}
   - {name: r2, targets: [c], when: {commands: [rm]}, action: deny}
   - {name: r3, targets: [a], when: {statements: [drop]}, action: deny}
 masking:

@@ -311,7 +311,7 @@ func TestWatcherEnforcement(t *testing.T) {
 			path + `:9:12: rule "no-ddl": when: statements: target "other" is mysql, and no codec enforces statements on mysql targets`},
 		{"masking on redis", policyWith("10.0.0.2:5432") + "  - {name: c, protocol: redis, address: \"10.9.9.9:6379\"}\nmasking:\n  - {name: m, targets: [c], detectors: [jwt]}\n",
 			path + `:7:29: masking "m": detectors: target "c" is redis, and no codec enforces content masking`},
-		{"review on ssh", policyWith("10.0.0.2:5432") + "  - {name: j, protocol: ssh, address: \"10.9.9.9:22\"}\nrules:\n  - {name: r, targets: [j], when: {}, action: review}\n",
+		{"review on ssh", policyWith("10.0.0.2:5432") + "  - {name: j, protocol: ssh, address: \"10.9.9.9:22\"}\nrules:\n  - {name: r, targets: [j], when: {}, action: review, review: {approvers: [dba]}}\n",
 			path + `:7:25: rule "r": target "j" is ssh, and no codec enforces rules on ssh targets`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
