@@ -7,7 +7,8 @@
 // caller's login-session cgroup decides:
 //   - bound and allowed: the destination is rewritten to the agent's proxy and
 //     the original destination plus attribution is kept in socket storage;
-//   - bound but not allowed, or unbound on a protocol without an error message
+//   - bound but not allowed (no access entry, or a just-in-time entry whose
+//     window has ended), or unbound on a protocol without an error message
 //     of its own: connect() fails with EPERM and a denial is reported;
 //   - unbound on a protocol with its own error message: redirected to the
 //     proxy, which answers with that error and never dials the target.
@@ -51,7 +52,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1048576);
 	__type(key, struct access_key);
-	__type(value, __u8);
+	__type(value, struct access_value);
 } access SEC(".maps");
 
 struct {
@@ -176,7 +177,8 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, const __u8 addr[16]
 		ci.identity_id = b->identity_id;
 		ci.session_cgroup_id = session_cgroup;
 		struct access_key ak = {.identity_id = b->identity_id, .target_id = t->target_id};
-		if (!bpf_map_lookup_elem(&access, &ak)) {
+		struct access_value *av = bpf_map_lookup_elem(&access, &ak);
+		if (!av || (av->expires_ns && ci.time_ns >= av->expires_ns)) {
 			ci.verdict = VERDICT_NOT_ALLOWED;
 			count(COUNTER_DENIED);
 			report_denial(&ci);

@@ -36,6 +36,12 @@ struct access_key {
 	__u32 target_id;
 };
 
+// access_value bounds an access entry in time: a just-in-time grant lapses
+// in the kernel at its window's end, without waiting for the agent.
+struct access_value {
+	__u64 expires_ns; // CLOCK_BOOTTIME; 0 = never
+};
+
 struct proxy_config {
 	__u32 addr4;    // network byte order
 	__u32 addr6[4]; // network byte order

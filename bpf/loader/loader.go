@@ -265,22 +265,23 @@ func (e *Enforcer) SyncTargets(entries []TargetEntry) error {
 	return nil
 }
 
-// SyncAccess makes the access table equal to allowed: identity id → target ids.
-func (e *Enforcer) SyncAccess(allowed map[uint32][]uint32) error {
-	one := uint8(1)
+// SyncAccess makes the access table equal to allowed: identity id → target
+// id → the CLOCK_BOOTTIME instant the access lapses at, 0 for never.
+func (e *Enforcer) SyncAccess(allowed map[uint32]map[uint32]uint64) error {
 	want := map[wardenAccessKey]bool{}
 	for id, targets := range allowed {
-		for _, t := range targets {
+		for t, expires := range targets {
 			k := wardenAccessKey{IdentityId: id, TargetId: t}
 			want[k] = true
-			if err := e.objs.Access.Put(&k, &one); err != nil {
+			v := wardenAccessValue{ExpiresNs: expires}
+			if err := e.objs.Access.Put(&k, &v); err != nil {
 				return fmt.Errorf("put access %d→%d: %w", id, t, err)
 			}
 		}
 	}
 	var stale []wardenAccessKey
 	var k wardenAccessKey
-	var v uint8
+	var v wardenAccessValue
 	it := e.objs.Access.Iterate()
 	for it.Next(&k, &v) {
 		if !want[k] {

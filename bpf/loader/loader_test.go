@@ -3,6 +3,7 @@ package loader_test
 import (
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"net"
 	"net/netip"
 	"os"
@@ -133,7 +134,7 @@ func TestKernelEnforcement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.enf.SyncAccess(map[uint32][]uint32{alice: {targetID}}); err != nil {
+	if err := f.enf.SyncAccess(map[uint32]map[uint32]uint64{alice: {targetID: 0}}); err != nil {
 		t.Fatal(err)
 	}
 	aliceDir := f.session(t, "alice", alice, 0)
@@ -227,6 +228,36 @@ func TestKernelEnforcement(t *testing.T) {
 			t.Fatalf("denial %+v", d)
 		}
 	})
+	t.Run("access window", func(t *testing.T) {
+		var ts unix.Timespec
+		unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+		now := uint64(ts.Nano())
+		// A window that ended is no access at all...
+		if err := f.enf.SyncAccess(map[uint32]map[uint32]uint64{alice: {targetID: 0}, mallory: {targetID: now - 1}}); err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, err := dial(t, malloryDir, "127.0.0.1", port)
+		if err == nil || !strings.Contains(stderr, "not permitted") {
+			t.Fatalf("dial in an ended window: %v: %s", err, stderr)
+		}
+		if d := readDenial(t, denials); d.Verdict != loader.VerdictNotAllowed || d.IdentityID != mallory {
+			t.Fatalf("denial %+v", d)
+		}
+		// ...and one still open lets the connection through.
+		if err := f.enf.SyncAccess(map[uint32]map[uint32]uint64{alice: {targetID: 0}, mallory: {targetID: now + uint64(time.Hour)}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, stderr, err := dial(t, malloryDir, "127.0.0.1", port); err != nil {
+			t.Fatalf("dial in an open window: %v: %s", err, stderr)
+		}
+		client, _ := accepted(t, f.proxy)
+		if info, err := f.enf.TakeConn(client); err != nil || info.IdentityID != mallory || info.Verdict != loader.VerdictAllowed {
+			t.Fatalf("conn info %+v, %v", info, err)
+		}
+		if err := f.enf.SyncAccess(map[uint32]map[uint32]uint64{alice: {targetID: 0}}); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("expired binding", func(t *testing.T) {
 		dir := f.session(t, "expired", alice, 1) // boot time 1ns: long past
 		if _, stderr, err := dial(t, dir, "127.0.0.1", port); err != nil {
@@ -268,7 +299,7 @@ func TestKernelEnforcement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if counters["redirected"] != 7 || counters["denied"] != 2 {
+	if counters["redirected"] != 8 || counters["denied"] != 3 {
 		t.Fatalf("counters %v", counters)
 	}
 }

@@ -19,6 +19,11 @@ type wardenAccessKey struct {
 	TargetId   uint32
 }
 
+type wardenAccessValue struct {
+	_         structs.HostLayout
+	ExpiresNs uint64
+}
+
 type wardenBinding struct {
 	_          structs.HostLayout
 	IdentityId uint32
