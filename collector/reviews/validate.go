@@ -48,19 +48,15 @@ func checkText(field, v string, max int, optional bool, multiline ...bool) error
 // validateOpen checks an OpenRequest field by field and says which field
 // is wrong. It trims the free text it keeps.
 func validateOpen(req *review.OpenRequest) error {
-	var kindErr error
 	switch req.Kind {
 	case review.KindStatement, review.KindAccess:
 	case "":
-		kindErr = fail(ErrInvalid, "kind is required (statement or access)")
+		return fail(ErrInvalid, "kind is required (statement or access)")
 	default:
-		kindErr = fail(ErrInvalid, "kind %q: want statement or access", req.Kind)
-	}
-	if kindErr != nil {
-		return kindErr
+		return fail(ErrInvalid, "kind %q: want statement or access", req.Kind)
 	}
 	for _, f := range []struct {
-		name, v string
+		name, v  string
 		optional bool
 	}{
 		{"host_id", req.Host, false},

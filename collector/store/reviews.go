@@ -93,7 +93,9 @@ type ReviewTx struct {
 func (t *ReviewTx) Review(id string) (*review.Review, error) { return getReview(t.ctx, t.tx, id) }
 
 // Reviews returns the reviews matching f, newest first.
-func (t *ReviewTx) Reviews(f ReviewFilter) ([]review.Review, error) { return findReviews(t.ctx, t.tx, f) }
+func (t *ReviewTx) Reviews(f ReviewFilter) ([]review.Review, error) {
+	return findReviews(t.ctx, t.tx, f)
+}
 
 // Put inserts r or replaces the stored review with its id.
 func (t *ReviewTx) Put(r *review.Review) error {
