@@ -1,12 +1,15 @@
 // Package collector assembles warden-collector: an optional embedded NATS
 // server, the JetStream ingester that verifies and stores events, and the
-// HTTP query API.
+// HTTP query API, which serves only people with a verified OIDC ID token
+// (over TLS when given a certificate).
 package collector
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"os"
@@ -61,13 +64,20 @@ type Config struct {
 	// Name identifies this collector in the violations it raises; default
 	// the hostname.
 	Name string
-	// OIDC verifies the ID tokens of people who ask the collector to act
-	// (kill, lock); its zero value disables those endpoints.
+	// OIDC verifies the ID token every API call carries. Required: the
+	// API never serves unauthenticated, so New refuses a Config without
+	// an issuer and a client id.
 	OIDC idtoken.Config
+	// Readers are the groups allowed to read events, lineage, sessions
+	// and locks; empty means nobody.
+	Readers []string
 	// Killers are the groups allowed to kill sessions and lock people;
 	// empty means nobody.
 	Killers []string
-	Logger  zerolog.Logger
+	// TLSCert and TLSKey are PEM files; with both, the API is served over
+	// TLS. One without the other is an error.
+	TLSCert, TLSKey string
+	Logger          zerolog.Logger
 }
 
 // Collector is a running collector.
@@ -79,6 +89,7 @@ type Collector struct {
 	st       *store.Store
 	ing      *ingest.Ingester
 	ln       net.Listener
+	tls      bool
 	srv      *http.Server
 	notifier *api.Notifier
 	// reqCtx is the base context of API requests; cancelling it ends
@@ -97,11 +108,32 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
 	}
+	// Configuration mistakes of the API first, before anything is opened
+	// or started: they are the operator's to fix, and cheap to report.
+	if cfg.OIDC.Issuer == "" || cfg.OIDC.ClientID == "" {
+		return nil, errors.New("the API needs --oidc-issuer and --oidc-client-id: it serves only people with a verified OIDC ID token, never anonymous callers")
+	}
+	tlsCfg, err := apiTLS(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, err
+	}
+	verifier, err := idtoken.NewVerifier(ctx, cfg.OIDC)
+	if err != nil {
+		return nil, fmt.Errorf("API token verifier: %w", err)
+	}
+	if err := verifier.Discover(ctx); err != nil {
+		// Not fatal: the IdP may start after the collector; calls get
+		// 503 until it answers.
+		cfg.Logger.Warn().Err(err).Msg("identity provider not reachable yet; API calls wait for it")
+	}
 	c = &Collector{cfg: cfg, log: cfg.Logger, notifier: api.NewNotifier(), ncClosed: make(chan struct{})}
 	c.reqCtx, c.reqCancel = context.WithCancel(context.Background())
+	// Not c: every failure returns nil for it, and what was acquired so
+	// far must still be released.
+	self := c
 	defer func() {
 		if err != nil {
-			c.close()
+			self.close()
 		}
 	}()
 
@@ -151,16 +183,6 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 		return nil, err
 	}
 	kill := api.KillConfig{Killers: cfg.Killers, Commands: natsembed.CommandPublisher{JS: js}, Collector: cfg.Name}
-	if len(cfg.Killers) > 0 {
-		if cfg.OIDC.Issuer == "" {
-			return nil, errors.New("--killers needs --oidc-issuer and --oidc-client-id to verify who asks")
-		}
-		v, err := idtoken.NewVerifier(ctx, cfg.OIDC)
-		if err != nil {
-			return nil, err
-		}
-		kill.Verifier = v
-	}
 	c.ing, err = ingest.New(ctx, ingest.Config{
 		Stream: stream, Consumer: cfg.Consumer, FilterSubject: cfg.FilterSubject,
 		Store: c.st, Keys: keys, ChainCheck: cfg.ChainCheck, BatchSize: cfg.BatchSize,
@@ -172,19 +194,52 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 	if c.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("API listen (--listen %s): %w", cfg.Listen, err)
 	}
+	if tlsCfg != nil {
+		c.ln, c.tls = tls.NewListener(c.ln, tlsCfg), true
+	}
 	c.srv = &http.Server{
-		Handler: api.New(api.Config{Store: c.st, Notifier: c.notifier, Stats: c.ing.Stats, Kill: kill, Logger: cfg.Logger}),
+		Handler: api.New(api.Config{Store: c.st, Notifier: c.notifier, Stats: c.ing.Stats, Verifier: verifier,
+			Readers: cfg.Readers, Kill: kill, Logger: cfg.Logger}),
 		// No write timeout: /v1/follow streams for as long as the client
 		// stays. Header and idle timeouts still bound slow or idle clients.
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return c.reqCtx },
+		// TLS handshake failures and the like go to the structured log,
+		// not to a bare stderr line.
+		ErrorLog:    stdlog.New(cfg.Logger.With().Str("component", "api").Logger(), "", 0),
+		IdleTimeout: 2 * time.Minute,
+		BaseContext: func(net.Listener) context.Context { return c.reqCtx },
 	}
 	return c, nil
 }
 
 // APIAddr is the address the API listens on.
 func (c *Collector) APIAddr() string { return c.ln.Addr().String() }
+
+// APIURL is the API's base URL: https when it serves TLS.
+func (c *Collector) APIURL() string {
+	if c.tls {
+		return "https://" + c.APIAddr()
+	}
+	return "http://" + c.APIAddr()
+}
+
+// apiTLS loads the API's certificate, or returns nil for plain HTTP
+// when neither file is given.
+func apiTLS(certFile, keyFile string) (*tls.Config, error) {
+	switch {
+	case certFile == "" && keyFile == "":
+		return nil, nil
+	case certFile == "":
+		return nil, errors.New("--api-tls-key needs --api-tls-cert: give both to serve the API over TLS")
+	case keyFile == "":
+		return nil, errors.New("--api-tls-cert needs --api-tls-key: give both to serve the API over TLS")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("API TLS (--api-tls-cert %s, --api-tls-key %s): %w", certFile, keyFile, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
 
 // NATSURL is the URL of the NATS server in use (embedded or dialled).
 func (c *Collector) NATSURL() string { return c.nc.ConnectedUrl() }
@@ -215,7 +270,7 @@ func (c *Collector) Run(ctx context.Context) error {
 		errc <- err
 	}()
 	go func() {
-		c.log.Info().Str("addr", c.APIAddr()).Msg("API listening")
+		c.log.Info().Str("url", c.APIURL()).Msg("API listening")
 		err := c.srv.Serve(c.ln)
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil

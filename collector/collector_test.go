@@ -111,7 +111,9 @@ func TestEndToEnd(t *testing.T) {
 			{"order=sideways", "order"},
 			{"since=1h&until=2h", "until"},
 		} {
-			resp, err := http.Get(col.base + "/v1/events?" + tc.query)
+			req, _ := http.NewRequest(http.MethodGet, col.base+"/v1/events?"+tc.query, nil)
+			req.Header.Set("Authorization", "Bearer "+col.token)
+			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -21,7 +21,9 @@ import (
 	"github.com/wardenhq/warden/collector/natsembed"
 	"github.com/wardenhq/warden/collector/store"
 	"github.com/wardenhq/warden/pkg/collectorclient"
+	"github.com/wardenhq/warden/pkg/devidp"
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/idtoken"
 )
 
 // startNATS runs a real embedded NATS server with JetStream for one test.
@@ -38,15 +40,23 @@ func startNATS(t *testing.T) *natsembed.Server {
 // running is a collector started by a test.
 type running struct {
 	*collector.Collector
-	client *collectorclient.Client
+	client *collectorclient.Client // carries a reader's token
 	base   string
+	token  string // the reader's ID token
 	stop   func() // cancels and waits for Run to return
 }
 
 func startCollector(t *testing.T, natsURL, storePath string, keys event.KeyRing, consumer string, chain ingest.ChainCheck, batch int) *running {
 	t.Helper()
+	idp := startIdP(t)
+	token, err := idp.Issue(devidp.IssueOptions{Sub: "audra", Groups: []string{"auditors"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c, err := collector.New(ctx, collector.Config{
+		OIDC:       idtoken.Config{Issuer: idp.Issuer(), ClientID: "warden"},
+		Readers:    []string{"auditors"},
 		NATSURL:    natsURL,
 		StorePath:  storePath,
 		Listen:     "127.0.0.1:0",
@@ -78,7 +88,7 @@ func startCollector(t *testing.T, natsURL, storePath string, keys event.KeyRing,
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &running{Collector: c, client: cl, base: base, stop: stop}
+	return &running{Collector: c, client: cl.WithToken(token), base: base, token: token, stop: stop}
 }
 
 // agent is a test publisher: one host's signing key and chain, publishing

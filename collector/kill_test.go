@@ -61,7 +61,7 @@ func startKillEnv(t *testing.T, killers []string) *killEnv {
 		NATSURL: ns.ClientURL(), StorePath: filepath.Join(t.TempDir(), "events.db"), Listen: "127.0.0.1:0",
 		Keys: event.StaticKeys{"bastion-1": ag.pub()}, ChainCheck: ingest.ChainFull, Name: "col-1",
 		OIDC:    idtoken.Config{Issuer: idp.Issuer(), ClientID: "warden"},
-		Killers: killers, Logger: zerolog.Nop(),
+		Readers: []string{"auditors"}, Killers: killers, Logger: zerolog.Nop(),
 	})
 	if err != nil {
 		cancel()
@@ -103,6 +103,12 @@ func (k *killEnv) client(sub string, groups ...string) *cc.Client {
 		k.t.Fatal(err)
 	}
 	return cl.WithToken(tok)
+}
+
+// reader returns an API client carrying a token of a member of the
+// collector's readers group.
+func (k *killEnv) reader() *cc.Client {
+	return k.client("audra", "auditors")
 }
 
 // commands reads every message of the command stream.
@@ -179,7 +185,7 @@ func TestKillRefusals(t *testing.T) {
 	if cmds := k.commands(); len(cmds) != 0 {
 		t.Fatalf("refused requests published %d commands", len(cmds))
 	}
-	evs, _ := allEvents(t, k.client(""), cc.Query{Type: string(event.CommandKill), Limit: 100})
+	evs, _ := allEvents(t, k.reader(), cc.Query{Type: string(event.CommandKill), Limit: 100})
 	if len(evs) != 0 {
 		t.Fatalf("refused requests recorded %d kills", len(evs))
 	}
@@ -222,7 +228,7 @@ func TestKillUserWithLock(t *testing.T) {
 
 	// Both are recorded as events of the requester, with the command as data.
 	for _, want := range []*event.Command{kill, lock} {
-		raw, err := k.client("").Event(ctx, want.ID)
+		raw, err := k.reader().Event(ctx, want.ID)
 		if err != nil {
 			t.Fatalf("event of command %s: %v", want.ID, err)
 		}
@@ -233,12 +239,12 @@ func TestKillUserWithLock(t *testing.T) {
 			}
 		}
 	}
-	evs, _ := allEvents(t, k.client(""), cc.Query{User: "sam", Limit: 100})
+	evs, _ := allEvents(t, k.reader(), cc.Query{User: "sam", Limit: 100})
 	if len(evs) != 2 || evs[0].Type != event.CommandKill && evs[0].Type != event.CommandLock {
 		t.Fatalf("sam's events: %+v", evs)
 	}
 
-	locks, err := k.client("").Locks(ctx)
+	locks, err := k.reader().Locks(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +255,7 @@ func TestKillUserWithLock(t *testing.T) {
 	if _, err := k.client("sam", "admins").Kill(ctx, cc.KillRequest{User: "bob", Host: "bastion-2", Reason: "x"}); err != nil {
 		t.Fatal(err)
 	}
-	if locks, _ := k.client("").Locks(ctx); len(locks) != 1 {
+	if locks, _ := k.reader().Locks(ctx); len(locks) != 1 {
 		t.Fatalf("locks after a kill without lock: %+v", locks)
 	}
 	cmds = k.commands()
@@ -298,7 +304,7 @@ func TestKillSessionGoesToItsHost(t *testing.T) {
 		_, err := k.col.Store().Get(ctx, killed.ID)
 		return err == nil, nil
 	})
-	ss, err := k.client("").Sessions(ctx, cc.SessionQuery{Since: "1h"})
+	ss, err := k.reader().Sessions(ctx, cc.SessionQuery{Since: "1h"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,9 @@
 // Command warden-collector consumes Warden events from NATS JetStream,
 // verifies their signatures and hash chains, stores them in SQLite and
-// serves the query API used by `warden events|lineage|sessions`. With
-// --killers it also takes `warden sessions kill` requests and sends them to
-// the agents on the WARDEN_COMMANDS stream.
+// serves the query API used by `warden events|lineage|sessions`. Every API
+// call carries an OIDC ID token of --oidc-issuer: --readers groups may
+// read, --killers groups may kill sessions (sent to the agents on the
+// WARDEN_COMMANDS stream). It refuses to start without an issuer.
 package main
 
 import (
@@ -44,11 +45,14 @@ func run(args []string, stderr io.Writer) int {
 		replicas   = fs.Int("stream-replicas", 1, "replicas of the WARDEN_EVENTS stream if the collector creates it (3 on a 3-node cluster)")
 		name       = fs.String("name", "", "collector name recorded in integrity violations (default: hostname)")
 		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		readers    = fs.String("readers", "", "comma-separated `GROUPS` whose members may read events, lineage, sessions and locks; default nobody")
 		killers    = fs.String("killers", "", "comma-separated `GROUPS` whose members may kill sessions and lock people (warden sessions kill); default nobody")
-		issuer     = fs.String("oidc-issuer", "", "OIDC issuer `URL` whose ID tokens authenticate kill requests")
-		clientID   = fs.String("oidc-client-id", "", "OIDC client `ID` the tokens are issued for (their aud)")
+		issuer     = fs.String("oidc-issuer", "", "OIDC issuer `URL` whose ID tokens authenticate every API call (required)")
+		clientID   = fs.String("oidc-client-id", "", "OIDC client `ID` the tokens are issued for, their aud (required)")
 		caFile     = fs.String("oidc-ca-file", "", "PEM bundle of the issuer's CA, instead of the system roots")
 		groupsClm  = fs.String("oidc-groups-claim", "groups", "ID token claim holding the groups")
+		tlsCert    = fs.String("api-tls-cert", "", "PEM certificate `PATH`: serve the API over TLS (with --api-tls-key)")
+		tlsKey     = fs.String("api-tls-key", "", "PEM private key `PATH` of --api-tls-cert")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: warden-collector [flags]\n\nflags:\n")
@@ -82,14 +86,13 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "warden-collector: --embedded-nats and --nats-url exclude each other")
 		return 2
 	}
-	var killerGroups []string
-	for _, g := range strings.Split(*killers, ",") {
-		if g = strings.TrimSpace(g); g != "" {
-			killerGroups = append(killerGroups, g)
-		}
+	killerGroups, readerGroups := groupList(*killers), groupList(*readers)
+	if *issuer == "" || *clientID == "" {
+		fmt.Fprintln(stderr, "warden-collector: --oidc-issuer and --oidc-client-id are required: the API serves only people with a verified OIDC ID token, never anonymous callers")
+		return 2
 	}
-	if len(killerGroups) > 0 && (*issuer == "" || *clientID == "") {
-		fmt.Fprintln(stderr, "warden-collector: --killers needs --oidc-issuer and --oidc-client-id to verify who asks")
+	if (*tlsCert == "") != (*tlsKey == "") {
+		fmt.Fprintln(stderr, "warden-collector: --api-tls-cert and --api-tls-key go together: give both to serve the API over TLS, or neither")
 		return 2
 	}
 	log := zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("service", "warden-collector").Logger()
@@ -110,19 +113,37 @@ func run(args []string, stderr io.Writer) int {
 		StreamReplicas: *replicas,
 		Name:           *name,
 		OIDC:           idtoken.Config{Issuer: *issuer, ClientID: *clientID, CAFile: *caFile, GroupsClaim: *groupsClm},
+		Readers:        readerGroups,
 		Killers:        killerGroups,
+		TLSCert:        *tlsCert,
+		TLSKey:         *tlsKey,
 		Logger:         log,
 	})
 	if err != nil {
-		log.Error().Err(err).Msg("start")
+		// One plain line for the operator: a start-up error is theirs to fix.
+		fmt.Fprintf(stderr, "warden-collector: %v\n", err)
 		return 1
 	}
-	log.Info().Str("api", c.APIAddr()).Str("nats", c.NATSURL()).Str("store", *storePath).
-		Str("consumer", *consumer).Str("chain_check", string(cc)).Strs("killers", killerGroups).Msg("warden-collector started")
+	if len(readerGroups) == 0 {
+		log.Warn().Msg("no --readers: nobody may read events, lineage or sessions")
+	}
+	log.Info().Str("api", c.APIURL()).Str("nats", c.NATSURL()).Str("store", *storePath).Str("issuer", *issuer).
+		Str("consumer", *consumer).Str("chain_check", string(cc)).Strs("readers", readerGroups).Strs("killers", killerGroups).Msg("warden-collector started")
 	if err := c.Run(ctx); err != nil {
 		log.Error().Err(err).Msg("stopped")
 		return 1
 	}
 	log.Info().Msg("warden-collector stopped")
 	return 0
+}
+
+// groupList splits a comma-separated --readers/--killers value.
+func groupList(v string) []string {
+	var out []string
+	for _, g := range strings.Split(v, ",") {
+		if g = strings.TrimSpace(g); g != "" {
+			out = append(out, g)
+		}
+	}
+	return out
 }

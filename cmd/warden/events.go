@@ -6,26 +6,85 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/wardenhq/warden/pkg/collectorclient"
 )
 
-// collectorFlags adds --collector to a FlagSet and returns a constructor
-// for the client it names.
+// collectorFlags adds the flags every collector command shares
+// (--collector, --collector-ca, --token-file) to a FlagSet and returns a
+// constructor for the client they name. The client carries the caller's
+// ID token (collectorToken) with every request.
 func collectorFlags(fs *flag.FlagSet) func() (*collectorclient.Client, error) {
 	u := fs.String("collector", "", "collector API `URL` (default $"+collectorclient.EnvURL+" or "+collectorclient.DefaultURL+")")
+	ca := fs.String("collector-ca", "", "PEM `PATH` of the CA of an https collector, instead of the system roots (default $"+collectorclient.EnvCA+")")
+	tokenFile := fs.String("token-file", "", "read your OIDC ID token from `PATH` (- for standard input) instead of $"+EnvTokenFile+" or the token warden login cached")
 	return func() (*collectorclient.Client, error) {
-		return collectorclient.New(collectorclient.ResolveURL(*u), nil)
+		return collectorClient(collectorclient.ResolveURL(*u), *ca, *tokenFile)
 	}
 }
 
-// collectorFail reports an error of a collector command.
+// collectorClient returns a client of the collector at rawURL that sends
+// the caller's ID token.
+func collectorClient(rawURL, caFile, tokenFile string) (*collectorclient.Client, error) {
+	if caFile == "" {
+		caFile = os.Getenv(collectorclient.EnvCA)
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("collector URL %q: %w", rawURL, err)
+	}
+	if u.Scheme == "http" && !loopback(u.Hostname()) {
+		// The token is a bearer credential: whoever reads it on the way
+		// reads the audit log as you until it expires.
+		return nil, fmt.Errorf("collector URL %s: your ID token is sent only over https (or plain http to a loopback address); use https:// (and --collector-ca for a private CA)", u.Redacted())
+	}
+	hc, err := collectorclient.HTTPClient(caFile)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := collectorclient.New(rawURL, hc)
+	if err != nil {
+		return nil, err
+	}
+	token, err := collectorToken(tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	return cl.WithToken(token), nil
+}
+
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// collectorFail reports an error of a collector command on one line. The
+// collector's refusals (401, 403) are its own message, which says what is
+// missing; problems with the caller's token name the fix.
 func collectorFail(cmd string, err error) int {
-	fmt.Fprintf(os.Stderr, "warden %s: %v\n", cmd, err)
+	var te *tokenError
+	var ce *collectorclient.Error
+	switch {
+	case errors.As(err, &te):
+		fmt.Fprintf(os.Stderr, "warden: %s\n", te.msg)
+	case errors.As(err, &ce) && ce.Status == http.StatusUnauthorized:
+		fmt.Fprintf(os.Stderr, "warden %s: the collector refused your ID token (HTTP 401): %s; run warden login, or pass --token-file PATH\n", cmd, ce.Message)
+	case errors.As(err, &ce) && ce.Status == http.StatusForbidden:
+		fmt.Fprintf(os.Stderr, "warden %s: not allowed (HTTP 403): %s\n", cmd, ce.Message)
+	default:
+		fmt.Fprintf(os.Stderr, "warden %s: %s\n", cmd, strings.Join(strings.Fields(err.Error()), " "))
+	}
 	return 1
 }
 

@@ -1,19 +1,15 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/wardenhq/warden/agent/control"
 	"github.com/wardenhq/warden/pkg/collectorclient"
-	"github.com/wardenhq/warden/pkg/idtoken"
 )
 
 const killUsage = `usage: warden sessions kill SESSION_ID|--user SUB [--host H] --reason TEXT [--lock 1h] [flags]
@@ -23,7 +19,8 @@ revoked, proxied connections close and every process of the session is
 killed. Agents that are away apply it when they come back (within 1 h).
 --lock also refuses the person's new logins for that long (warden locks).
 Allowed to the collector's --killers groups; your OIDC ID token says who
-you are (--token-file, else the device flow of this host's IdP).
+you are (--token-file, else $WARDEN_TOKEN_FILE, else the token warden login
+cached).
 
 flags:
 `
@@ -51,7 +48,6 @@ func runSessionsKill(args []string) int {
 	host := fs.String("host", "", "only on this agent `HOST` id (default: every host; with SESSION_ID: the session's)")
 	reason := fs.String("reason", "", "why, shown to the person and recorded (required)")
 	lock := fs.String("lock", "", "also refuse the person's new logins for this `DURATION` (e.g. 1h)")
-	tokenFile := fs.String("token-file", "", "read your OIDC ID token from `PATH` (- for standard input) instead of the device flow")
 	jsonOut := fs.Bool("json", false, "print the collector's answer as JSON")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), killUsage)
@@ -94,11 +90,7 @@ func runSessionsKill(args []string) int {
 	}
 	ctx, cancel := interruptible()
 	defer cancel()
-	token, err := idToken(ctx, *tokenFile)
-	if err != nil {
-		return collectorFail("sessions kill", err)
-	}
-	res, err := cl.WithToken(token).Kill(ctx, req)
+	res, err := cl.Kill(ctx, req)
 	if err != nil {
 		return collectorFail("sessions kill", err)
 	}
@@ -121,33 +113,6 @@ func runSessionsKill(args []string) int {
 	}
 	fmt.Printf("outcome: warden events --type session.killed --since 5m\n")
 	return 0
-}
-
-// idToken reads the caller's ID token from a file (or standard input), or
-// runs the device flow with the IdP this host's agent trusts.
-func idToken(ctx context.Context, tokenFile string) (string, error) {
-	if tokenFile == "" {
-		idp, err := agentClient().IdP(ctx)
-		if err != nil {
-			return "", fmt.Errorf("no --token-file, and the agent cannot name the IdP for the device flow: %w", err)
-		}
-		return idtoken.DeviceLogin(ctx, idp.Issuer, idp.ClientID, idp.CAFile, os.Stderr)
-	}
-	var data []byte
-	var err error
-	if tokenFile == "-" {
-		data, err = io.ReadAll(io.LimitReader(os.Stdin, control.MaxTokenBytes))
-	} else {
-		data, err = os.ReadFile(tokenFile)
-	}
-	if err != nil {
-		return "", fmt.Errorf("read token: %w", err)
-	}
-	token := strings.TrimSpace(string(data))
-	if token == "" {
-		return "", errors.New("the token file is empty")
-	}
-	return token, nil
 }
 
 func runLocks(args []string) int {

@@ -1,6 +1,7 @@
 // Command warden is Warden's command-line client.
 //
 //	warden login [--token-file PATH|-]   bind your verified identity to this shell
+//	                                     (and cache the token for the commands below)
 //	warden logout                        unbind it
 //	warden whoami [--json]               show the identity bound to this shell
 //	warden events ...                    query the collector's events
@@ -8,6 +9,7 @@
 //	warden sessions ...                  who was logged in and what they touched
 //	warden sessions kill ...             end a session or a person's sessions (SOC)
 //	warden locks                         people refused new logins
+//	warden access request TARGET ...     ask for just-in-time access
 package main
 
 import (
@@ -28,9 +30,15 @@ commands:
   sessions kill SESSION_ID|--user SUB --reason TEXT [--host H] [--lock 1h]
                                 end sessions on the agents (--killers only)
   locks [--json]                people refused new logins, and until when
+  access request TARGET --reason TEXT [--for 1h]
+                                ask for a just-in-time window on TARGET
 
 The agent socket is $WARDEN_AGENT_SOCKET or /run/warden/agent.sock.
-The collector is --collector URL or $WARDEN_COLLECTOR.
+The collector is --collector URL or $WARDEN_COLLECTOR (an https collector
+with a private CA: --collector-ca PATH or $WARDEN_COLLECTOR_CA). Collector
+commands send your OIDC ID token: --token-file PATH, else $WARDEN_TOKEN_FILE,
+else the token warden login cached in $XDG_CACHE_HOME/warden/id_token
+(~/.cache/warden/id_token).
 `
 
 func main() {
@@ -46,6 +54,7 @@ func main() {
 		"lineage":  runLineage,
 		"sessions": runSessions,
 		"locks":    runLocks,
+		"access":   runAccess,
 	}
 	cmd, ok := commands[os.Args[1]]
 	if !ok {

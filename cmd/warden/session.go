@@ -70,6 +70,12 @@ func runLogin(args []string) int {
 	if err != nil {
 		return fail("login", err)
 	}
+	// The agent has verified the token: keep it for the collector
+	// commands (events, review, ...), which present it as the caller's.
+	// The login itself stands either way.
+	if _, err := cacheToken(token); err != nil {
+		fmt.Fprintf(os.Stderr, "warden login: the ID token is not cached for the collector commands (use --token-file there): %v\n", err)
+	}
 	fmt.Printf("logged in as %s%s; groups: %s; expires %s (in %s)\n", s.Identity.Subject, emailSuffix(s),
 		strings.Join(s.Identity.Groups, ", "), s.Expires.Local().Format(time.RFC3339), time.Until(s.Expires).Round(time.Second))
 	return 0
@@ -90,6 +96,9 @@ func runLogout(args []string) int {
 	s, err := agentClient().Logout(context.Background())
 	if err != nil {
 		return fail("logout", err)
+	}
+	if err := removeCachedToken(); err != nil {
+		fmt.Fprintf(os.Stderr, "warden logout: %v\n", err)
 	}
 	fmt.Printf("logged out %s (session %s)\n", s.Identity.Subject, s.ID)
 	return 0

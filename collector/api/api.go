@@ -1,6 +1,8 @@
 // Package api serves the collector's HTTP JSON query API: events, lineage,
-// sessions, a live follow stream and health. Wire types are those of
-// pkg/collectorclient.
+// sessions, a live follow stream, the kill switch and health. Every /v1
+// call carries an OIDC ID token (Authorization: Bearer) verified with
+// go-oidc; the groups in it decide what the person may do (see routes).
+// Wire types are those of pkg/collectorclient.
 package api
 
 import (
@@ -71,12 +73,15 @@ type Config struct {
 	Notifier *Notifier
 	// Stats reports ingestion counters for /healthz; may be nil.
 	Stats func() cc.IngestStats
-	// Kill enables the kill switch and locks; zero: nobody may kill.
-	Kill KillConfig
+	// Verifier verifies the bearer ID token every /v1 call carries. Nil
+	// refuses every call (503): the API never serves unauthenticated.
+	Verifier Verifier
 	// Readers are the groups whose members may read events, lineage,
-	// sessions and every review.
+	// sessions, locks and every review.
 	Readers []string
-	Logger  zerolog.Logger
+	// Kill enables the kill switch and locks; zero: nobody may kill.
+	Kill   KillConfig
+	Logger zerolog.Logger
 }
 
 // Server is the API's HTTP handler.
@@ -92,18 +97,29 @@ func New(cfg Config) *Server {
 		cfg.Notifier = NewNotifier()
 	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger.With().Str("component", "api").Logger()}
-	s.mux.HandleFunc("GET /v1/events", s.events)
-	s.mux.HandleFunc("GET /v1/events/{id}", s.event)
-	s.mux.HandleFunc("GET /v1/lineage/{id}", s.lineage)
-	s.mux.HandleFunc("GET /v1/sessions", s.sessions)
-	s.mux.HandleFunc("GET /v1/follow", s.follow)
-	s.mux.HandleFunc("POST /v1/sessions/kill", s.kill)
-	s.mux.HandleFunc("GET /v1/locks", s.locks)
-	s.mux.HandleFunc("GET /healthz", s.health)
+	for _, rt := range s.routes() {
+		s.mux.Handle(rt.pattern, s.guard(rt))
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	return s
+}
+
+// routes is every endpoint of the API with who may call it: the one list
+// New registers and the tests walk, so an endpoint cannot be added
+// without an access rule.
+func (s *Server) routes() []route {
+	return []route{
+		{"GET /v1/events", accessReaders, s.events},
+		{"GET /v1/events/{id}", accessReaders, s.event},
+		{"GET /v1/lineage/{id}", accessReaders, s.lineage},
+		{"GET /v1/sessions", accessReaders, s.sessions},
+		{"GET /v1/follow", accessReaders, s.follow},
+		{"GET /v1/locks", accessReaders, s.locks},
+		{"POST /v1/sessions/kill", accessHandler, s.kill}, // killers
+		{"GET /healthz", accessPublic, s.health},
+	}
 }
 
 // ServeHTTP implements http.Handler.
@@ -590,10 +606,23 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// health serves GET /healthz without a token, for load balancers and
+// service managers, which hold no ID token: it says only whether the
+// collector can read its store. The counters (how many events, from
+// which consumer) describe the fleet's activity, so only a reader's
+// token gets them; any other or no token is not refused, just answered
+// with the status alone.
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	n, err := s.cfg.Store.Count(r.Context())
 	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, cc.ErrorBody{Error: "store: " + err.Error()})
+		s.log.Error().Err(err).Msg("health: store")
+		writeError(w, http.StatusServiceUnavailable, "store unavailable")
+		return
+	}
+	if !s.healthReader(r) {
+		writeJSON(w, http.StatusOK, struct {
+			Status string `json:"status"`
+		}{"ok"})
 		return
 	}
 	h := cc.Health{Status: "ok", Stored: n}
@@ -601,6 +630,17 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		h.Ingest = s.cfg.Stats()
 	}
 	writeJSON(w, http.StatusOK, h)
+}
+
+// healthReader reports whether a health check carries a reader's valid
+// token.
+func (s *Server) healthReader(r *http.Request) bool {
+	tok, ok := bearer(r)
+	if !ok || s.cfg.Verifier == nil {
+		return false
+	}
+	c, err := s.cfg.Verifier.Verify(r.Context(), tok)
+	return err == nil && s.isReader(c)
 }
 
 func (s *Server) internal(w http.ResponseWriter, err error) {

@@ -26,11 +26,6 @@ const maxKillBody = 16 << 10
 // events.
 const maxReason = 1024
 
-// Verifier verifies an OIDC ID token; *idtoken.Verifier is one.
-type Verifier interface {
-	Verify(ctx context.Context, rawIDToken string) (*idtoken.Claims, error)
-}
-
 // Commander records and delivers commands to the agents; the collector's
 // implementation publishes on the WARDEN_COMMANDS stream.
 type Commander interface {
@@ -39,10 +34,9 @@ type Commander interface {
 	Publish(ctx context.Context, c *event.Command) error
 }
 
-// KillConfig enables POST /v1/sessions/kill. Without a Verifier or with no
-// Killers nobody may kill.
+// KillConfig enables POST /v1/sessions/kill. With no Killers nobody may
+// kill. The caller's token is checked by Config.Verifier.
 type KillConfig struct {
-	Verifier Verifier
 	// Killers are the groups (the token's groups claim) allowed to kill
 	// and lock.
 	Killers  []string
@@ -66,12 +60,14 @@ func (s *Server) now() time.Time {
 // someone outside the killers groups.
 func (s *Server) authorizeKiller(w http.ResponseWriter, r *http.Request) (*idtoken.Claims, bool) {
 	kc := s.cfg.Kill
-	if kc.Verifier == nil || len(kc.Killers) == 0 || kc.Commands == nil {
-		writeError(w, http.StatusForbidden, "killing sessions is disabled on this collector (no --killers groups)")
-		return nil, false
-	}
+	// Who asks comes first: an unauthenticated caller learns nothing,
+	// not even whether kills are enabled.
 	claims, ok := s.identify(w, r)
 	if !ok {
+		return nil, false
+	}
+	if len(kc.Killers) == 0 || kc.Commands == nil {
+		writeError(w, http.StatusForbidden, "killing sessions is disabled on this collector (no --killers groups)")
 		return nil, false
 	}
 	for _, g := range claims.Groups {

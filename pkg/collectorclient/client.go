@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +22,32 @@ const DefaultURL = "http://127.0.0.1:8181"
 
 // EnvURL names the environment variable that holds the collector URL.
 const EnvURL = "WARDEN_COLLECTOR"
+
+// EnvCA names the environment variable that holds the PEM bundle of the
+// CA that signed an https collector's certificate.
+const EnvCA = "WARDEN_COLLECTOR_CA"
+
+// HTTPClient returns the HTTP client for a collector. caFile, if not
+// empty, is a PEM bundle used instead of the system roots to verify an
+// https collector (a private CA, as with the IdP's --oidc-ca-file): the
+// collector is then trusted only through its own CA. The client has no
+// timeout, since Follow streams for as long as it is wanted.
+func HTTPClient(caFile string) (*http.Client, error) {
+	if caFile == "" {
+		return http.DefaultClient, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("collector CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("collector CA %s: no PEM certificate in it", caFile)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: tr}, nil
+}
 
 // ResolveURL picks the collector URL: flag value, else $WARDEN_COLLECTOR,
 // else DefaultURL.
@@ -43,13 +71,30 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("collector: %s (HTTP %d)", e.Message, e.Status)
 }
 
+// IsUnauthorized reports whether err is a 401 from the collector: no
+// token, or one it refused (expired, forged, for another issuer or
+// audience).
+func IsUnauthorized(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusUnauthorized
+}
+
+// IsForbidden reports whether err is a 403 from the collector: a
+// verified person outside the groups the call needs.
+func IsForbidden(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusForbidden
+}
+
 // IsNotFound reports whether err is a 404 from the collector.
 func IsNotFound(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Status == http.StatusNotFound
 }
 
-// Client talks to one collector.
+// Client talks to one collector. Every API call except Health needs an
+// OIDC ID token: give it with WithToken, and the client sends it with
+// every request.
 type Client struct {
 	base *url.URL
 	http *http.Client
@@ -232,6 +277,11 @@ func (c *Client) send(ctx context.Context, method, path string, v url.Values, bo
 	msg := strings.TrimSpace(string(answer))
 	if json.Unmarshal(answer, &eb) == nil && eb.Error != "" {
 		msg = eb.Error
+	}
+	// One line: whatever the answer held, it is printed as one message.
+	msg = strings.Join(strings.Fields(msg), " ")
+	if len(msg) > 1024 {
+		msg = strings.ToValidUTF8(msg[:1024], "") + "…"
 	}
 	if msg == "" {
 		msg = http.StatusText(resp.StatusCode)

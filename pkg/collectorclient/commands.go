@@ -58,7 +58,7 @@ type LockList struct {
 
 // WithToken returns a copy of the client that sends token (an OIDC ID
 // token) as a bearer token with every request; the collector requires it
-// where it acts, as for kills.
+// on every /v1 call and checks the person's groups against the call.
 func (c *Client) WithToken(token string) *Client {
 	cp := *c
 	cp.token = token

@@ -22,8 +22,7 @@ import (
 // collector.
 func (e *identityEnv) cli(t *testing.T, args ...string) string {
 	t.Helper()
-	cmd := e.NSCommand(filepath.Join(e.Bin, "warden"), args...)
-	cmd.Env = []string{"WARDEN_COLLECTOR=http://" + harness.CollectorAddr, "PATH=/usr/bin:/bin"}
+	cmd := e.WardenCmd(args...) // a reader's token
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {

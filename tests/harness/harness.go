@@ -38,12 +38,22 @@ const (
 	ClientID      = "warden"
 )
 
-// Users are the dev IdP's accounts in every test.
+// Users are the dev IdP's accounts in every test. sam is the SOC analyst
+// whose token Env.Collector and Warden carry (ReaderGroup, KillerGroup).
 var Users = []devidp.User{
 	{Sub: "alice", Email: "alice@corp.example", Name: "Alice", Groups: []string{"engineering"}},
 	{Sub: "bob", Email: "bob@corp.example", Name: "Bob", Groups: []string{"dba", "engineering"}},
 	{Sub: "mallory", Email: "mallory@contractor.example", Name: "Mallory", Groups: []string{"contractors"}},
+	{Sub: ReaderSub, Email: "sam@corp.example", Name: "Sam", Groups: []string{ReaderGroup}},
 }
+
+// ReaderGroup is the collector's --readers group in every test, and
+// ReaderSub the person in it whose token the harness's API client and
+// CLI runs carry.
+const (
+	ReaderGroup = "soc"
+	ReaderSub   = "sam"
+)
 
 var (
 	binOnce sync.Once
@@ -94,9 +104,13 @@ type Env struct {
 	NS         *NetNS
 	CgroupRoot string
 	IdP        *devidp.IdP
-	Collector  *collectorclient.Client
-	PolicyPath string
-	ConfigPath string
+	// Collector is an API client carrying ReaderSub's token.
+	Collector *collectorclient.Client
+	// ReaderToken is a file (readable by anyone) holding ReaderSub's ID
+	// token; Warden passes it as $WARDEN_TOKEN_FILE.
+	ReaderToken string
+	PolicyPath  string
+	ConfigPath  string
 
 	agent     *Process
 	mountNS   *MountNS // where wardend runs, if not the test's own
@@ -165,13 +179,21 @@ func NewEnv(t testing.TB) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Long enough for any test; the API refuses every call without it.
+	e.ReaderToken = e.Token(devidp.IssueOptions{Sub: ReaderSub, TTL: 6 * time.Hour})
+	tok, err := os.ReadFile(e.ReaderToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Collector = e.Collector.WithToken(string(tok))
 	e.StartCollector()
 	return e
 }
 
 // StartCollector starts warden-collector with its embedded NATS (again,
 // after StopCollector: same store and JetStream directory) and waits until
-// it is healthy. Members of KillerGroup may kill sessions through it.
+// it is healthy. It verifies tokens of the test's dev IdP (AuthFlags):
+// members of ReaderGroup may read, members of KillerGroup may kill.
 func (e *Env) StartCollector() {
 	e.T.Helper()
 	e.StartCollectorWith()
@@ -188,7 +210,7 @@ func (e *Env) StartCollectorWith(extra ...string) {
 	}
 	args := append([]string{"--embedded-nats", "--nats-listen", NATSAddr, "--nats-store", filepath.Join(e.Dir, "nats"),
 		"--store", filepath.Join(e.Dir, "events.db"), "--listen", CollectorAddr,
-		"--agent-keys", filepath.Join(e.Dir, "keys")}, append(e.KillerFlags(), extra...)...)
+		"--agent-keys", filepath.Join(e.Dir, "keys")}, append(e.AuthFlags(), extra...)...)
 	p := e.StartProcess("collector", e.NSCommand(filepath.Join(e.Bin, "warden-collector"), args...))
 	e.collector = p
 	e.Eventually("collector healthy", func() error {
@@ -376,8 +398,19 @@ type Shell struct {
 // its cgroup, never outside it.
 func (e *Env) Command(s Shell) *exec.Cmd {
 	e.T.Helper()
-	dir := filepath.Join(e.CgroupRoot, "shells", fmt.Sprint(e.shells.Add(1)))
+	n := e.shells.Add(1)
+	dir := filepath.Join(e.CgroupRoot, "shells", fmt.Sprint(n))
 	if err := cgroupv2.Create(dir); err != nil {
+		e.T.Fatal(err)
+	}
+	// warden login caches the token below XDG_CACHE_HOME: a directory of
+	// the shell's user, and of this shell only, as a home would be.
+	cache := filepath.Join(e.Dir, "cache", fmt.Sprint(n))
+	if err := os.MkdirAll(cache, 0o700); err != nil {
+		e.T.Fatal(err)
+	}
+	os.Chmod(filepath.Dir(cache), 0o755)
+	if err := os.Chown(cache, s.UID, s.GID); err != nil {
 		e.T.Fatal(err)
 	}
 	args := []string{"--net=" + e.NS.Path}
@@ -390,6 +423,7 @@ func (e *Env) Command(s Shell) *exec.Cmd {
 		"PATH=" + e.Bin + ":/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
 		"WARDEN_AGENT_SOCKET=" + e.Socket(),
 		"HOME=/tmp",
+		"XDG_CACHE_HOME=" + cache,
 		"LANG=C",
 	}
 	cmd.Dir = "/"

@@ -4,31 +4,52 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 )
 
-// KillerGroup is the group KillerFlags allows to kill sessions.
+// KillerGroup is the group AuthFlags allows to kill sessions.
 const KillerGroup = "soc"
 
-// KillerFlags are the warden-collector flags that let KillerGroup kill
-// sessions, with the dev IdP as the issuer of their tokens.
-func (e *Env) KillerFlags() []string {
-	return []string{"--killers", KillerGroup, "--oidc-issuer", e.IdP.Issuer(), "--oidc-client-id", ClientID}
+// AuthFlags are the warden-collector flags of every test: tokens of the
+// dev IdP, ReaderGroup may read and KillerGroup may kill.
+func (e *Env) AuthFlags() []string {
+	return []string{"--oidc-issuer", e.IdP.Issuer(), "--oidc-client-id", ClientID,
+		"--readers", ReaderGroup, "--killers", KillerGroup}
 }
 
 // Warden runs the warden CLI as root in the namespace, outside any
-// session, against the collector, and returns its combined output.
+// session, against the collector, with ReaderSub's token
+// ($WARDEN_TOKEN_FILE; a --token-file among args wins), and returns its
+// combined output.
 func (e *Env) Warden(args ...string) (string, error) {
 	e.T.Helper()
-	cmd := e.NSCommand(filepath.Join(e.Bin, "warden"), args...)
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "WARDEN_COLLECTOR=http://" + CollectorAddr, "WARDEN_AGENT_SOCKET=" + e.Socket(), "HOME=/tmp"}
+	return e.WardenEnv(nil, args...)
+}
+
+// WardenEnv is Warden with env added to (and overriding) the CLI's
+// environment; "WARDEN_TOKEN_FILE=" runs it with no token at all.
+func (e *Env) WardenEnv(env []string, args ...string) (string, error) {
+	e.T.Helper()
+	cmd := e.WardenCmd(args...)
+	cmd.Env = append(cmd.Env, env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return out.String(), err
+}
+
+// WardenCmd returns the command Warden runs, not started.
+func (e *Env) WardenCmd(args ...string) *exec.Cmd {
+	cmd := e.NSCommand(filepath.Join(e.Bin, "warden"), args...)
+	// An empty cache of its own, so that no token cached by another run
+	// stands in for the one given here.
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "WARDEN_COLLECTOR=http://" + CollectorAddr, "WARDEN_AGENT_SOCKET=" + e.Socket(),
+		"HOME=/tmp", "XDG_CACHE_HOME=" + filepath.Join(e.Dir, "cli-cache"), "WARDEN_TOKEN_FILE=" + e.ReaderToken}
+	return cmd
 }
 
 // CgroupPIDs lists the processes in a cgroup and its descendants.
