@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wardenhq/warden/agent/session"
+	"github.com/wardenhq/warden/pkg/review"
 )
 
 // MaxTokenBytes bounds a login request; real ID tokens are a few KiB.
@@ -32,7 +33,21 @@ type Service interface {
 	// IdP says which identity provider the agent trusts, so the CLI can run
 	// the device flow against it. Nothing in it is secret.
 	IdP() IdPInfo
+	// RequestAccess opens a just-in-time access review of target for the
+	// caller's verified identity.
+	RequestAccess(ctx context.Context, peer session.Peer, req AccessRequest) (*review.Review, error)
 }
+
+// AccessRequest is the body of POST /v1/access.
+type AccessRequest struct {
+	Target string `json:"target"`
+	Reason string `json:"reason"`
+	// For is the window asked for; 0 means the policy's grant.
+	For review.Duration `json:"for,omitempty"`
+}
+
+// maxAccessRequest bounds the body of POST /v1/access.
+const maxAccessRequest = 8 << 10
 
 // IdPInfo is the body of GET /v1/idp.
 type IdPInfo struct {
@@ -85,6 +100,7 @@ func Listen(path string, svc Service, log zerolog.Logger) (*Server, error) {
 	mux.HandleFunc("POST /v1/login", s.login)
 	mux.HandleFunc("POST /v1/logout", s.logout)
 	mux.HandleFunc("GET /v1/whoami", s.whoami)
+	mux.HandleFunc("POST /v1/access", s.access)
 	mux.HandleFunc("GET /v1/idp", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(svc.IdP())
@@ -184,6 +200,27 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+func (s *Server) access(w http.ResponseWriter, r *http.Request) {
+	peer, ok := s.peer(w, r)
+	if !ok {
+		return
+	}
+	var req AccessRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAccessRequest))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("access request is not valid JSON with a target and a reason: %w", err))
+		return
+	}
+	rev, err := s.svc.RequestAccess(r.Context(), peer, req)
+	if err != nil {
+		writeError(w, http.StatusForbidden, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(rev)
+}
+
 func (s *Server) reply(w http.ResponseWriter, sess *session.Session, err error, status int) {
 	if err != nil {
 		writeError(w, status, err)
@@ -249,26 +286,43 @@ func (c *Client) IdP(ctx context.Context) (IdPInfo, error) {
 	return info, nil
 }
 
+// RequestAccess asks for a just-in-time window on a target.
+func (c *Client) RequestAccess(ctx context.Context, req AccessRequest) (*review.Review, error) {
+	body, _ := json.Marshal(req)
+	var r review.Review
+	if err := c.call(ctx, http.MethodPost, "/v1/access", body, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
 func (c *Client) do(ctx context.Context, method, path string, body []byte) (*session.Session, error) {
+	var s session.Session
+	if err := c.call(ctx, method, path, body, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+func (c *Client) call(ctx context.Context, method, path string, body []byte, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, "http://wardend"+path, bytes.NewReader(body))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("reach wardend: %w", err)
+		return fmt.Errorf("reach wardend: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		var e ErrorResponse
 		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
-			return nil, errors.New(e.Error)
+			return errors.New(e.Error)
 		}
-		return nil, fmt.Errorf("wardend answered %s", resp.Status)
+		return fmt.Errorf("wardend answered %s", resp.Status)
 	}
-	var s session.Session
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return nil, fmt.Errorf("decode wardend reply: %w", err)
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode wardend reply: %w", err)
 	}
-	return &s, nil
+	return nil
 }

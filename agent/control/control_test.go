@@ -22,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wardenhq/warden/agent/session"
+	"github.com/wardenhq/warden/pkg/review"
 	"github.com/wardenhq/warden/tests/testenv"
 )
 
@@ -74,6 +75,13 @@ func (f *fakeService) Whoami(ctx context.Context, peer session.Peer) (*session.S
 
 func (f *fakeService) IdP() IdPInfo {
 	return IdPInfo{Issuer: "https://idp.example.com", ClientID: "warden"}
+}
+
+func (f *fakeService) RequestAccess(_ context.Context, _ session.Peer, req AccessRequest) (*review.Review, error) {
+	if req.Target != "orders-db" {
+		return nil, errors.New("no target " + req.Target)
+	}
+	return &review.Review{ID: "R-01JPA7T0000000000000000000", Target: req.Target, Reason: req.Reason, GrantFor: req.For}, nil
 }
 
 func (f *fakeService) seen() []call {
@@ -145,6 +153,13 @@ func TestClientCalls(t *testing.T) {
 	info, err := c.IdP(ctx(t))
 	if err != nil || info != (IdPInfo{Issuer: "https://idp.example.com", ClientID: "warden"}) {
 		t.Errorf("IdP = %+v, %v", info, err)
+	}
+	r, err := c.RequestAccess(ctx(t), AccessRequest{Target: "orders-db", Reason: "incident 42", For: review.Duration(time.Hour)})
+	if err != nil || r.ID != "R-01JPA7T0000000000000000000" || r.Reason != "incident 42" || r.GrantFor.D() != time.Hour {
+		t.Errorf("RequestAccess = %+v, %v", r, err)
+	}
+	if _, err := c.RequestAccess(ctx(t), AccessRequest{Target: "nope", Reason: "x"}); err == nil || err.Error() != "no target nope" {
+		t.Errorf("RequestAccess of an unknown target: %v, want the service's error verbatim", err)
 	}
 
 	want := []call{

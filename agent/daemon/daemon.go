@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,6 +31,7 @@ import (
 	"github.com/wardenhq/warden/agent/metrics"
 	"github.com/wardenhq/warden/agent/proxy"
 	"github.com/wardenhq/warden/agent/proxy/codecs"
+	"github.com/wardenhq/warden/agent/reviews"
 	"github.com/wardenhq/warden/agent/session"
 	"github.com/wardenhq/warden/agent/targets"
 	"github.com/wardenhq/warden/bpf/loader"
@@ -109,8 +109,11 @@ type Daemon struct {
 	// access is where syncAccess writes which identity reaches which
 	// target: the enforcer's map (a fake in tests).
 	access interface {
-		SyncAccess(map[uint32][]uint32) error
+		SyncAccess(map[uint32]map[uint32]uint64) error
 	}
+	// reviews opens reviews at the collector and holds the live
+	// just-in-time access grants.
+	reviews *reviews.Client
 	// locks refuses logins of locked people (the kill switch's --lock).
 	locks *session.Locks
 	// expiryWake tells maintainSessions a login moved the next expiry.
@@ -229,12 +232,22 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err := d.enf.SetProxy(proxyV4, netip.IPv6Loopback(), port); err != nil {
 		return fmt.Errorf("point the BPF programs at the proxy: %w", err)
 	}
+	d.reviews, err = reviews.New(reviews.Config{URL: cfg.NATS.URL, HostID: cfg.HostID, Recorder: d.rec, Logger: d.log,
+		GrantsChanged: func() {
+			if err := d.syncAccess(); err != nil {
+				d.log.Error().Err(err).Msg("access grants not applied to the kernel")
+			}
+		}})
+	if err != nil {
+		return err
+	}
 	d.proxy = proxy.New(proxy.Options{
 		Listeners:  d.listeners,
 		Attributor: d.enf,
 		Authorize:  d.authorize,
 		Codecs:     d.codecs,
 		Recorder:   d.rec,
+		Reviews:    d.reviews,
 		// audit_failure: deny refuses what cannot be recorded.
 		AuditFailure: auditFailure(cfg.AuditFailure),
 		Metrics:      d.metrics,
@@ -336,6 +349,7 @@ func (d *Daemon) run(ctx context.Context, reload <-chan os.Signal) error {
 	spawn("policy watcher", d.watcher.Run)
 	spawn("sessions", d.maintainSessions)
 	spawn("commands", d.commands.Run)
+	spawn("reviews", d.reviews.Run)
 	spawn("denials", d.readDenials)
 	spawn("kernel losses", d.watchKernelLosses)
 	spawn("lineage", d.lineage.Run)
@@ -553,16 +567,50 @@ func (d *Daemon) syncAccess() error {
 }
 
 func (d *Daemon) syncAccessLocked() error {
-	allowed := map[uint32][]uint32{}
+	allowed := map[uint32]map[uint32]uint64{}
 	sessions := d.sessions.List()
 	d.setSessions(sessions)
 	for _, s := range sessions {
-		for _, name := range d.policy.TargetsFor(s.Identity.Groups) {
-			allowed[s.IdentityID] = append(allowed[s.IdentityID], targets.ID(name))
+		for name, until := range d.reach(d.policy, s) {
+			if allowed[s.IdentityID] == nil {
+				allowed[s.IdentityID] = map[uint32]uint64{}
+			}
+			var expires uint64
+			if !until.IsZero() {
+				expires = session.BootTimeAt(until) // never 0, which would mean no end
+			}
+			allowed[s.IdentityID][targets.ID(name)] = expires
 		}
 	}
 	d.metrics.SessionsActive.Set(float64(len(sessions)))
 	return d.access.SyncAccess(allowed)
+}
+
+// reach returns the targets s may connect to under p, each with the end of
+// its just-in-time window (zero: no end, a plain access entry).
+func (d *Daemon) reach(p *policy.Policy, s *session.Session) map[string]time.Time {
+	out := map[string]time.Time{}
+	for _, name := range p.TargetsFor(s.Identity.Groups) {
+		out[name] = time.Time{}
+	}
+	if d.reviews == nil {
+		return out
+	}
+	now := time.Now()
+	for _, g := range d.reviews.Grants() {
+		if g.Sub != s.Identity.Subject || !now.Before(g.Until) {
+			continue
+		}
+		if _, plain := out[g.Target]; plain {
+			continue
+		}
+		// The policy in force must still offer the target for review:
+		// removing the access entry withdraws its grants too.
+		if _, ok := p.AccessReview(s.Identity.Groups, g.Target); ok {
+			out[g.Target] = g.Until
+		}
+	}
+	return out
 }
 
 func (d *Daemon) currentPolicy() *policy.Policy {
@@ -625,7 +673,7 @@ func (d *Daemon) authorize(info loader.ConnInfo) proxy.Attribution {
 	if !time.Now().Before(s.Expires) {
 		return deny("identity", MsgExpired)
 	}
-	if !slices.Contains(pol.TargetsFor(s.Identity.Groups), tgt.Name) {
+	if until, ok := d.reach(pol, s)[tgt.Name]; !ok || (!until.IsZero() && !time.Now().Before(until)) {
 		return deny("access", accessDenied(s, tgt.Name))
 	}
 	att.Decision = event.Decision{Action: event.Allow, Rule: "access"}
@@ -676,11 +724,16 @@ func (d *Daemon) recordDenial(den loader.Denial) {
 	tgt, _ := d.target(den.TargetID)
 	dec := event.Decision{Action: event.Deny, Rule: "access"}
 	var id *event.Identity
+	var reviewID string
 	switch den.Verdict {
 	case loader.VerdictNotAllowed:
 		if s, ok := d.sessions.ByIdentity(den.IdentityID); ok {
 			id = identityOf(s)
 			dec.Reason = accessDenied(s, tgt.Name)
+			if r := d.reviews.PendingAccess(s.Identity.Subject, tgt.Name); r != "" {
+				dec.Reason = fmt.Sprintf("warden: access to %q waits for review %s", tgt.Name, r)
+				reviewID = r
+			}
 		} else {
 			dec.Reason = fmt.Sprintf("warden: identity has no access to target %q", tgt.Name)
 		}
@@ -697,7 +750,7 @@ func (d *Daemon) recordDenial(den loader.Denial) {
 	if proc.Binary == "" {
 		proc.Binary = den.Comm
 	}
-	data := event.Connect{OriginalDst: den.OrigDst.String(), Verdict: den.Verdict.String(), Via: "kernel", Errno: "EPERM", Notes: extra}
+	data := event.Connect{OriginalDst: den.OrigDst.String(), Verdict: den.Verdict.String(), Via: "kernel", Errno: "EPERM", Notes: extra, ReviewID: reviewID}
 	d.emit(&event.Event{
 		Type: event.NetConnect, Identity: id, Process: proc, Target: &tgt, Decision: &dec, Data: data.Data(),
 	})

@@ -36,7 +36,7 @@ const hang = 10 * time.Second
 type fakeKernel struct {
 	mu       sync.Mutex
 	bindings map[uint64]loader.Binding
-	access   map[uint32][]uint32
+	access   map[uint32]map[uint32]uint64
 }
 
 func (k *fakeKernel) PutBinding(b loader.Binding) error {
@@ -63,7 +63,7 @@ func (k *fakeKernel) Bindings() ([]loader.Binding, error) {
 	return out, nil
 }
 
-func (k *fakeKernel) SyncAccess(m map[uint32][]uint32) error {
+func (k *fakeKernel) SyncAccess(m map[uint32]map[uint32]uint64) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.access = m

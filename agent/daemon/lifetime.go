@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/wardenhq/warden/agent/proxy"
@@ -95,15 +94,15 @@ func (d *Daemon) closeLoggedOut(ctx context.Context, s *session.Session) []event
 // target. Connections whose session has ended are the expiry's, logout's
 // or kill's to close.
 func (d *Daemon) revokeAccess(ctx context.Context, p *policy.Policy) {
-	reach := map[string][]string{}
+	reach := map[string]map[string]time.Time{}
 	live := map[string]*session.Session{}
 	for _, s := range d.sessions.List() {
-		reach[s.ID] = p.TargetsFor(s.Identity.Groups)
+		reach[s.ID] = d.reach(p, s)
 		live[s.ID] = s
 	}
 	closed := d.proxy.Close(ctx, func(att *proxy.Attribution) (string, bool) {
 		targets, ok := reach[att.SessionID]
-		if !ok || slices.Contains(targets, att.Target.Name) {
+		if _, reached := targets[att.Target.Name]; !ok || reached {
 			return "", false
 		}
 		return msgRevoked(att.Target.Name), true

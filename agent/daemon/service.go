@@ -3,11 +3,15 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/wardenhq/warden/agent/control"
+	"github.com/wardenhq/warden/agent/reviews"
 	"github.com/wardenhq/warden/agent/session"
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/review"
 )
 
 // Login verifies the token and binds its identity to the caller's shell.
@@ -77,6 +81,35 @@ func (d *Daemon) Whoami(ctx context.Context, peer session.Peer) (*session.Sessio
 		return nil, err
 	}
 	return s, err
+}
+
+// RequestAccess opens a just-in-time access review of req.Target for the
+// caller's session, under the access entry that offers it.
+func (d *Daemon) RequestAccess(ctx context.Context, peer session.Peer, req control.AccessRequest) (*review.Review, error) {
+	s, err := d.sessions.Of(peer.PID)
+	if err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(req.Reason) == "" {
+		return nil, errors.New("say why you need access: --reason TEXT")
+	}
+	if len(req.Reason) > 1024 {
+		return nil, errors.New("--reason is longer than 1024 bytes")
+	}
+	p := d.currentPolicy()
+	if _, ok := p.Target(req.Target); !ok {
+		return nil, fmt.Errorf("no target %q in the policy", req.Target)
+	}
+	if _, plain := d.reach(p, s)[req.Target]; plain {
+		return nil, fmt.Errorf("you can already reach %q", req.Target)
+	}
+	spec, ok := p.AccessReview(s.Identity.Groups, req.Target)
+	if !ok {
+		return nil, fmt.Errorf("no access entry lets your groups (%s) ask for %q", strings.Join(s.Identity.Groups, ", "), req.Target)
+	}
+	return d.reviews.RequestAccess(ctx, reviews.AccessRequest{
+		Identity: identityOf(s), SessionID: s.ID, Target: req.Target, Reason: req.Reason, For: req.For.D(), Spec: spec,
+	})
 }
 
 // IdP returns the identity provider wardend trusts.

@@ -110,8 +110,8 @@ type Options struct {
 	Authorize  Authorizer
 	// Codecs picks each stream's codec by its target's protocol.
 	Codecs *Registry
-	// Reviewer decides requests that review rules hold; nil refuses them.
-	Reviewer guard.Reviewer
+	// Reviews decides requests that review rules hold; nil refuses them.
+	Reviews  Reviews
 	Recorder Recorder
 	// AuditFailure says what happens to a connection or request that
 	// cannot be recorded; the zero value, FailClosed, refuses it.
@@ -120,6 +120,13 @@ type Options struct {
 	Log          zerolog.Logger
 	// DialTimeout bounds the upstream connect. Default 10s.
 	DialTimeout time.Duration
+}
+
+// Reviews opens reviews of requests that review rules hold, for a stream:
+// the agent's review client. It records review.requested through audit,
+// so the record carries the stream's attribution.
+type Reviews interface {
+	Review(ctx context.Context, att *Attribution, audit *Audit, req guard.ReviewRequest) guard.ReviewResult
 }
 
 // Proxy accepts redirected connections and serves them.
@@ -301,10 +308,17 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 	if att.Identity != nil {
 		groups = att.Identity.Groups
 	}
+	audit := NewAudit(p.opts.Recorder, &att, p.opts.AuditFailure)
+	var reviewer guard.Reviewer
+	if p.opts.Reviews != nil {
+		reviewer = guard.ReviewerFunc(func(ctx context.Context, req guard.ReviewRequest) guard.ReviewResult {
+			return p.opts.Reviews.Review(ctx, &att, audit, req)
+		})
+	}
 	s := &Stream{
 		Client: client, Upstream: upstream, Attribution: &att, Log: log,
-		Guard: guard.New(att.Policy, att.Target.Name, groups, p.opts.Reviewer),
-		Audit: NewAudit(p.opts.Recorder, &att, p.opts.AuditFailure),
+		Guard: guard.New(att.Policy, att.Target.Name, groups, reviewer),
+		Audit: audit,
 	}
 	if reason := open.serving(s); reason != "" {
 		// The session ended (or lost the target) between authorization

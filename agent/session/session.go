@@ -157,13 +157,13 @@ func (m *Manager) syncKernel() error {
 }
 
 func binding(s *Session) loader.Binding {
-	return loader.Binding{CgroupID: s.CgroupID, IdentityID: s.IdentityID, ExpiresBootNs: bootTimeAt(s.Expires)}
+	return loader.Binding{CgroupID: s.CgroupID, IdentityID: s.IdentityID, ExpiresBootNs: BootTimeAt(s.Expires)}
 }
 
-// bootTimeAt converts a wall-clock instant to CLOCK_BOOTTIME, the clock the
+// BootTimeAt converts a wall-clock instant to CLOCK_BOOTTIME, the clock the
 // kernel checks expiry against; it keeps counting through suspend and is
 // immune to wall-clock changes after the binding is made.
-func bootTimeAt(t time.Time) uint64 {
+func BootTimeAt(t time.Time) uint64 {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
 	at := ts.Nano() + int64(time.Until(t))

@@ -25,6 +25,9 @@ type Connect struct {
 	Errno string
 	// Error says why the target could not be reached.
 	Error string
+	// ReviewID names the person's pending access review of the target,
+	// for a connect() refused while it waits.
+	ReviewID string
 	// Notes are attribution remarks, such as a lineage_warning when the
 	// process's lineage does not back its identity.
 	Notes map[string]any
@@ -38,6 +41,7 @@ func (c Connect) Data() map[string]any {
 	}
 	setString(d, "upstream_local", c.UpstreamLocal)
 	setString(d, "errno", c.Errno)
+	setString(d, "review_id", c.ReviewID)
 	setString(d, "error", c.Error)
 	return d
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/wardenhq/warden/pkg/masking"
 	"github.com/wardenhq/warden/pkg/policy"
@@ -42,6 +43,10 @@ type Request struct {
 	// Text is the command's normalised text, with every literal taken
 	// out, so it is safe to record.
 	Text string
+	// Exact is the command as the client sent it, literals included. A
+	// review's approval is bound to it (by hash), so an approved shape
+	// cannot carry other values. Never record it: it may hold secrets.
+	Exact string
 }
 
 // Kind returns the top-level statement keyword, or "" when there is none.
@@ -64,23 +69,88 @@ type Verdict struct {
 	Kind string
 	// Exempted lists rules skipped because of except_groups, for the record.
 	Exempted []string
+	// Review is the Reviewer's answer when a review rule decided, nil
+	// otherwise.
+	Review *ReviewResult
 }
 
-// Reviewer decides a request that a review rule matched. It returns true
-// to let the request run. It may block while a person decides, and
-// should give up, returning false, when ctx is done.
+// Reviewer decides a request that a review rule matched: it opens a
+// review with the people the rule names and, as the ReviewRequest says,
+// waits for their decision. It must give up when ctx is done, with
+// ReviewCancelled.
 type Reviewer interface {
-	Review(ctx context.Context, rule string, req Request) bool
+	Review(ctx context.Context, req ReviewRequest) ReviewResult
 }
 
-// ReviewerFunc lets a function be a Reviewer, so a codec can close over
-// what its reviewer needs to know of the session. A nil ReviewerFunc
-// refuses.
-type ReviewerFunc func(ctx context.Context, rule string, req Request) bool
+// ReviewerFunc lets a function be a Reviewer. A nil ReviewerFunc answers
+// ReviewUnavailable.
+type ReviewerFunc func(ctx context.Context, req ReviewRequest) ReviewResult
 
 // Review calls f.
-func (f ReviewerFunc) Review(ctx context.Context, rule string, req Request) bool {
-	return f != nil && f(ctx, rule, req)
+func (f ReviewerFunc) Review(ctx context.Context, req ReviewRequest) ReviewResult {
+	if f == nil {
+		return ReviewResult{Outcome: ReviewUnavailable, Detail: "no review service"}
+	}
+	return f(ctx, req)
+}
+
+// ReviewRequest is what a Reviewer is asked to decide.
+type ReviewRequest struct {
+	// Rule names the review rule, and Spec is its review block.
+	Rule string
+	Spec policy.ReviewSpec
+	// Request is the command under review.
+	Request Request
+	// Hold is how long to wait for a decision: Spec.Hold, or 0 when the
+	// client cannot wait (inside a transaction, whose locks would stay
+	// held). With 0 the review is opened (or an earlier approval used)
+	// and the Reviewer returns at once.
+	Hold time.Duration
+	// Waiting, when set, is called once the review is open and then every
+	// NoticeEvery while the request is held, so the codec can tell the
+	// client what it waits for. It must not block for long.
+	Waiting func(Waiting)
+}
+
+// Waiting tells a held client what it waits for.
+type Waiting struct {
+	// ID names the review, Rule the rule that asked for it.
+	ID, Rule string
+	// Hold is the whole wait, Left what remains of it.
+	Hold, Left time.Duration
+}
+
+// NoticeEvery is how often a held client is reminded what it waits for.
+const NoticeEvery = 15 * time.Second
+
+// ReviewOutcome is how a review ended for the request.
+type ReviewOutcome uint8
+
+// Review outcomes.
+const (
+	// ReviewApproved: the request may run.
+	ReviewApproved ReviewOutcome = iota + 1
+	// ReviewDenied: an approver refused it (By, Reason).
+	ReviewDenied
+	// ReviewPending: no decision within the hold; the review stays open
+	// and a later approval grants the same request.
+	ReviewPending
+	// ReviewCancelled: the client gave up (ctx done) while held.
+	ReviewCancelled
+	// ReviewUnavailable: no review could be opened (Detail says why). The
+	// request is refused: a review that cannot happen never allows.
+	ReviewUnavailable
+)
+
+// ReviewResult is a Reviewer's answer.
+type ReviewResult struct {
+	Outcome ReviewOutcome
+	// ID names the review ("R-…"); empty for ReviewUnavailable.
+	ID string
+	// By and Reason are the deciding approver's, for ReviewDenied.
+	By, Reason string
+	// Detail explains ReviewUnavailable, for logs and the client.
+	Detail string
 }
 
 // Guard decides the requests of one session: one identity, known by its
@@ -112,18 +182,55 @@ func (g *Guard) Check(reqs []Request) Verdict {
 }
 
 // Decide is Check, then, for a Review verdict, the Reviewer's decision on
-// the request the review rule matched: approved, the verdict becomes Allow
-// and keeps the rule's name for the record; refused, or with no Reviewer,
-// it stays Review, which the codec refuses.
-func (g *Guard) Decide(ctx context.Context, reqs []Request) Verdict {
+// the request the review rule matched, asked as hold says. Approved, the
+// verdict becomes Allow and keeps the rule's name for the record; any
+// other outcome, or no Reviewer, leaves it Review, which the codec
+// refuses in its own words using v.Review.
+func (g *Guard) Decide(ctx context.Context, reqs []Request, hold Hold) Verdict {
 	v := g.Check(reqs)
-	if v.Action != policy.Review || g.rev == nil || v.Index < 0 || v.Index >= len(reqs) {
+	if v.Action != policy.Review || v.Index < 0 || v.Index >= len(reqs) {
 		return v
 	}
-	if g.rev.Review(ctx, v.Rule, reqs[v.Index]) {
+	rule, ok := g.rule(v.Rule)
+	if g.rev == nil || !ok || rule.Review == nil {
+		v.Review = &ReviewResult{Outcome: ReviewUnavailable, Detail: "no review service"}
+		return v
+	}
+	req := ReviewRequest{Rule: v.Rule, Spec: *rule.Review, Request: reqs[v.Index], Hold: rule.Review.Hold, Waiting: hold.Waiting}
+	if hold.Off {
+		req.Hold = 0
+	}
+	res := g.rev.Review(ctx, req)
+	v.Review = &res
+	if res.Outcome == ReviewApproved {
 		v.Action = policy.Allow
 	}
 	return v
+}
+
+// ReviewID names the review that decided v, "" when none did.
+func (v Verdict) ReviewID() string {
+	if v.Review == nil {
+		return ""
+	}
+	return v.Review.ID
+}
+
+// Hold is how a codec lets a review hold its client.
+type Hold struct {
+	// Off: the client cannot be held (it is inside a transaction).
+	Off bool
+	// Waiting is ReviewRequest.Waiting.
+	Waiting func(Waiting)
+}
+
+func (g *Guard) rule(name string) (policy.Rule, bool) {
+	for _, r := range g.rules {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return policy.Rule{}, false
 }
 
 // Masker returns the masker for the session's results, nil when nothing

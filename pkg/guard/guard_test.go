@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/wardenhq/warden/pkg/guard"
 	"github.com/wardenhq/warden/pkg/policy"
@@ -15,7 +16,8 @@ var sqlRules = []policy.Rule{
 	{Name: "no-ddl", When: policy.Match{Statements: []string{"drop", "truncate", "alter"}}, Action: policy.Deny, ExceptGroups: []string{"dba"}},
 	{Name: "no-mass-delete", When: policy.Match{Statements: []string{"delete", "update"}, NoWhere: true}, Action: policy.Deny},
 	{Name: "no-file-read", When: policy.Match{Functions: []string{"pg_read_file", "copy_program"}}, Action: policy.Deny},
-	{Name: "review-grants", When: policy.Match{Statements: []string{"grant"}}, Action: policy.Review},
+	{Name: "review-grants", When: policy.Match{Statements: []string{"grant"}}, Action: policy.Review,
+		Review: &policy.ReviewSpec{Approvers: []string{"dba"}, Require: policy.RequireAny, Hold: time.Minute, GrantOnce: true}},
 }
 
 // requests analyses sql as the PostgreSQL codec does.
@@ -104,18 +106,16 @@ func TestMatches(t *testing.T) {
 	}
 }
 
-// fakeReviewer answers every review with approve and remembers what it
+// fakeReviewer answers every review with outcome and remembers what it
 // was asked.
 type fakeReviewer struct {
-	approve bool
-	rules   []string
-	reqs    []guard.Request
+	outcome guard.ReviewOutcome
+	asked   []guard.ReviewRequest
 }
 
-func (f *fakeReviewer) Review(_ context.Context, rule string, req guard.Request) bool {
-	f.rules = append(f.rules, rule)
-	f.reqs = append(f.reqs, req)
-	return f.approve
+func (f *fakeReviewer) Review(_ context.Context, req guard.ReviewRequest) guard.ReviewResult {
+	f.asked = append(f.asked, req)
+	return guard.ReviewResult{Outcome: f.outcome, ID: "R-1"}
 }
 
 func testPolicy() *policy.Policy {
@@ -136,50 +136,50 @@ func TestDecide(t *testing.T) {
 	ctx := context.Background()
 	grant := requests(t, "select 1; grant select on t to u")
 
-	approver := &fakeReviewer{approve: true}
-	v := guard.New(testPolicy(), "db", nil, approver).Decide(ctx, grant)
-	if v.Action != policy.Allow || v.Rule != "review-grants" || v.Index != 1 {
+	approver := &fakeReviewer{outcome: guard.ReviewApproved}
+	v := guard.New(testPolicy(), "db", nil, approver).Decide(ctx, grant, guard.Hold{})
+	if v.Action != policy.Allow || v.Rule != "review-grants" || v.Index != 1 || v.Review == nil || v.Review.ID != "R-1" {
 		t.Errorf("approved: %+v", v)
 	}
-	if !slices.Equal(approver.rules, []string{"review-grants"}) || len(approver.reqs) != 1 || approver.reqs[0].Kind() != "grant" {
-		t.Errorf("reviewer asked %q about %+v", approver.rules, approver.reqs)
+	if len(approver.asked) != 1 || approver.asked[0].Rule != "review-grants" || approver.asked[0].Request.Kind() != "grant" ||
+		approver.asked[0].Hold != time.Minute || !slices.Equal(approver.asked[0].Spec.Approvers, []string{"dba"}) {
+		t.Errorf("reviewer asked %+v", approver.asked)
 	}
 
-	rejecter := &fakeReviewer{}
-	if v := guard.New(testPolicy(), "db", nil, rejecter).Decide(ctx, grant); v.Action != policy.Review || v.Rule != "review-grants" {
-		t.Errorf("rejected: %+v", v)
+	// Inside a transaction the review is opened without holding.
+	held := &fakeReviewer{outcome: guard.ReviewPending}
+	if v := guard.New(testPolicy(), "db", nil, held).Decide(ctx, grant, guard.Hold{Off: true}); v.Action != policy.Review || v.Review.Outcome != guard.ReviewPending {
+		t.Errorf("pending: %+v", v)
 	}
-	if len(rejecter.reqs) != 1 {
-		t.Errorf("reviewer asked %d times", len(rejecter.reqs))
+	if len(held.asked) != 1 || held.asked[0].Hold != 0 {
+		t.Errorf("hold off asked %+v", held.asked)
 	}
 
-	if v := guard.New(testPolicy(), "db", nil, nil).Decide(ctx, grant); v.Action != policy.Review || v.Rule != "review-grants" {
+	for _, o := range []guard.ReviewOutcome{guard.ReviewDenied, guard.ReviewPending, guard.ReviewCancelled, guard.ReviewUnavailable} {
+		r := &fakeReviewer{outcome: o}
+		if v := guard.New(testPolicy(), "db", nil, r).Decide(ctx, grant, guard.Hold{}); v.Action != policy.Review || v.Rule != "review-grants" || v.Review.Outcome != o {
+			t.Errorf("outcome %d: %+v", o, v)
+		}
+	}
+
+	if v := guard.New(testPolicy(), "db", nil, nil).Decide(ctx, grant, guard.Hold{}); v.Action != policy.Review || v.Review.Outcome != guard.ReviewUnavailable {
 		t.Errorf("no reviewer: %+v", v)
 	}
-
-	var asks []string
-	fn := guard.ReviewerFunc(func(_ context.Context, rule string, req guard.Request) bool {
-		asks = append(asks, rule+":"+req.Kind())
-		return true
-	})
-	if v := guard.New(testPolicy(), "db", nil, fn).Decide(ctx, grant); v.Action != policy.Allow || !slices.Equal(asks, []string{"review-grants:grant"}) {
-		t.Errorf("ReviewerFunc: %+v after %q", v, asks)
-	}
-	if v := guard.New(testPolicy(), "db", nil, guard.ReviewerFunc(nil)).Decide(ctx, grant); v.Action != policy.Review {
+	if v := guard.New(testPolicy(), "db", nil, guard.ReviewerFunc(nil)).Decide(ctx, grant, guard.Hold{}); v.Action != policy.Review || v.Review.Outcome != guard.ReviewUnavailable {
 		t.Errorf("nil ReviewerFunc: %+v", v)
 	}
 
 	// Denied and allowed batches never reach the reviewer.
-	asked := &fakeReviewer{approve: true}
+	asked := &fakeReviewer{outcome: guard.ReviewApproved}
 	g := guard.New(testPolicy(), "db", nil, asked)
-	if v := g.Decide(ctx, requests(t, "grant select on t to u; drop table t")); v.Action != policy.Deny {
+	if v := g.Decide(ctx, requests(t, "grant select on t to u; drop table t"), guard.Hold{}); v.Action != policy.Deny {
 		t.Errorf("deny approved away: %+v", v)
 	}
-	if v := g.Decide(ctx, requests(t, "select 1")); v.Action != policy.Allow {
+	if v := g.Decide(ctx, requests(t, "select 1"), guard.Hold{}); v.Action != policy.Allow {
 		t.Errorf("select: %+v", v)
 	}
-	if len(asked.reqs) != 0 {
-		t.Errorf("reviewer asked about %+v", asked.reqs)
+	if len(asked.asked) != 0 {
+		t.Errorf("reviewer asked about %+v", asked.asked)
 	}
 }
 

@@ -3,7 +3,6 @@ package policy
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -138,13 +137,4 @@ func (p *Policy) AccessReview(groups []string, target string) (ReviewSpec, bool)
 		return ReviewSpec{}, false
 	}
 	return *spec, true
-}
-
-// describeApprovers names a review's approvers for messages.
-func (s ReviewSpec) describeApprovers() string {
-	q := "one of"
-	if s.Require == RequireAll {
-		q = "each of"
-	}
-	return q + " " + strings.Join(s.Approvers, ", ")
 }

@@ -12,6 +12,7 @@ func (s *Statement) Request() guard.Request {
 		Functions: s.Functions,
 		NoWhere:   s.NoWhere,
 		Text:      s.Normalized,
+		Exact:     s.Text,
 	}
 }
 

@@ -85,6 +85,9 @@ type cancelTarget struct {
 	// target is the session's target entry, whose upstream TLS the
 	// cancel connection to the same server follows.
 	target policy.Target
+	// session is the proxy's session, whose statement held for review a
+	// cancel withdraws instead of reaching the server.
+	session *pgSession
 }
 
 // Refuse answers the client's startup with a FATAL ErrorResponse, over TLS
@@ -189,6 +192,10 @@ func (p *Codec) cancel(ctx context.Context, s *proxy.Stream, m *pgproto3.CancelR
 		s.Log.Info().Bool("known_key", ok).Msg("cancel request refused")
 		return nil
 	}
+	if up.session != nil && up.session.cancelHold() {
+		s.Log.Info().Msg("cancel request withdrew a statement held for review")
+		return nil
+	}
 	conn := s.Upstream
 	if conn.RemoteAddr().String() != up.addr {
 		var err error
@@ -256,6 +263,16 @@ type pgSession struct {
 	// client loop; false until the server has reported them.
 	conformingStrings atomic.Bool // standard_conforming_strings = on
 	asciiSafeEncoding atomic.Bool // see sqlguard.ASCIISafeEncoding
+
+	// txStatus is the server's last ReadyForQuery status: 'I' idle, 'T'
+	// in a transaction, 'E' in a failed one. Set by the upstream loop.
+	txStatus atomic.Uint32
+	// cwMu serialises writes to the client: the upstream loop's, and the
+	// client loop's review notices while it holds a statement.
+	cwMu sync.Mutex
+	// holdCancel ends the review hold in progress; nil when none is.
+	holdMu     sync.Mutex
+	holdCancel context.CancelFunc
 }
 
 // noteParameter follows the server's ParameterStatus reports of the
@@ -291,6 +308,11 @@ type stmtInfo struct {
 	rule     string              // an allow rule that matched, for the record
 	derived  sqlguard.Outputs
 	extended bool
+	// review names the review that approved the statement. A prepared
+	// statement it approved may be executed once: the approval was for
+	// one run, not for a handle to run it at will.
+	review   string
+	executed bool
 }
 
 func newPGSession(p *Codec, s *proxy.Stream, cr *pgwire.Reader, cw *pgwire.Writer) (*pgSession, error) {
@@ -301,6 +323,7 @@ func newPGSession(p *Codec, s *proxy.Stream, cr *pgwire.Reader, cw *pgwire.Write
 		taint: map[string]bool{}, stmts: map[string]*stmtInfo{}, portals: map[string]*stmtInfo{},
 		described: map[string]bool{}, shapes: map[string][]masking.Field{},
 	}
+	sess.txStatus.Store('I')
 	sess.masker = s.Guard.Masker()
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -473,7 +496,7 @@ func (ss *pgSession) startup(ctx context.Context, m *pgproto3.StartupMessage) er
 			if ss.att.Identity != nil {
 				sub = ss.att.Identity.Sub
 			}
-			mine, err := ss.codec.register(cancelTarget{addr: ss.s.Upstream.RemoteAddr().String(), pid: k.ProcessID, secret: k.SecretKey, sub: sub, target: ss.att.TargetPolicy})
+			mine, err := ss.codec.register(cancelTarget{addr: ss.s.Upstream.RemoteAddr().String(), pid: k.ProcessID, secret: k.SecretKey, sub: sub, target: ss.att.TargetPolicy, session: ss})
 			if err != nil {
 				return err
 			}

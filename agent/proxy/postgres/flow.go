@@ -163,7 +163,13 @@ func (ss *pgSession) clientLoop(ctx context.Context) error {
 			if err = e.Decode(body); err == nil {
 				info := ss.portals[e.Portal]
 				var receipt proxy.Receipt
+				if info != nil && info.review != "" && info.executed {
+					ss.q.push(&op{kind: opExec, denial: onceSpent(info.review)})
+					err = ss.uw.Send(&pgproto3.Parse{Name: ss.nonce, Query: ss.nonce})
+					break
+				}
 				if info != nil {
+					info.executed = true
 					var refusal *pgproto3.ErrorResponse
 					if receipt, refusal = ss.requestOrRefuse(info); refusal != nil {
 						// A named statement that fails to parse: the
@@ -243,7 +249,7 @@ func (ss *pgSession) analyze(ctx context.Context, sql string) ([]*sqlguard.State
 	for i, s := range stmts {
 		reqs[i] = s.Request()
 	}
-	v := ss.s.Guard.Decide(ctx, reqs)
+	v := ss.decide(ctx, reqs)
 	if v.Action == policy.Allow && ss.masker != nil {
 		for _, s := range stmts {
 			if c := s.Copy; c != nil && c.ToClient && (c.Format == "binary" || !c.Simple) {
@@ -262,8 +268,13 @@ func (ss *pgSession) deny(stmts []*sqlguard.Statement, v guard.Verdict, reason s
 		action = event.Review
 	}
 	e := deniedError(v.Action, v.Rule, v.Kind, reason)
-	if v.Rule == "masking" {
+	switch {
+	case v.Rule == "masking":
 		e.Message = "warden: statement refused: " + reason
+	case v.Review != nil && v.Review.Outcome == guard.ReviewPending && byte(ss.txStatus.Load()) != 'I':
+		e = heldInTransaction(v.Rule, v.Review)
+	case v.Review != nil:
+		e = reviewError(v.Rule, v.Kind, v.Review)
 	}
 	dec := event.Decision{Action: action, Rule: v.Rule, Reason: e.Message}
 	if len(stmts) == 0 {
@@ -289,7 +300,11 @@ func (ss *pgSession) recordRefusal(info *stmtInfo, dec event.Decision) {
 // the client gets instead: a statement that cannot be recorded does not
 // run.
 func (ss *pgSession) requestOrRefuse(info *stmtInfo) (proxy.Receipt, *pgproto3.ErrorResponse) {
-	r, err := ss.request(info, event.Decision{Action: event.Allow, Rule: info.rule})
+	dec := event.Decision{Action: event.Allow, Rule: info.rule}
+	if info.review != "" {
+		dec.Reason = "approved in review " + info.review
+	}
+	r, err := ss.request(info, dec)
 	if err == nil {
 		return r, nil
 	}
@@ -336,7 +351,7 @@ func (ss *pgSession) query(ctx context.Context, body []byte) error {
 	now := time.Now()
 	ops := make([]*op, 0, len(stmts)+1)
 	for _, s := range stmts {
-		info := &stmtInfo{stmt: s, rule: v.Rule}
+		info := &stmtInfo{stmt: s, rule: v.Rule, review: v.ReviewID()}
 		receipt, refusal := ss.requestOrRefuse(info)
 		if refusal != nil {
 			// Nothing of the text runs, as for a denied one. The
@@ -392,7 +407,7 @@ func (ss *pgSession) parse(ctx context.Context, body []byte) error {
 		ss.q.push(&op{kind: opParse, denial: e})
 		return ss.uw.Send(&pgproto3.Parse{Name: p.Name, Query: ss.nonce})
 	}
-	info := &stmtInfo{rule: v.Rule, extended: true}
+	info := &stmtInfo{rule: v.Rule, extended: true, review: v.ReviewID()}
 	if len(stmts) > 0 {
 		info.stmt = stmts[0]
 		info.derived = ss.learn(stmts[0])
@@ -410,13 +425,19 @@ func (ss *pgSession) upstreamLoop() error {
 		if err != nil {
 			return err
 		}
-		if err := ss.fromUpstream(typ, body); err != nil {
-			return err
+		if typ == 'Z' && len(body) == 1 {
+			ss.txStatus.Store(uint32(body[0]))
 		}
-		if ss.ur.Buffered() == 0 {
-			if err := ss.cw.Flush(); err != nil {
-				return err
-			}
+		// The lock is for review notices, the one write to the client
+		// the client loop makes; it is never contended otherwise.
+		ss.cwMu.Lock()
+		err = ss.fromUpstream(typ, body)
+		if err == nil && ss.ur.Buffered() == 0 {
+			err = ss.cw.Flush()
+		}
+		ss.cwMu.Unlock()
+		if err != nil {
+			return err
 		}
 	}
 }
