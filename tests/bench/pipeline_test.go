@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -27,7 +28,9 @@ import (
 	"github.com/wardenhq/warden/agent/spool"
 	"github.com/wardenhq/warden/collector"
 	"github.com/wardenhq/warden/collector/natsembed"
+	"github.com/wardenhq/warden/pkg/devidp"
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/idtoken"
 )
 
 // TestBenchPipeline measures the collector pipeline: events per second from
@@ -61,10 +64,13 @@ func TestBenchPipeline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ns.Shutdown()
+	// The API reads need a reader's token, as everywhere.
+	idp, token := benchIdP(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	c, err := collector.New(ctx, collector.Config{
 		NATSURL: ns.ClientURL(), StorePath: filepath.Join(t.TempDir(), "events.db"),
 		Listen: "127.0.0.1:0", Keys: keys, Logger: zerolog.Nop(),
+		OIDC: idtoken.Config{Issuer: idp.Issuer(), ClientID: "warden"}, Readers: []string{"soc"},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +100,7 @@ func TestBenchPipeline(t *testing.T) {
 		if _, err := js.PublishMsg(context.Background(), m); err != nil {
 			t.Fatal(err)
 		}
-		for !found(t, base+id) {
+		for !found(t, base+id, token) {
 			time.Sleep(500 * time.Microsecond)
 		}
 		lat = append(lat, time.Since(t0))
@@ -237,8 +243,36 @@ func waitStored(t *testing.T, c *collector.Collector, n int64) {
 	}
 }
 
-func found(t *testing.T, url string) bool {
-	resp, err := http.Get(url)
+// benchIdP serves a dev OIDC issuer on loopback and returns it with a
+// token of a member of "soc".
+func benchIdP(t *testing.T) (*devidp.IdP, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp, err := devidp.New(devidp.Options{Issuer: "http://" + ln.Addr().String(), ClientID: "warden"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = idp.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	token, err := idp.Issue(devidp.IssueOptions{Sub: "sam", Groups: []string{"soc"}, TTL: 6 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idp, token
+}
+
+func found(t *testing.T, url, token string) bool {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
