@@ -21,6 +21,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/rs/zerolog"
 
+	"github.com/wardenhq/warden/collector/reviews"
 	"github.com/wardenhq/warden/collector/store"
 	cc "github.com/wardenhq/warden/pkg/collectorclient"
 	"github.com/wardenhq/warden/pkg/event"
@@ -80,8 +81,10 @@ type Config struct {
 	// sessions, locks and every review.
 	Readers []string
 	// Kill enables the kill switch and locks; zero: nobody may kill.
-	Kill   KillConfig
-	Logger zerolog.Logger
+	Kill KillConfig
+	// Reviews serves /v1/reviews; nil answers 503 there.
+	Reviews *reviews.Service
+	Logger  zerolog.Logger
 }
 
 // Server is the API's HTTP handler.
@@ -100,6 +103,7 @@ func New(cfg Config) *Server {
 	for _, rt := range s.routes() {
 		s.mux.Handle(rt.pattern, s.guard(rt))
 	}
+	s.routeReviews()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
