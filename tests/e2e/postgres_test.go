@@ -96,6 +96,7 @@ rules:
     targets: [orders-db]
     when: { statements: [grant, revoke] }
     action: review
+    review: { approvers: [security], hold: 0s }
 masking:
   - name: pii
     targets: [orders-db, legacy-db]
@@ -209,7 +210,7 @@ func TestPostgresL7(t *testing.T) {
 			}
 		}
 		out := e.psql(t, e.alice, conn, fmt.Sprintf(`psql "%s" -X -c "grant select on customers to public"`, conn))
-		if !strings.Contains(out, `requires review (rule "grants-need-review")`) {
+		if !strings.Contains(out, `warden: statement requires review R-`) || !strings.Contains(out, `(rule "grants-need-review") and was not approved in time`) {
 			t.Fatalf("grant not held for review:\n%s", out)
 		}
 		if got := tableCount(); got != before {
