@@ -22,6 +22,7 @@ import (
 	"github.com/wardenhq/warden/collector/api"
 	"github.com/wardenhq/warden/collector/ingest"
 	"github.com/wardenhq/warden/collector/natsembed"
+	"github.com/wardenhq/warden/collector/reviews"
 	"github.com/wardenhq/warden/collector/store"
 	"github.com/wardenhq/warden/pkg/event"
 	"github.com/wardenhq/warden/pkg/idtoken"
@@ -77,7 +78,10 @@ type Config struct {
 	// TLSCert and TLSKey are PEM files; with both, the API is served over
 	// TLS. One without the other is an error.
 	TLSCert, TLSKey string
-	Logger          zerolog.Logger
+	// Webhook, if set, receives each review request and decision (POST,
+	// JSON, Slack-compatible).
+	Webhook string
+	Logger  zerolog.Logger
 }
 
 // Collector is a running collector.
@@ -88,6 +92,7 @@ type Collector struct {
 	nc       *nats.Conn
 	st       *store.Store
 	ing      *ingest.Ingester
+	rev      *reviews.Service
 	ln       net.Listener
 	tls      bool
 	srv      *http.Server
@@ -115,6 +120,9 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 	}
 	tlsCfg, err := apiTLS(cfg.TLSCert, cfg.TLSKey)
 	if err != nil {
+		return nil, err
+	}
+	if err := reviews.CheckWebhook(cfg.Webhook); err != nil {
 		return nil, err
 	}
 	verifier, err := idtoken.NewVerifier(ctx, cfg.OIDC)
@@ -161,12 +169,14 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 	c.nc, err = nats.Connect(url,
 		nats.Name("warden-collector "+cfg.Name),
 		nats.MaxReconnects(-1),
-		nats.ClosedHandler(func(*nats.Conn) { close(c.ncClosed) }),
+		// self, not c: a failed New has set c to nil by the time the
+		// deferred close drains the connection and this handler runs.
+		nats.ClosedHandler(func(*nats.Conn) { close(self.ncClosed) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			c.log.Warn().Err(err).Msg("NATS disconnected")
+			self.log.Warn().Err(err).Msg("NATS disconnected")
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			c.log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("NATS reconnected")
+			self.log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("NATS reconnected")
 		}))
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
@@ -191,6 +201,9 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.rev, err = reviews.New(reviews.Config{Store: c.st, NATS: c.nc, Webhook: cfg.Webhook, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
 	if c.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("API listen (--listen %s): %w", cfg.Listen, err)
 	}
@@ -199,7 +212,7 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 	}
 	c.srv = &http.Server{
 		Handler: api.New(api.Config{Store: c.st, Notifier: c.notifier, Stats: c.ing.Stats, Verifier: verifier,
-			Readers: cfg.Readers, Kill: kill, Logger: cfg.Logger}),
+			Readers: cfg.Readers, Kill: kill, Reviews: c.rev, Logger: cfg.Logger}),
 		// No write timeout: /v1/follow streams for as long as the client
 		// stays. Header and idle timeouts still bound slow or idle clients.
 		ReadHeaderTimeout: 10 * time.Second,
@@ -250,13 +263,17 @@ func (c *Collector) Store() *store.Store { return c.st }
 // Ingester returns the ingester, for its counters.
 func (c *Collector) Ingester() *ingest.Ingester { return c.ing }
 
+// Reviews returns the review service.
+func (c *Collector) Reviews() *reviews.Service { return c.rev }
+
 // Run ingests and serves until ctx is cancelled, then shuts down: the API
 // stops taking requests, the ingester naks what it has not stored, and NATS
 // and the store are closed. It returns the first error that stopped it.
 func (c *Collector) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
+	const parts = 3 // ingester, API, review service
+	errc := make(chan error, parts)
 	go func() {
 		err := c.ing.Run(ctx)
 		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
@@ -279,13 +296,20 @@ func (c *Collector) Run(ctx context.Context) error {
 		}
 		errc <- err
 	}()
+	go func() {
+		err := c.rev.Run(ctx)
+		if err != nil {
+			err = fmt.Errorf("reviews: %w", err)
+		}
+		errc <- err
+	}()
 
 	var first error
 	received := 0
 	select {
 	case <-ctx.Done():
 	case first = <-errc:
-		// One half stopped on its own; stop the other too.
+		// One part stopped on its own; stop the others too.
 		received++
 	}
 	cancel()
@@ -296,7 +320,7 @@ func (c *Collector) Run(ctx context.Context) error {
 		c.log.Warn().Err(err).Msg("API shutdown")
 		_ = c.srv.Close()
 	}
-	for ; received < 2; received++ {
+	for ; received < parts; received++ {
 		if err := <-errc; err != nil && first == nil {
 			first = err
 		}

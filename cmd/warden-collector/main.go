@@ -3,7 +3,9 @@
 // serves the query API used by `warden events|lineage|sessions`. Every API
 // call carries an OIDC ID token of --oidc-issuer: --readers groups may
 // read, --killers groups may kill sessions (sent to the agents on the
-// WARDEN_COMMANDS stream). It refuses to start without an issuer.
+// WARDEN_COMMANDS stream). It refuses to start without an issuer. It
+// also holds the review queue (docs/reviews.md): agents open reviews over
+// NATS, approvers decide them through the API, --webhook is told of both.
 package main
 
 import (
@@ -53,6 +55,7 @@ func run(args []string, stderr io.Writer) int {
 		groupsClm  = fs.String("oidc-groups-claim", "groups", "ID token claim holding the groups")
 		tlsCert    = fs.String("api-tls-cert", "", "PEM certificate `PATH`: serve the API over TLS (with --api-tls-key)")
 		tlsKey     = fs.String("api-tls-key", "", "PEM private key `PATH` of --api-tls-cert")
+		webhook    = fs.String("webhook", "", "POST each review request and decision to this `URL` (JSON, Slack-compatible)")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: warden-collector [flags]\n\nflags:\n")
@@ -117,6 +120,7 @@ func run(args []string, stderr io.Writer) int {
 		Killers:        killerGroups,
 		TLSCert:        *tlsCert,
 		TLSKey:         *tlsKey,
+		Webhook:        *webhook,
 		Logger:         log,
 	})
 	if err != nil {

@@ -58,13 +58,32 @@ type webhook struct {
 	sent, failed, dropped atomic.Uint64
 }
 
-func newWebhook(raw string, client *http.Client, backoff time.Duration, log zerolog.Logger) (*webhook, error) {
+// CheckWebhook reports what is wrong with a --webhook URL, if anything;
+// "" is fine (no webhook). Its messages never repeat the URL's path, which
+// holds the secret of Slack's webhooks.
+func CheckWebhook(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	_, err := parseWebhook(raw)
+	return err
+}
+
+func parseWebhook(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, errors.New("--webhook: not a URL")
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("--webhook: want an http or https URL with a host, not %s://%s…", u.Scheme, u.Host)
+	}
+	return u, nil
+}
+
+func newWebhook(raw string, client *http.Client, backoff time.Duration, log zerolog.Logger) (*webhook, error) {
+	u, err := parseWebhook(raw)
+	if err != nil {
+		return nil, err
 	}
 	if client == nil {
 		client = &http.Client{Timeout: WebhookTimeout}
