@@ -273,6 +273,12 @@ func serveSession(t *testing.T, codec *Codec, att *proxy.Attribution, rec proxy.
 // end it as the proxy does.
 func serveStream(t *testing.T, codec *Codec, att *proxy.Attribution, rec proxy.Recorder, clk *clock, script func(*fakeServer) error) (*session, *proxy.Stream) {
 	t.Helper()
+	return serveReviewed(t, codec, att, rec, clk, nil, script)
+}
+
+// serveReviewed is serveStream with rev deciding what review rules hold.
+func serveReviewed(t *testing.T, codec *Codec, att *proxy.Attribution, rec proxy.Recorder, clk *clock, rev guard.Reviewer, script func(*fakeServer) error) (*session, *proxy.Stream) {
+	t.Helper()
 	clientEnd, pc := net.Pipe()
 	pu, serverEnd := net.Pipe()
 	proxyClient, proxyUp := tcpLike{pc}, tcpLike{pu}
@@ -286,7 +292,7 @@ func serveStream(t *testing.T, codec *Codec, att *proxy.Attribution, rec proxy.R
 	}
 	st := &proxy.Stream{
 		Client: proxyClient, Upstream: proxyUp, Attribution: att,
-		Guard: guard.New(att.Policy, att.Target.Name, groups, nil),
+		Guard: guard.New(att.Policy, att.Target.Name, groups, rev),
 		Audit: proxy.NewAudit(rec, att, proxy.FailClosed),
 		Log:   zerolog.Nop(),
 	}
