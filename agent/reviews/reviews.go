@@ -174,6 +174,13 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
+// Connected reports whether the client can ask the collector now.
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nc != nil && c.nc.IsConnected()
+}
+
 // request asks the collector and decodes its Reply.
 func (c *Client) request(ctx context.Context, subject string, body any) (*review.Reply, error) {
 	c.mu.Lock()
