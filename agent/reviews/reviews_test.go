@@ -13,8 +13,8 @@ import (
 
 	"github.com/wardenhq/warden/agent/proxy"
 	"github.com/wardenhq/warden/agent/reviews"
-	collreviews "github.com/wardenhq/warden/collector/reviews"
 	"github.com/wardenhq/warden/collector/natsembed"
+	collreviews "github.com/wardenhq/warden/collector/reviews"
 	"github.com/wardenhq/warden/collector/store"
 	"github.com/wardenhq/warden/pkg/event"
 	"github.com/wardenhq/warden/pkg/guard"
@@ -134,7 +134,9 @@ func waitResult(t *testing.T, c <-chan guard.ReviewResult) guard.ReviewResult {
 	return guard.ReviewResult{}
 }
 
-func alice() review.Person { return review.Person{Sub: "alice", Email: "alice@example.com", Groups: []string{"dba"}} }
+func alice() review.Person {
+	return review.Person{Sub: "alice", Email: "alice@example.com", Groups: []string{"dba"}}
+}
 
 func waitConnected(t *testing.T, f *fixture) {
 	t.Helper()
