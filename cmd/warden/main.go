@@ -10,6 +10,7 @@
 //	warden sessions kill ...             end a session or a person's sessions (SOC)
 //	warden locks                         people refused new logins
 //	warden access request TARGET ...     ask for just-in-time access
+//	warden review list|show|approve|deny held statements and access requests
 package main
 
 import (
@@ -32,6 +33,9 @@ commands:
   locks [--json]                people refused new logins, and until when
   access request TARGET --reason TEXT [--for 1h]
                                 ask for a just-in-time window on TARGET
+  review list [--state pending|approved|denied|expired|all] [--json]
+  review show ID | approve ID [--reason TEXT] | deny ID [--reason TEXT]
+                                reviews you requested or may decide
 
 The agent socket is $WARDEN_AGENT_SOCKET or /run/warden/agent.sock.
 The collector is --collector URL or $WARDEN_COLLECTOR (an https collector
@@ -55,6 +59,7 @@ func main() {
 		"sessions": runSessions,
 		"locks":    runLocks,
 		"access":   runAccess,
+		"review":   runReview,
 	}
 	cmd, ok := commands[os.Args[1]]
 	if !ok {
