@@ -633,6 +633,10 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Stats != nil {
 		h.Ingest = s.cfg.Stats()
 	}
+	if s.cfg.Reviews != nil {
+		rs := s.cfg.Reviews.Stats()
+		h.Reviews = &rs
+	}
 	writeJSON(w, http.StatusOK, h)
 }
 

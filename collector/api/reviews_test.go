@@ -366,3 +366,15 @@ func TestReviewsDisabled(t *testing.T) {
 		t.Fatalf("%d %s", w.Code, w.Body)
 	}
 }
+
+// A reader's /healthz carries the review service's delivery counters.
+func TestHealthHasReviewCounters(t *testing.T) {
+	e := newReviewEnv(t)
+	h, err := e.as("sam", "soc").Health(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Reviews == nil {
+		t.Fatal("no review counters in /healthz")
+	}
+}

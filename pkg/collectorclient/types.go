@@ -97,6 +97,8 @@ type Health struct {
 	Status string      `json:"status"`
 	Stored int64       `json:"stored"`
 	Ingest IngestStats `json:"ingest"`
+	// Reviews are the review service's delivery counters.
+	Reviews *ReviewStats `json:"reviews,omitempty"`
 }
 
 // IngestStats are the ingester's counters since start.
