@@ -113,7 +113,9 @@ type Review struct {
 	// reviews it is AccessRule.
 	Rule string `json:"rule"`
 	// Statement is the held command's normalised text, every literal taken
-	// out (statement reviews only), and Fingerprint its Fingerprint.
+	// out (statement reviews only), safe to show and store. Fingerprint is
+	// the Fingerprint of the command exactly as the client sent it,
+	// literals included, so that an approval cannot carry other values.
 	Statement   string `json:"statement,omitempty"`
 	Fingerprint string `json:"fingerprint,omitempty"`
 	// Reason is the requester's own words (access reviews).
@@ -141,9 +143,10 @@ type Review struct {
 // AccessRule is the Rule of access reviews.
 const AccessRule = "access"
 
-// Fingerprint identifies a statement for grants: the SHA-256 of its
-// normalised text. The collector also compares requester, target and
-// rule, so a fingerprint alone grants nothing.
+// Fingerprint identifies a statement for grants: the SHA-256 of its exact
+// text (the agent hashes what the client sent, literals included). The
+// collector also compares requester, host, target and rule, so a
+// fingerprint alone grants nothing.
 func Fingerprint(normalised string) string {
 	sum := sha256.Sum256([]byte(normalised))
 	return hex.EncodeToString(sum[:])
