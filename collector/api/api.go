@@ -103,7 +103,6 @@ func New(cfg Config) *Server {
 	for _, rt := range s.routes() {
 		s.mux.Handle(rt.pattern, s.guard(rt))
 	}
-	s.routeReviews()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -114,7 +113,7 @@ func New(cfg Config) *Server {
 // New registers and the tests walk, so an endpoint cannot be added
 // without an access rule.
 func (s *Server) routes() []route {
-	return []route{
+	return append([]route{
 		{"GET /v1/events", accessReaders, s.events},
 		{"GET /v1/events/{id}", accessReaders, s.event},
 		{"GET /v1/lineage/{id}", accessReaders, s.lineage},
@@ -123,7 +122,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/locks", accessReaders, s.locks},
 		{"POST /v1/sessions/kill", accessHandler, s.kill}, // killers
 		{"GET /healthz", accessPublic, s.health},
-	}
+	}, s.reviewRoutes()...)
 }
 
 // ServeHTTP implements http.Handler.

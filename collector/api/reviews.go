@@ -24,7 +24,7 @@ const (
 	maxDecisionBody = 16 << 10
 )
 
-// reviewRoutes are the review endpoints. Each one identifies the caller
+// reviewRoutes are the review endpoints, part of routes. Each one identifies the caller
 // itself (accessHandler): who may see or decide a review depends on the
 // review (its requester and approver groups), not on a fixed group.
 func (s *Server) reviewRoutes() []route {
@@ -33,13 +33,6 @@ func (s *Server) reviewRoutes() []route {
 		{"GET /v1/reviews/{id}", accessHandler, s.getReview},
 		{"POST /v1/reviews/{id}/approve", accessHandler, func(w http.ResponseWriter, r *http.Request) { s.decideReview(w, r, true) }},
 		{"POST /v1/reviews/{id}/deny", accessHandler, func(w http.ResponseWriter, r *http.Request) { s.decideReview(w, r, false) }},
-	}
-}
-
-// routeReviews registers reviewRoutes.
-func (s *Server) routeReviews() {
-	for _, rt := range s.reviewRoutes() {
-		s.mux.Handle(rt.pattern, s.guard(rt))
 	}
 }
 
