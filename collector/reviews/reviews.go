@@ -165,11 +165,13 @@ func (s *Service) Ready() <-chan struct{} { return s.ready }
 func (s *Service) Run(ctx context.Context) error {
 	msgs := make(chan *nats.Msg, inbox)
 	var subs []*nats.Subscription
-	defer func() {
+	unsubscribe := func() {
 		for _, sub := range subs {
 			_ = sub.Unsubscribe()
 		}
-	}()
+		subs = nil
+	}
+	defer unsubscribe()
 	for _, subj := range []string{review.SubjectOpen, review.SubjectUse, review.SubjectGet, review.SubjectGrants} {
 		sub, err := s.nc.ChanQueueSubscribe(subj, QueueGroup, msgs)
 		if err != nil {
@@ -201,6 +203,9 @@ func (s *Service) Run(ctx context.Context) error {
 		wg.Go(func() { s.hook.run(ctx) })
 	}
 	<-ctx.Done()
+	// No new requests reach the inbox once unsubscribed; those already in
+	// it go unanswered, and their agents, timing out, fail closed.
+	unsubscribe()
 	wg.Wait()
 	return nil
 }
