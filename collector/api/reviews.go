@@ -24,9 +24,10 @@ const (
 	maxDecisionBody = 16 << 10
 )
 
-// reviewRoutes are the review endpoints, part of routes. Each one identifies the caller
-// itself (accessHandler): who may see or decide a review depends on the
-// review (its requester and approver groups), not on a fixed group.
+// reviewRoutes are the review endpoints, part of routes. Each one
+// identifies the caller itself (accessHandler): who may see or decide a
+// review depends on the review (its requester and approver groups), not
+// on a fixed group.
 func (s *Server) reviewRoutes() []route {
 	return []route{
 		{"GET /v1/reviews", accessHandler, s.listReviews},
