@@ -57,6 +57,9 @@ func (ss *pgSession) requestClose(ctx context.Context, reason string) {
 func (ss *pgSession) closeFor(req closeRequest, clientc, upc <-chan error) error {
 	defer close(req.done)
 	ctx := req.ctx
+	// A statement held for review is withdrawn: the client loop must not
+	// wait out the hold before the session can end.
+	ss.cancelHold()
 	ss.s.Upstream.Close()
 	upDone := false
 	select {
@@ -75,10 +78,12 @@ func (ss *pgSession) closeFor(req closeRequest, clientc, upc <-chan error) error
 		if dl, ok := ctx.Deadline(); ok {
 			ss.s.Client.SetWriteDeadline(dl)
 		}
+		ss.cwMu.Lock()
 		ss.cw.Send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: codeAdminShutdown, Message: req.reason})
 		if err := ss.cw.Flush(); err != nil {
 			ss.s.Log.Debug().Err(err).Msg("closing message not delivered")
 		}
+		ss.cwMu.Unlock()
 	}
 	ss.s.Client.Close()
 	if !upDone {

@@ -205,3 +205,39 @@ func TestReviewCancelled(t *testing.T) {
 		t.Fatalf("client got %+v", errs)
 	}
 }
+
+// Ending the session (expiry, logout, kill) withdraws a held statement at
+// once instead of waiting out the hold.
+func TestCloseWithdrawsHeldStatement(t *testing.T) {
+	holding := make(chan struct{})
+	rev := &scriptedReviewer{answer: func(ctx context.Context) guard.ReviewResult {
+		close(holding)
+		<-ctx.Done()
+		return guard.ReviewResult{Outcome: guard.ReviewCancelled, ID: "R-1"}
+	}}
+	clk := &clock{}
+	ss, st := serveReviewed(t, New(Options{}), attribution("alice", testPolicy([]policy.Rule{reviewDeletes}, nil), policy.Target{}),
+		&fakeRecorder{clock: clk}, clk, rev, func(s *fakeServer) error {
+			if _, err := s.trustLogin(serverPID, serverSecret); err != nil {
+				return err
+			}
+			return s.drain()
+		})
+	ss.startup(map[string]string{"user": "person", "database": "orders"})
+	ss.untilReady()
+	ss.send(&pgproto3.Query{String: "DELETE FROM t"})
+	if _, ok := ss.receive().(*pgproto3.NoticeResponse); !ok {
+		t.Fatal("no hold notice")
+	}
+	<-holding
+	reason := "warden: session killed by soc@example.com"
+	ended := endAsync(st, reason)
+	if e := readFatal(t, ss); e.Code != codeAdminShutdown || e.Message != reason {
+		t.Errorf("client got %+v", e)
+	}
+	select {
+	case <-ended:
+	case <-time.After(hang):
+		t.Fatal("End waited on the held statement")
+	}
+}
