@@ -164,6 +164,10 @@ func (c *Client) Run(ctx context.Context) error {
 				c.log.Warn().Str("subject", m.Subject).Msg("malformed review update ignored")
 				continue
 			}
+			if r.Host != c.cfg.HostID {
+				// Another host whose id maps to the same subject token.
+				continue
+			}
 			c.update(&r)
 		case <-refresh:
 			c.refreshGrants(ctx)
@@ -411,7 +415,7 @@ func (c *Client) refreshGrants(ctx context.Context) {
 	c.mu.Lock()
 	fresh := map[string]review.Review{}
 	for _, r := range rep.Reviews {
-		if r.Kind == review.KindAccess && r.Live(now) {
+		if r.Kind == review.KindAccess && r.Host == c.cfg.HostID && r.Live(now) {
 			fresh[r.ID] = r
 		}
 	}
