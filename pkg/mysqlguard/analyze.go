@@ -44,6 +44,17 @@ type Statement struct {
 	// pseudo-functions into_outfile and into_dumpfile for SELECT ... INTO
 	// OUTFILE / DUMPFILE, which write files on the server.
 	Functions []string
+	// Columns are the column names referenced anywhere, lower case and
+	// unqualified: masking uses them to tell whether an expression in
+	// the results may compute from a masked column.
+	Columns []string
+	// Outputs, when not nil, holds for each result column of a plain
+	// SELECT (one without WITH or derived tables, whose result columns
+	// are its select list in order) the column names its expression
+	// reads. nil when the result's columns cannot be told apart this way:
+	// then any expression may compute from any column the statement
+	// reads.
+	Outputs [][]string
 	// NoWhere is set when an UPDATE or DELETE anywhere has no WHERE.
 	NoWhere bool
 	// LocalInfile is LOAD DATA LOCAL INFILE: the server asks the client
@@ -207,8 +218,64 @@ type analyzer struct {
 func (a *analyzer) statement(n ast.StmtNode) error {
 	a.addKind(n)
 	n.Accept(a)
+	if sel, ok := n.(*ast.SelectStmt); ok {
+		a.s.Outputs = outputs(sel)
+	}
 	return a.err
 }
+
+// outputs returns the column names each select-list expression reads, or
+// nil when the statement is not a plain SELECT (see Statement.Outputs).
+func outputs(sel *ast.SelectStmt) [][]string {
+	if sel.With != nil || sel.Fields == nil || !plainSources(sel.From) {
+		return nil
+	}
+	out := make([][]string, 0, len(sel.Fields.Fields))
+	for _, f := range sel.Fields.Fields {
+		if f.WildCard != nil || f.Expr == nil {
+			return nil
+		}
+		c := &columnCollector{}
+		f.Expr.Accept(c)
+		out = append(out, c.names)
+	}
+	return out
+}
+
+// plainSources reports whether a FROM clause reads base tables (or views)
+// only, so no result column is renamed on the way.
+func plainSources(from *ast.TableRefsClause) bool {
+	if from == nil || from.TableRefs == nil {
+		return true
+	}
+	var ok func(n ast.ResultSetNode) bool
+	ok = func(n ast.ResultSetNode) bool {
+		switch x := n.(type) {
+		case nil:
+			return true
+		case *ast.Join:
+			return ok(x.Left) && ok(x.Right)
+		case *ast.TableSource:
+			_, table := x.Source.(*ast.TableName)
+			return table
+		}
+		return false
+	}
+	return ok(from.TableRefs)
+}
+
+// columnCollector gathers the column names an expression reads,
+// subqueries included.
+type columnCollector struct{ names []string }
+
+func (c *columnCollector) Enter(n ast.Node) (ast.Node, bool) {
+	if x, ok := n.(*ast.ColumnName); ok {
+		addName(&c.names, x.Name.O)
+	}
+	return n, false
+}
+
+func (c *columnCollector) Leave(n ast.Node) (ast.Node, bool) { return n, true }
 
 func (a *analyzer) addKind(n ast.Node) {
 	k := kindOf(n)
@@ -239,6 +306,8 @@ func (a *analyzer) Enter(n ast.Node) (ast.Node, bool) {
 	switch x := n.(type) {
 	case *ast.TableName:
 		addName(&a.s.Tables, qualified(x.Schema.O, x.Name.O))
+	case *ast.ColumnName:
+		addName(&a.s.Columns, x.Name.O)
 	case *ast.FuncCallExpr:
 		addName(&a.s.Functions, qualified(x.Schema.O, x.FnName.O))
 	case *ast.AggregateFuncExpr:
@@ -317,6 +386,9 @@ func (a *analyzer) merge(in *Statement) {
 	}
 	for _, f := range in.Functions {
 		addName(&a.s.Functions, f)
+	}
+	for _, c := range in.Columns {
+		addName(&a.s.Columns, c)
 	}
 	a.s.NoWhere = a.s.NoWhere || in.NoWhere
 	a.s.LocalInfile = a.s.LocalInfile || in.LocalInfile

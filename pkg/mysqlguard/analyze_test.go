@@ -30,8 +30,8 @@ func TestExecutableCommentsAreCode(t *testing.T) {
 	for _, sql := range []string{
 		"/*!50000 DROP TABLE t */",
 		"/*! DROP TABLE t */",
-		"/*!100100 DROP TABLE t */",    // MariaDB's six-digit version, below 10.11.6
-		"/*M!100100 DROP TABLE t */",   // MariaDB-only, and this is MariaDB
+		"/*!100100 DROP TABLE t */",  // MariaDB's six-digit version, below 10.11.6
+		"/*M!100100 DROP TABLE t */", // MariaDB-only, and this is MariaDB
 		"/*M! DROP TABLE t */",
 		"select 1 /*!, (select 1 from t where 1; DROP TABLE t) */",
 	} {
@@ -234,5 +234,23 @@ func TestParseServerVersion(t *testing.T) {
 	lx.ParseSQLMode("STRICT_TRANS_TABLES,NO_BACKSLASH_ESCAPES,ANSI")
 	if !lx.ModeKnown || !lx.NoBackslashEscapes || !lx.ANSIQuotes {
 		t.Fatalf("%+v", lx)
+	}
+}
+
+func TestOutputs(t *testing.T) {
+	s := analyzeOK(t, "select id * 2, concat(ssn, 'x') as y, (select max(ssn) from u), email from t join v on t.id = v.id", maria)[0]
+	want := [][]string{{"id"}, {"ssn"}, {"ssn"}, {"email"}}
+	if len(s.Outputs) != len(want) {
+		t.Fatalf("outputs %v", s.Outputs)
+	}
+	for i := range want {
+		if !slices.Equal(s.Outputs[i], want[i]) {
+			t.Fatalf("output %d: %v, want %v", i, s.Outputs[i], want[i])
+		}
+	}
+	for _, sql := range []string{"select * from t", "select x from (select ssn as x from t) d", "with c as (select ssn from t) select ssn from c", "select 1 union select 2"} {
+		if s := analyzeOK(t, sql, maria)[0]; s.Outputs != nil {
+			t.Errorf("%q: outputs %v, want none", sql, s.Outputs)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 
 	"github.com/wardenhq/warden/agent/proxy"
+	"github.com/wardenhq/warden/agent/proxy/mysql"
 	"github.com/wardenhq/warden/agent/proxy/postgres"
 	"github.com/wardenhq/warden/pkg/policy"
 )
@@ -25,5 +26,6 @@ type Options struct {
 func New(opts Options) *proxy.Registry {
 	r := proxy.NewRegistry(proxy.Relay{})
 	r.Register(policy.ProtocolPostgres, postgres.New(postgres.Options{ClientTLS: opts.ClientTLS}))
+	r.Register(policy.ProtocolMySQL, mysql.New(mysql.Options{ClientTLS: opts.ClientTLS}))
 	return r
 }

@@ -22,9 +22,12 @@ const good = `targets:
   - name: billing-db
     protocol: mysql
     address: 10.0.0.7:3306
+  - name: jump
+    protocol: ssh
+    address: 10.0.0.8:22
 access:
   - groups: [engineering]
-    targets: [orders-db, cache, billing-db]
+    targets: [orders-db, cache, billing-db, jump]
 rules:
   - name: no-ddl
     targets: [orders-db]
@@ -47,17 +50,12 @@ func TestUnenforceablePolicyRejected(t *testing.T) {
     targets: [cache]
     when: { commands: [flushall] }
     action: deny
-`, regexp.MustCompile(`^policy\.yaml:21:13: rule "no-flush": when: commands: target "cache" is redis, and no codec enforces commands on redis targets`)},
-		{"mysql statement rule", `  - name: mysql-ddl
-    targets: [billing-db]
+`, regexp.MustCompile(`^policy\.yaml:24:13: rule "no-flush": when: commands: target "cache" is redis, and no codec enforces commands on redis targets`)},
+		{"ssh statement rule", `  - name: ssh-ddl
+    targets: [jump]
     when: { statements: [drop] }
     action: deny
-`, regexp.MustCompile(`^policy\.yaml:21:13: rule "mysql-ddl": when: statements: target "billing-db" is mysql`)},
-		{"mysql masking", `masking:
-  - name: pii
-    targets: [billing-db]
-    columns: [email]
-`, regexp.MustCompile(`^policy\.yaml:22:5: masking "pii": columns: target "billing-db" is mysql`)},
+`, regexp.MustCompile(`^policy\.yaml:24:13: rule "ssh-ddl": when: statements: target "jump" is ssh`)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,6 +67,24 @@ func TestUnenforceablePolicyRejected(t *testing.T) {
 				t.Fatalf("error %q does not match %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// MySQL targets take statement rules, masking and credentials: their codec
+// enforces them.
+func TestMySQLEnforced(t *testing.T) {
+	add := `  - name: mysql-ddl
+    targets: [billing-db]
+    when: { statements: [drop], functions: [load_file] }
+    action: deny
+masking:
+  - name: pii
+    targets: [billing-db]
+    columns: [email]
+    detectors: [email]
+`
+	if _, err := policy.Parse([]byte(good+add), "policy.yaml", New(Options{}).Enforcement()); err != nil {
+		t.Fatalf("mysql rules rejected: %v", err)
 	}
 }
 
@@ -105,11 +121,11 @@ func TestUnenforceableReloadKeepsPolicy(t *testing.T) {
 // refused with EPERM by the kernel.
 func TestRegistry(t *testing.T) {
 	r := New(Options{})
-	if got := r.Protocols(); !slices.Equal(got, []string{policy.ProtocolPostgres}) {
+	if got := r.Protocols(); !slices.Equal(got, []string{policy.ProtocolMySQL, policy.ProtocolPostgres}) {
 		t.Fatalf("protocols with a codec: %v", got)
 	}
 	pe := r.ProtocolErrors()
-	if !pe[policy.ProtocolPostgres] || pe[policy.ProtocolRedis] || pe[policy.ProtocolTCP] {
+	if !pe[policy.ProtocolPostgres] || !pe[policy.ProtocolMySQL] || pe[policy.ProtocolRedis] || pe[policy.ProtocolTCP] {
 		t.Fatalf("protocol errors %v", pe)
 	}
 	if c := r.Codec(policy.ProtocolRedis); len(c.Enforces()) != 0 {

@@ -198,9 +198,6 @@ type HandshakeResponse struct {
 	SSLRequest bool
 }
 
-// sslRequestLen is the length of an SSLRequest payload.
-const sslRequestLen = 32
-
 // ParseHandshakeResponse decodes a HandshakeResponse41 or an SSLRequest.
 func ParseHandshakeResponse(p []byte) (*HandshakeResponse, error) {
 	d := &decoder{b: p}
