@@ -3,6 +3,7 @@
 #
 #   dev IdP (NOT FOR PRODUCTION) → warden login → wardend (BPF + proxy)
 #   → a protected PostgreSQL → signed events → warden-collector (embedded NATS)
+#   → warden events, read by sam of the SOC with his own verified ID token
 #
 # The demo attaches its BPF programs to a cgroup subtree of its own and runs
 # its shells there, so nothing else on this host is affected. In production
@@ -13,6 +14,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin="$here/bin"
 export PATH="$bin:$PATH"
+# Whose token the collector commands carry is set below; nothing from the
+# caller's environment stands in for it.
+unset WARDEN_TOKEN_FILE WARDEN_COLLECTOR_CA
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "demo: run as root: sudo make demo" >&2
@@ -26,6 +30,9 @@ cg2=$(awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo)
 cgroot="$cg2/warden-demo-$$"
 pgport=55432
 pids=()
+# warden login caches the ID token per user; the demo's logins keep theirs
+# in the demo's directory, removed at the end, not in root's home.
+export XDG_CACHE_HOME=$work/cache
 
 bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step() { printf '\033[36m$ %s\033[0m\n' "$*"; }
@@ -69,7 +76,14 @@ wait_for postgres "$pgbin/pg_isready" -h 127.0.0.1 -p $pgport
 psql -h 127.0.0.1 -p $pgport -U postgres -q -c "create table customers(id int, email text, note text); insert into customers values (1, 'ada@example.com', 'card 4111 1111 1111 1111'), (2, 'alan@example.com', 'no secrets here')"
 
 bold "2. the dev IdP (NOT FOR PRODUCTION) on 127.0.0.1:5556"
-warden-devidp --listen 127.0.0.1:5556 >"$work/devidp.log" 2>&1 &
+# The built-in users, and sam of the SOC, who reads the collector.
+cat >"$work/users.yaml" <<'EOF'
+- {sub: alice, email: alice@example.com, name: Alice Example, groups: [engineering]}
+- {sub: bob, email: bob@example.com, name: Bob Example, groups: [dba, engineering]}
+- {sub: mallory, email: mallory@example.com, name: Mallory Example, groups: [contractors]}
+- {sub: sam, email: sam@example.com, name: Sam Example, groups: [soc]}
+EOF
+warden-devidp --listen 127.0.0.1:5556 --users "$work/users.yaml" >"$work/devidp.log" 2>&1 &
 pids+=($!)
 wait_for "dev IdP" curl -sf http://127.0.0.1:5556/.well-known/openid-configuration
 
@@ -115,8 +129,10 @@ EOF
 wardend keygen --config "$work/agent.yaml" >/dev/null
 
 bold "3. warden-collector with embedded NATS (127.0.0.1:4222), API on 127.0.0.1:8181"
+# The API serves only verified people: tokens of the dev IdP; group soc reads.
 warden-collector --embedded-nats --nats-listen 127.0.0.1:4222 --nats-store "$work/nats" \
-	--store "$work/events.db" --listen 127.0.0.1:8181 --agent-keys "$work/keys" >"$work/collector.log" 2>&1 &
+	--store "$work/events.db" --listen 127.0.0.1:8181 --agent-keys "$work/keys" \
+	--oidc-issuer http://127.0.0.1:5556 --oidc-client-id warden --readers soc >"$work/collector.log" 2>&1 &
 pids+=($!)
 wait_for collector curl -sf http://127.0.0.1:8181/healthz
 export WARDEN_COLLECTOR=http://127.0.0.1:8181
@@ -159,8 +175,14 @@ bold "7. mallory (group contractors) logs in; the kernel refuses her connect() w
 curl -sf -d sub=mallory -d format=raw http://127.0.0.1:5556/dev/token >"$work/mallory.token"
 TOKEN=$work/mallory.token PGPORT=$pgport bash "$work/user-shell.sh" 'select 1' || true
 
-bold "8. the signed events at the collector"
+bold "8. the signed events at the collector, for verified readers only"
 sleep 2
+# mallory's login left her token in the CLI's cache; she reads nothing.
+step "warden events --limit 1   # the token warden login cached: mallory's"
+warden events --limit 1 2>&1 | sed 's/^/    /' || true
+curl -sf -d sub=sam -d format=raw http://127.0.0.1:5556/dev/token >"$work/sam.token"
+export WARDEN_TOKEN_FILE=$work/sam.token
+step "export WARDEN_TOKEN_FILE=sam.token   # sam, group soc: a --readers group"
 step "warden events --type net.connect --since 10m"
 warden events --type net.connect --since 10m | sed 's/^/    /'
 step "warden events --type db.query --since 10m"
