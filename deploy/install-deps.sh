@@ -13,6 +13,7 @@ packages=(
 	iproute2 util-linux sudo      # tests: network namespaces, nsenter
 	postgresql postgresql-client  # protected target and psql client
 	mariadb-client redis-tools    # e2e: real mariadb and redis-cli command lines (redaction)
+	mariadb-server sysbench       # e2e and bench: the MySQL codec against a real MariaDB 10.11
 	sshpass apache2-utils         # e2e: sshpass -p and htpasswd -b command lines (redaction)
 	openssh-server openssh-client # e2e: a real sshd and ssh relayed through the agent (lifetime)
 	curl ca-certificates ruby     # demo, Vagrantfile syntax check
