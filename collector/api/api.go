@@ -567,6 +567,14 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request) {
 	_ = rc.Flush()
 	tick := time.NewTicker(keepAlive)
 	defer tick.Stop()
+	// A stream lasts no longer than the token that opened it: past its
+	// expiry the caller is no longer a verified reader.
+	var expired <-chan time.Time
+	if c := claimsOf(ctx); c != nil && !c.Expiry.IsZero() {
+		t := time.NewTimer(time.Until(c.Expiry))
+		defer t.Stop()
+		expired = t.C
+	}
 	for {
 		// Take the wake-up channel before querying, so an insert that lands
 		// between the query and the wait is not missed.
@@ -596,6 +604,13 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-expired:
+			c := claimsOf(ctx)
+			b, _ := json.Marshal(cc.ErrorBody{Error: fmt.Sprintf("your ID token expired at %s: the stream ends; run warden login and follow again",
+				c.Expiry.UTC().Format(time.RFC3339))})
+			_, _ = w.Write(append(b, '\n'))
+			_ = rc.Flush()
 			return
 		case <-wake:
 		case <-tick.C:

@@ -117,7 +117,7 @@ func (s *Server) guard(rt route) http.Handler {
 				writeError(w, http.StatusForbidden, s.notReader(claims))
 				return
 			}
-			rt.handler(w, r)
+			rt.handler(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, claims)))
 		})
 	}
 	panic(fmt.Sprintf("api: route %s has no access rule", rt.pattern))
@@ -129,6 +129,16 @@ func (s *Server) notReader(c *idtoken.Claims) string {
 		return fmt.Sprintf("%s may not read events: this collector has no --readers groups, so nobody may", c.Subject)
 	}
 	return fmt.Sprintf("%s may not read events, lineage or sessions: not a member of %s (--readers)", c.Subject, strings.Join(s.cfg.Readers, ", "))
+}
+
+// claimsKey carries the verified claims of a reader's request to its
+// handler.
+type claimsKey struct{}
+
+// claimsOf returns the verified claims guard put in ctx, or nil.
+func claimsOf(ctx context.Context) *idtoken.Claims {
+	c, _ := ctx.Value(claimsKey{}).(*idtoken.Claims)
+	return c
 }
 
 // oneLine keeps a message on one line for clients that print it.

@@ -271,3 +271,21 @@ func TestNoVerifierRefusesAll(t *testing.T) {
 		}
 	}
 }
+
+// A follow stream ends when the token that opened it expires, with a
+// line saying so.
+func TestFollowEndsWhenTokenExpires(t *testing.T) {
+	e := newAuthEnv(t)
+	tok := issue(t, e.idp, devidp.IssueOptions{Sub: "sam", Groups: []string{"soc"}, TTL: 2 * time.Second})
+	cl, err := cc.New(e.base, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The deadline bounds a hang; it is not a speed assertion.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = cl.WithToken(tok).Follow(ctx, cc.Query{}, func(json.RawMessage) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "your ID token expired at") || ctx.Err() != nil {
+		t.Fatalf("follow: %v", err)
+	}
+}
