@@ -366,7 +366,7 @@ func (d *decoder) targetList(e entry) []Target {
 	endpoints := make(map[string]string) // canonical endpoint -> label
 	for i, n := range d.seq(e) {
 		where := label(n, "target", "targets", i)
-		m, ok := d.mapping(n, where, "name", "protocol", "address", "credentials", "tls")
+		m, ok := d.mapping(n, where, "name", "protocol", "address", "credentials", "tls", "rdp")
 		if !ok {
 			continue
 		}
@@ -422,6 +422,10 @@ func (d *decoder) targetList(e entry) []Target {
 				d.errorf(e.key, "%s", at(where, "tls is set both here and under credentials; keep one"))
 				valid = false
 			}
+		}
+		if e, ok := m["rdp"]; ok {
+			t.RDP, ok = d.rdpBlock(e, where, t.Protocol)
+			valid = valid && ok
 		}
 		if valid {
 			out = append(out, t)
@@ -536,7 +540,7 @@ func (d *decoder) rule(n *yaml.Node, where string, seen map[string]int) (Rule, b
 }
 
 func (d *decoder) masking(n *yaml.Node, where string, seen map[string]int) (Masking, bool) {
-	m, ok := d.mapping(n, where, "name", "targets", "columns", "detectors", "except_groups")
+	m, ok := d.mapping(n, where, "name", "targets", "columns", "detectors", "keys", "except_groups")
 	if !ok {
 		return Masking{}, false
 	}
@@ -578,7 +582,12 @@ func (d *decoder) masking(n *yaml.Node, where string, seen map[string]int) (Mask
 			mk.Detectors = append(mk.Detectors, it.value)
 		}
 	}
-	if ok && len(mk.Columns) == 0 && len(mk.Detectors) == 0 {
+	if e, found := m["keys"]; found {
+		var good bool
+		mk.Keys, good = d.maskKeys(e, where, targets)
+		ok = ok && good
+	}
+	if ok && len(mk.Columns) == 0 && len(mk.Detectors) == 0 && len(mk.Keys) == 0 {
 		d.errorf(resolve(n), "%s", at(where, "masks nothing: give columns, detectors or both"))
 		ok = false
 	}

@@ -90,6 +90,8 @@ type Target struct {
 	// Credentials. The file may give it here or as credentials.tls, not
 	// both; see UpstreamTLS.
 	TLS UpstreamTLS
+	// RDP is an rdp target's rdp block; see RDPSettings for the defaults.
+	RDP *RDP
 }
 
 // UpstreamTLS is how the proxy secures its connection to the target: the
@@ -214,10 +216,13 @@ func (r Rule) Exempt(groups []string) bool { return intersects(r.ExceptGroups, g
 // by name, and any value a detector recognises, unless the identity is in
 // one of ExceptGroups.
 type Masking struct {
-	Name         string
-	Targets      []string
-	Columns      []string
-	Detectors    []string
+	Name      string
+	Targets   []string
+	Columns   []string
+	Detectors []string
+	// Keys are Redis key glob patterns (see MatchKey): a reply to a
+	// command that reads a matching key is masked whole.
+	Keys         []string
 	ExceptGroups []string
 }
 
