@@ -61,13 +61,17 @@ func ResolveURL(flagValue string) string {
 	return DefaultURL
 }
 
-// Error is a non-2xx answer from the collector.
+// Error is a non-2xx answer from the collector, or (Status 0) an error
+// line that ended a follow stream.
 type Error struct {
 	Status  int
 	Message string
 }
 
 func (e *Error) Error() string {
+	if e.Status == 0 {
+		return "collector: " + e.Message
+	}
 	return fmt.Sprintf("collector: %s (HTTP %d)", e.Message, e.Status)
 }
 
@@ -206,7 +210,7 @@ func (c *Client) Follow(ctx context.Context, q Query, fn func(json.RawMessage) e
 		if bytes.HasPrefix(line, []byte(`{"error"`)) {
 			var eb ErrorBody
 			if json.Unmarshal(line, &eb) == nil && eb.Error != "" {
-				return &Error{Status: resp.StatusCode, Message: eb.Error}
+				return &Error{Message: eb.Error} // the stream itself was a 200
 			}
 		}
 		if err := fn(json.RawMessage(bytes.Clone(line))); err != nil {
