@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"context"
+	"time"
 
 	wire "github.com/wardenhq/warden/pkg/protocol/mysql"
 )
@@ -15,22 +16,46 @@ import (
 func (ss *session) requestClose(ctx context.Context, reason string) {
 	ss.closeReason.Store(&reason)
 	if ss.mu.TryLock() {
-		if dl, ok := ctx.Deadline(); ok {
-			ss.s.Client.SetWriteDeadline(dl)
-		}
-		ss.cw.Seq = 0
-		ss.cw.Write((&wire.ERR{Code: erServerShutdown, State: stateConnectionDone, Message: reason}).Encode())
-		if err := ss.cw.Flush(); err != nil {
-			ss.s.Log.Debug().Err(err).Msg("closing message not delivered")
-		}
-		ss.mu.Unlock()
-		ss.s.Log.Info().Str("reason", reason).Msg("session closed by the agent")
+		ss.sayClosed(ctx, reason)
 		return
 	}
 	ss.s.Upstream.Close()
-	select {
-	case <-ss.ended:
-	case <-ctx.Done():
+	// The command either fails on the closed connection, and the loop
+	// says why in its place, or had just finished: then the loop is idle
+	// and the words are Warden's to send.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ss.ended:
+			ss.s.Log.Info().Str("reason", reason).Msg("session closed by the agent while a statement ran")
+			return
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if ss.mu.TryLock() {
+				ss.sayClosed(ctx, reason)
+				return
+			}
+		}
 	}
-	ss.s.Log.Info().Str("reason", reason).Msg("session closed by the agent while a statement ran")
+}
+
+// sayClosed sends the closing words to an idle client; the caller holds
+// mu, which it releases.
+func (ss *session) sayClosed(ctx context.Context, reason string) {
+	defer ss.mu.Unlock()
+	if ss.told {
+		return // the command loop already did
+	}
+	ss.told = true
+	if dl, ok := ctx.Deadline(); ok {
+		ss.s.Client.SetWriteDeadline(dl)
+	}
+	ss.cw.Seq = 0
+	ss.cw.Write((&wire.ERR{Code: erServerShutdown, State: stateConnectionDone, Message: reason}).Encode())
+	if err := ss.cw.Flush(); err != nil {
+		ss.s.Log.Debug().Err(err).Msg("closing message not delivered")
+	}
+	ss.s.Log.Info().Str("reason", reason).Msg("session closed by the agent")
 }

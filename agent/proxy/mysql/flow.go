@@ -61,9 +61,10 @@ func (ss *session) run(ctx context.Context) error {
 		}
 		ss.mu.Lock()
 		err = ss.command(ctx, pkt)
-		if err != nil && ss.closeReason.Load() != nil {
+		if err != nil && ss.closeReason.Load() != nil && !ss.told {
 			// The agent ended the session while this command ran: say
 			// so in the command's place.
+			ss.told = true
 			ss.cw.Write((&wire.ERR{Code: erServerShutdown, State: stateConnectionDone, Message: *ss.closeReason.Load()}).Encode())
 			ss.cw.Flush()
 		}

@@ -41,6 +41,7 @@ type session struct {
 	// of its response, so the agent's closing words (close.go) never
 	// interleave with a response.
 	mu          sync.Mutex
+	told        bool // the closing words were sent; guarded by mu
 	closeReason atomic.Pointer[string]
 	ended       chan struct{}
 }

@@ -1,0 +1,426 @@
+package mysql
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/wardenhq/warden/agent/spool"
+	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/policy"
+	wire "github.com/wardenhq/warden/pkg/protocol/mysql"
+)
+
+const vaulted = "vaulted-secret"
+
+// withCreds is a target entry with injected credentials read from a file.
+func withCreds(t *testing.T) policy.Target {
+	path := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(path, []byte(vaulted+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return policy.Target{Credentials: &policy.Credentials{Username: "app", PasswordFile: path}}
+}
+
+func mustScramble(t *testing.T) []byte {
+	s, err := scramble()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestCachingSHA2FastAndFullAuth(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	for _, full := range []bool{false, true} {
+		t.Run(fmt.Sprintf("full=%v", full), func(t *testing.T) {
+			rec := &fakeRecorder{}
+			sc := mustScramble(t)
+			r := serve(t, New(Options{}), attribution("alice", testPolicy(nil, nil), withCreds(t)), rec, func(s *fakeServer) error {
+				resp, err := s.handshake(wire.PluginCachingSHA2, sc)
+				if err != nil {
+					return err
+				}
+				if resp.User != "app" || resp.AuthPlugin != wire.PluginCachingSHA2 || resp.Database != "shop" {
+					return fmt.Errorf("server: login %+v", resp)
+				}
+				if resp.Capabilities&(wire.ClientLocalFiles|wire.ClientCompress) != 0 {
+					return errors.New("server: LOCAL INFILE or compression forwarded")
+				}
+				if !bytes.Equal(resp.AuthResponse, wire.CachingSHA2Password(sc, vaulted)) {
+					return errors.New("server: wrong fast-auth answer")
+				}
+				warden := ""
+				for _, a := range resp.Attrs {
+					if a.Key == "warden" {
+						warden = a.Value
+					}
+				}
+				if !strings.Contains(warden, "alice") {
+					return fmt.Errorf("server: person not in the connection attributes: %q", warden)
+				}
+				if !full {
+					if err := s.send([]byte{wire.HeaderAuthMore, wire.SHA2FastAuthOK}); err != nil {
+						return err
+					}
+				} else {
+					if err := s.send([]byte{wire.HeaderAuthMore, wire.SHA2FullAuth}); err != nil {
+						return err
+					}
+					seq, p, err := s.r.Next()
+					if err != nil || !bytes.Equal(p, []byte{wire.SHA2RequestPublicKey}) {
+						return fmt.Errorf("server: want a public key request, got %q %v", p, err)
+					}
+					s.w.Seq = seq + 1
+					if err := s.send(append([]byte{wire.HeaderAuthMore}, pubPEM...)); err != nil {
+						return err
+					}
+					seq, ct, err := s.r.Next()
+					if err != nil {
+						return err
+					}
+					s.w.Seq = seq + 1
+					plain, err := rsa.DecryptOAEP(sha1.New(), nil, key, ct, nil)
+					if err != nil {
+						return fmt.Errorf("server: decrypt: %w", err)
+					}
+					for i := range plain {
+						plain[i] ^= sc[i%len(sc)]
+					}
+					if string(plain) != vaulted+"\x00" {
+						return errors.New("server: wrong password in full auth")
+					}
+				}
+				if err := s.ok(); err != nil {
+					return err
+				}
+				if err := s.lexing(); err != nil {
+					return err
+				}
+				return s.quit()
+			})
+			hs, reply := r.c.login("whoever", "shop")
+			if hs.AuthPlugin != wire.PluginNative || hs.ConnectionID != 42 {
+				t.Fatalf("greeting %+v", hs)
+			}
+			if hs.Capabilities&wire.ClientCompress != 0 {
+				t.Fatal("compression offered to the client")
+			}
+			if len(reply) == 0 || reply[0] != wire.HeaderOK {
+				t.Fatalf("login reply %q", reply)
+			}
+			r.end()
+		})
+	}
+}
+
+func TestInjectedLoginFailureHidesAccount(t *testing.T) {
+	r := serve(t, New(Options{}), attribution("alice", testPolicy(nil, nil), withCreds(t)), &fakeRecorder{}, func(s *fakeServer) error {
+		if _, err := s.handshake(wire.PluginNative, mustScramble(t)); err != nil {
+			return err
+		}
+		return s.send((&wire.ERR{Code: 1045, State: "28000", Message: "Access denied for user 'app'@'10.1.1.1'"}).Encode())
+	})
+	_, reply := r.c.login("whoever", "")
+	e, err := wire.ParseERR(reply, clientCaps)
+	if err != nil {
+		t.Fatalf("reply %q: %v", reply, err)
+	}
+	if !strings.Contains(e.Message, "vaulted credential failed (error 1045)") || strings.Contains(e.Message, "app") {
+		t.Fatalf("message %q", e.Message)
+	}
+}
+
+// loggedIn is a server script prefix: a native-password login, then
+// Warden's question about the session.
+func loggedIn(s *fakeServer) error {
+	if _, err := s.handshake(wire.PluginNative, []byte("abcdefghijklmnopqrst")); err != nil {
+		return err
+	}
+	if err := s.ok(); err != nil {
+		return err
+	}
+	return s.lexing()
+}
+
+func TestDeniedTextsNeverReachTheServer(t *testing.T) {
+	rec := &fakeRecorder{}
+	p := testPolicy([]policy.Rule{{Name: "no-ddl", When: policy.Match{Statements: []string{"drop"}}, Action: policy.Deny}}, nil)
+	r := serve(t, New(Options{}), attribution("alice", p, withCreds(t)), rec, func(s *fakeServer) error {
+		if err := loggedIn(s); err != nil {
+			return err
+		}
+		return s.quit() // anything else arriving fails the script
+	})
+	r.c.login("whoever", "shop")
+	for _, tc := range []struct{ sql, want string }{
+		{"select 1; drop table t", `warden: DROP denied by rule "no-ddl"`},
+		{"/*!50000 DROP TABLE t */", `warden: DROP denied by rule "no-ddl"`},
+		{"select 1 --; drop table t", "statement refused: the MySQL grammar"},
+		{"load data local infile '/etc/passwd' into table t", `denied by rule "local-infile"`},
+		{"prepare s from @q", `denied by rule "prepare"`},
+		{"kill query 99", "was not opened through Warden"},
+	} {
+		e := errOf(t, r.c.command(query(tc.sql)))
+		if e == nil || !strings.Contains(e.Message, tc.want) {
+			t.Fatalf("%q: %+v, want %q", tc.sql, e, tc.want)
+		}
+	}
+	for _, cmd := range []byte{wire.ComChangeUser, wire.ComBinlogDump, wire.ComShutdown, 0x77} {
+		if e := errOf(t, r.c.command([]byte{cmd, 0, 0, 0, 0})); e == nil {
+			t.Fatalf("%s not refused", wire.CommandName(cmd))
+		}
+	}
+	r.end()
+	qs := rec.ofType(event.DBQuery)
+	if len(qs) < 2 || qs[0].Decision.Action != event.Deny || qs[0].Decision.Rule != "no-ddl" {
+		t.Fatalf("events %+v", qs)
+	}
+	// Both statements of the refused text are recorded, the SELECT too.
+	if qs[0].Data["kind"] != "select" || qs[1].Data["kind"] != "drop" || qs[0].Identity.Sub != "alice" {
+		t.Fatalf("records %v / %v", qs[0].Data, qs[1].Data)
+	}
+}
+
+func TestMaskingTextAndBinaryRows(t *testing.T) {
+	rec := &fakeRecorder{}
+	p := testPolicy(nil, []policy.Masking{{Name: "pii", Columns: []string{"ssn"}, Detectors: []string{"email"}}})
+	emailCol := &wire.Column{Table: "c", OrgTable: "customers", Name: "email", OrgName: "email", Type: wire.TypeVarString, Charset: 45}
+	aliasCol := &wire.Column{Table: "c", OrgTable: "customers", Name: "x", OrgName: "ssn", Type: wire.TypeVarString, Charset: 45}
+	idCol := &wire.Column{Table: "c", OrgTable: "customers", Name: "id", OrgName: "id", Type: wire.TypeLong}
+	exprCol := &wire.Column{Name: "n", Type: wire.TypeLongLong}
+	r := serve(t, New(Options{}), attribution("alice", p, withCreds(t)), rec, func(s *fakeServer) error {
+		if err := loggedIn(s); err != nil {
+			return err
+		}
+		if err := s.expectQuery("select email, ssn as x, id from customers"); err != nil {
+			return err
+		}
+		if err := s.resultSet([]*wire.Column{emailCol, aliasCol, idCol}, [][][]byte{{[]byte("mail carol@example.org"), []byte("078-05-1120"), []byte("1")}}, false); err != nil {
+			return err
+		}
+		// Prepared: checked at PREPARE, rows in the binary format.
+		pk, err := s.command()
+		if err != nil || pk[0] != wire.ComStmtPrepare {
+			return fmt.Errorf("server: want COM_STMT_PREPARE, got %q %v", pk, err)
+		}
+		pok := []byte{0, 7, 0, 0, 0, 3, 0, 1, 0, 0, 0, 0}
+		param := (&wire.Column{Name: "?", Type: wire.TypeLongLong}).Encode()
+		if err := s.send(pok, param, wire.EOF(0, 2), aliasCol.Encode(), idCol.Encode(), exprCol.Encode(), wire.EOF(0, 2)); err != nil {
+			return err
+		}
+		ex, err := s.command()
+		if err != nil || ex[0] != wire.ComStmtExecute || binary.LittleEndian.Uint32(ex[1:]) != 7 {
+			return fmt.Errorf("server: want COM_STMT_EXECUTE 7, got %q %v", ex, err)
+		}
+		n := binary.LittleEndian.AppendUint64(nil, 2)
+		if err := s.resultSet([]*wire.Column{aliasCol, idCol, exprCol}, [][][]byte{{[]byte("078-05-1120"), {1, 0, 0, 0}, n}}, true); err != nil {
+			return err
+		}
+		return s.quit()
+	})
+	r.c.login("whoever", "shop")
+	resp := r.c.command(query("select email, ssn as x, id from customers"))
+	row, err := wire.DecodeTextRow(resp[5], 3)
+	if err != nil {
+		t.Fatalf("%q: %v", resp, err)
+	}
+	if string(row[0]) != "mail [masked:email]" || string(row[1]) != "****" || string(row[2]) != "1" {
+		t.Fatalf("text row %q", row)
+	}
+	prep := r.c.command(append([]byte{wire.ComStmtPrepare}, "select ssn as x, id, id * 2 as n from customers where id = ?"...))
+	if len(prep) != 1 {
+		t.Fatalf("prepare reply %q", prep)
+	}
+	for i := 0; i < 6; i++ { // param, EOF, three columns, EOF
+		if _, err := r.c.next(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec := append([]byte{wire.ComStmtExecute, 7, 0, 0, 0, 0, 1, 0, 0, 0}, 0, 1, 8, 0, 1, 0, 0, 0, 0, 0, 0, 0)
+	resp = r.c.command(exec)
+	cols := []*wire.Column{aliasCol, idCol, exprCol}
+	brow, err := wire.DecodeBinaryRow(resp[5], cols)
+	if err != nil {
+		t.Fatalf("%q: %v", resp, err)
+	}
+	if string(brow[0]) != "****" || !bytes.Equal(brow[1], []byte{1, 0, 0, 0}) || binary.LittleEndian.Uint64(brow[2]) != 2 {
+		t.Fatalf("binary row %q", brow)
+	}
+	r.end()
+	results := rec.ofType(event.DBResult)
+	if len(results) != 2 || fmt.Sprint(results[0].Data["masked_columns"]) != "[email x]" || fmt.Sprint(results[1].Data["masked_columns"]) != "[x]" {
+		t.Fatalf("results %+v", results)
+	}
+	qs := rec.ofType(event.DBQuery)
+	if len(qs) != 2 || qs[1].Data["protocol"] != "prepared" || strings.Contains(fmt.Sprint(qs), "078-05") {
+		t.Fatalf("queries %+v", qs)
+	}
+}
+
+func TestKillOnlyOwnConnections(t *testing.T) {
+	codec := New(Options{})
+	// alice's session, connection 42, stays open.
+	a := serve(t, codec, attribution("alice", testPolicy(nil, nil), withCreds(t)), &fakeRecorder{}, func(s *fakeServer) error {
+		if err := loggedIn(s); err != nil {
+			return err
+		}
+		return s.quit()
+	})
+	a.c.login("whoever", "")
+	// bob, through the same shared account, may not end it.
+	b := serve(t, codec, attribution("bob", testPolicy(nil, nil), withCreds(t)), &fakeRecorder{}, func(s *fakeServer) error {
+		s.connID = 43
+		if err := loggedIn(s); err != nil {
+			return err
+		}
+		return s.quit()
+	})
+	b.c.login("whoever", "")
+	if e := errOf(t, b.c.command(query("KILL QUERY 42"))); e == nil || !strings.Contains(e.Message, "belongs to someone else") {
+		t.Fatalf("bob's KILL: %+v", e)
+	}
+	if e := errOf(t, b.c.command([]byte{wire.ComProcessKill, 42, 0, 0, 0})); e == nil {
+		t.Fatal("bob's COM_PROCESS_KILL went through")
+	}
+	b.end()
+	// alice's second connection (Ctrl-C in her client) may.
+	c := serve(t, codec, attribution("alice", testPolicy(nil, nil), withCreds(t)), &fakeRecorder{}, func(s *fakeServer) error {
+		s.connID = 44
+		if err := loggedIn(s); err != nil {
+			return err
+		}
+		if err := s.expectQuery("KILL QUERY 42"); err != nil {
+			return err
+		}
+		if err := s.ok(); err != nil {
+			return err
+		}
+		return s.quit()
+	})
+	c.c.login("whoever", "")
+	if e := errOf(t, c.c.command(query("KILL QUERY 42"))); e != nil {
+		t.Fatalf("alice's KILL refused: %+v", e)
+	}
+	c.end()
+	a.end()
+}
+
+func TestUnrecordableStatementRefused(t *testing.T) {
+	rec := &fakeRecorder{}
+	r := serve(t, New(Options{}), attribution("alice", testPolicy(nil, nil), withCreds(t)), rec, func(s *fakeServer) error {
+		if err := loggedIn(s); err != nil {
+			return err
+		}
+		return s.quit()
+	})
+	r.c.login("whoever", "")
+	rec.mu.Lock()
+	rec.fail = spool.ErrFull
+	rec.mu.Unlock()
+	e := errOf(t, r.c.command(query("select 1")))
+	if e == nil || !strings.Contains(e.Message, "audit log cannot record this statement (spool full)") {
+		t.Fatalf("%+v", e)
+	}
+	r.end()
+}
+
+func TestReviewIsRefusedForNow(t *testing.T) {
+	p := testPolicy([]policy.Rule{{Name: "grants", When: policy.Match{Statements: []string{"grant"}}, Action: policy.Review,
+		Review: &policy.ReviewSpec{Approvers: []string{"security"}}}}, nil)
+	r := serve(t, New(Options{}), attribution("alice", p, withCreds(t)), &fakeRecorder{}, func(s *fakeServer) error {
+		if err := loggedIn(s); err != nil {
+			return err
+		}
+		return s.quit()
+	})
+	r.c.login("whoever", "")
+	e := errOf(t, r.c.command(query("grant select on t to bob")))
+	if e == nil || !strings.Contains(e.Message, `requires review (rule "grants")`) {
+		t.Fatalf("%+v", e)
+	}
+	r.end()
+}
+
+func TestAgentClosesIdleSession(t *testing.T) {
+	r := serve(t, New(Options{}), attribution("alice", testPolicy(nil, nil), withCreds(t)), &fakeRecorder{}, func(s *fakeServer) error {
+		if err := loggedIn(s); err != nil {
+			return err
+		}
+		if p, err := s.command(); err != nil || p[0] != wire.ComPing {
+			return fmt.Errorf("server: want COM_PING, got %q %v", p, err)
+		}
+		if err := s.ok(); err != nil {
+			return err
+		}
+		_, err := s.next() // the connection just closes
+		if err == nil {
+			return errors.New("server: got a command after the close")
+		}
+		return nil
+	})
+	r.c.login("whoever", "")
+	// A command answered means the command loop runs; End waits for the
+	// codec's words.
+	if e := errOf(t, r.c.command([]byte{wire.ComPing})); e != nil {
+		t.Fatal(e)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), hang)
+	defer cancel()
+	go r.stream.End(ctx, "warden: your session expired")
+	p, err := r.c.next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := wire.ParseERR(p, clientCaps)
+	if err != nil || e.Code != erServerShutdown || e.Message != "warden: your session expired" {
+		t.Fatalf("closing words %q %v", p, err)
+	}
+}
+
+func TestAgentClosesRunningStatement(t *testing.T) {
+	running := make(chan struct{})
+	r := serve(t, New(Options{}), attribution("alice", testPolicy(nil, nil), withCreds(t)), &fakeRecorder{}, func(s *fakeServer) error {
+		if err := loggedIn(s); err != nil {
+			return err
+		}
+		if err := s.expectQuery("select sleep(30)"); err != nil {
+			return err
+		}
+		close(running)
+		if _, err := s.next(); err == nil { // until Warden closes the connection
+			return errors.New("server: got a command while the statement ran")
+		}
+		return nil
+	})
+	r.c.login("whoever", "")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-running
+		ctx, cancel := context.WithTimeout(context.Background(), hang)
+		defer cancel()
+		r.stream.End(ctx, "warden: you were logged out")
+	}()
+	e := errOf(t, r.c.command(query("select sleep(30)")))
+	if e == nil || e.Code != erServerShutdown || e.Message != "warden: you were logged out" {
+		t.Fatalf("closing words %+v", e)
+	}
+	<-done
+}
