@@ -40,6 +40,9 @@ type Request struct {
 	// Method and Path are the HTTP request's, for the HTTP codec's
 	// records and conditions to come; rules about methods match Commands.
 	Method, Path string
+	// Upgrade is the protocol an HTTP request asks to switch to (its
+	// Upgrade header's first token, lower case), "" for none.
+	Upgrade string
 	// Text is the command's normalised text, with every literal taken
 	// out, so it is safe to record.
 	Text string
@@ -298,6 +301,9 @@ func Matches(m policy.Match, r Request) bool {
 		return false
 	}
 	if m.NoWhere && !r.NoWhere {
+		return false
+	}
+	if !m.MatchesHTTP(r.Method, r.Path, r.Upgrade) {
 		return false
 	}
 	if len(m.Commands) > 0 && !slices.ContainsFunc(m.Commands, func(c string) bool {

@@ -188,6 +188,9 @@ func splitTemplate(s string) []templateSegment {
 // are the target's (either may be "" when invalid), for the checks that
 // depend on them.
 func (d *decoder) credentials(e entry, where, protocol, address string) (*Credentials, bool) {
+	if IsHTTP(protocol) && d.enf.Has(protocol, CapCredentials) {
+		return d.httpCredentials(e, where, protocol, address)
+	}
 	where += ": credentials"
 	m, ok := d.mapping(e.val, where, "username", "password_file", "tls", "application_name")
 	if !ok {

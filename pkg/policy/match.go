@@ -31,11 +31,16 @@ type Match struct {
 	// SSH exec request runs, or HTTP request methods, as written; the codec
 	// for each protocol defines how it compares them.
 	Commands []string
+	// Methods, Paths and Upgrade are the HTTP conditions: request
+	// methods (upper case), canonical path patterns and upgrade
+	// protocols (lower case); see MatchesHTTP.
+	Methods, Paths, Upgrade []string
 }
 
 // IsZero reports whether m has no conditions, so it matches everything.
 func (m Match) IsZero() bool {
-	return len(m.Statements) == 0 && len(m.Tables) == 0 && len(m.Functions) == 0 && !m.NoWhere && len(m.Commands) == 0
+	return len(m.Statements) == 0 && len(m.Tables) == 0 && len(m.Functions) == 0 && !m.NoWhere && len(m.Commands) == 0 &&
+		len(m.Methods) == 0 && len(m.Paths) == 0 && len(m.Upgrade) == 0
 }
 
 // matchKey describes one condition under "when".
@@ -108,6 +113,9 @@ var matchKeys = []matchKey{
 		m.Commands = values(d.list(e, where, true))
 		return m.Commands != nil
 	}},
+	{"methods", CapMethods, decodeMethods},
+	{"paths", CapPaths, decodePaths},
+	{"upgrade", CapUpgrade, decodeUpgrade},
 }
 
 // sqlIdentRE matches a possibly schema-qualified SQL function name.

@@ -246,7 +246,7 @@ func TestParseErrors(t *testing.T) {
 			[]string{`policy.yaml:3:15: target "db": protocol "Postgres" is not one of`}},
 		{"misspelt key", "targets:\n  - name: db\n    protocol: postgres\n    adress: 10.0.0.5:5432\n", []string{
 			`policy.yaml:2:5: target "db": missing required key "address"`,
-			`policy.yaml:4:5: target "db": unknown key "adress" (want one of name, protocol, address, credentials, tls, rdp)`,
+			`policy.yaml:4:5: target "db": unknown key "adress" (want one of name, protocol, address, credentials, tls, rdp, http)`,
 		}},
 		{"missing name", "targets:\n  - protocol: postgres\n    address: 10.0.0.5:5432\n",
 			[]string{`policy.yaml:2:5: targets[0]: missing required key "name"`}},
@@ -318,7 +318,7 @@ func TestParseErrors(t *testing.T) {
 		{"misspelt statement", base + "rules:\n  - name: r\n    targets: [db]\n    when: {statements: [drop, trunacte]}\n    action: deny\n",
 			[]string{`policy.yaml:14:31: rule "r": when: statements: "trunacte" is not a SQL statement keyword`}},
 		{"misspelt condition", base + "rules:\n  - name: r\n    targets: [db]\n    when: {statement: [drop]}\n    action: deny\n",
-			[]string{`policy.yaml:14:12: rule "r": when: unknown key "statement" (want one of statements, tables, functions, no_where, commands)`}},
+			[]string{`policy.yaml:14:12: rule "r": when: unknown key "statement" (want one of statements, tables, functions, no_where, commands, methods, paths, upgrade)`}},
 		{"statements on redis", base + "rules:\n  - name: r\n    targets: [db, cache]\n    when: {statements: [drop]}\n    action: deny\n",
 			[]string{`policy.yaml:14:12: rule "r": when: statements: target "cache" is redis, and no codec enforces statements on redis targets`}},
 		{"commands on postgres", base + "rules:\n  - name: r\n    targets: [db]\n    when: {commands: [flushall]}\n    action: deny\n",

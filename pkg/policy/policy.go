@@ -92,6 +92,8 @@ type Target struct {
 	TLS UpstreamTLS
 	// RDP is an rdp target's rdp block; see RDPSettings for the defaults.
 	RDP *RDP
+	// HTTP is an http or https target's http block; see HTTPSettings.
+	HTTP *HTTP
 }
 
 // UpstreamTLS is how the proxy secures its connection to the target: the
@@ -122,6 +124,11 @@ type Credentials struct {
 	// sets upstream (see ExpandApplicationName); "" means
 	// DefaultApplicationName.
 	ApplicationName string
+	// Header and ValueFile are an http or https target's credential: the
+	// request header the proxy sets upstream (canonical form), and the
+	// file its value is read from at each request. Username and
+	// PasswordFile are then empty.
+	Header, ValueFile string
 }
 
 // TLSMode is how the proxy secures its connection to a target.
