@@ -10,6 +10,7 @@ import (
 	"github.com/wardenhq/warden/agent/proxy"
 	"github.com/wardenhq/warden/agent/proxy/mysql"
 	"github.com/wardenhq/warden/agent/proxy/postgres"
+	"github.com/wardenhq/warden/agent/proxy/redis"
 	"github.com/wardenhq/warden/pkg/policy"
 )
 
@@ -27,5 +28,6 @@ func New(opts Options) *proxy.Registry {
 	r := proxy.NewRegistry(proxy.Relay{})
 	r.Register(policy.ProtocolPostgres, postgres.New(postgres.Options{ClientTLS: opts.ClientTLS}))
 	r.Register(policy.ProtocolMySQL, mysql.New(mysql.Options{ClientTLS: opts.ClientTLS}))
+	r.Register(policy.ProtocolRedis, redis.New())
 	return r
 }

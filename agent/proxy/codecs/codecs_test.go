@@ -17,7 +17,7 @@ const good = `targets:
     protocol: postgres
     address: 10.0.0.5:5432
   - name: cache
-    protocol: redis
+    protocol: tcp
     address: 10.0.0.6:6379
   - name: billing-db
     protocol: mysql
@@ -50,7 +50,7 @@ func TestUnenforceablePolicyRejected(t *testing.T) {
     targets: [cache]
     when: { commands: [flushall] }
     action: deny
-`, regexp.MustCompile(`^policy\.yaml:24:13: rule "no-flush": when: commands: target "cache" is redis, and no codec enforces commands on redis targets`)},
+`, regexp.MustCompile(`^policy\.yaml:24:13: rule "no-flush": when: commands: target "cache" is tcp, and no codec enforces commands on tcp targets`)},
 		{"ssh statement rule", `  - name: ssh-ddl
     targets: [jump]
     when: { statements: [drop] }
@@ -109,7 +109,7 @@ func TestUnenforceableReloadKeepsPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = w.Reload()
-	if err == nil || !strings.Contains(err.Error(), path+":") || !strings.Contains(err.Error(), "no codec enforces commands on redis targets") {
+	if err == nil || !strings.Contains(err.Error(), path+":") || !strings.Contains(err.Error(), "no codec enforces commands on tcp targets") {
 		t.Fatalf("reload error %v", err)
 	}
 	if len(reported) != 1 || w.Policy() != before {
@@ -121,14 +121,14 @@ func TestUnenforceableReloadKeepsPolicy(t *testing.T) {
 // refused with EPERM by the kernel.
 func TestRegistry(t *testing.T) {
 	r := New(Options{})
-	if got := r.Protocols(); !slices.Equal(got, []string{policy.ProtocolMySQL, policy.ProtocolPostgres}) {
+	if got := r.Protocols(); !slices.Equal(got, []string{policy.ProtocolMySQL, policy.ProtocolPostgres, policy.ProtocolRedis}) {
 		t.Fatalf("protocols with a codec: %v", got)
 	}
 	pe := r.ProtocolErrors()
-	if !pe[policy.ProtocolPostgres] || !pe[policy.ProtocolMySQL] || pe[policy.ProtocolRedis] || pe[policy.ProtocolTCP] {
+	if !pe[policy.ProtocolPostgres] || !pe[policy.ProtocolMySQL] || !pe[policy.ProtocolRedis] || pe[policy.ProtocolTCP] {
 		t.Fatalf("protocol errors %v", pe)
 	}
-	if c := r.Codec(policy.ProtocolRedis); len(c.Enforces()) != 0 {
-		t.Fatalf("redis is relayed, yet its codec enforces %v", c.Enforces())
+	if c := r.Codec(policy.ProtocolTCP); len(c.Enforces()) != 0 {
+		t.Fatalf("tcp is relayed, yet its codec enforces %v", c.Enforces())
 	}
 }
