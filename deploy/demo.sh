@@ -96,12 +96,20 @@ targets:
 access:
   - groups: [engineering]
     targets: [demo-db]
+  - groups: [contractors]        # just-in-time: only inside a window a dba approves
+    targets: [demo-db]
+    review: { approvers: [dba], grant: 5m }
 rules:
   - name: no-ddl
     targets: [demo-db]
     when: { statements: [drop, truncate, alter] }
     action: deny
     except_groups: [dba]
+  - name: unbounded-writes
+    targets: [demo-db]
+    when: { statements: [update, delete], no_where: true }
+    action: review
+    review: { approvers: [dba], hold: 1m, grant: once }
 masking:
   - name: pii
     targets: [demo-db]
@@ -161,8 +169,15 @@ warden login --token-file "$TOKEN" || exit 1
 step "warden whoami"
 warden whoami | sed 's/^/    /'
 for query in "$@"; do
-	step "psql -h 127.0.0.1 -p $PGPORT -U postgres -c '$query'"
-	psql -h 127.0.0.1 -p "$PGPORT" -U postgres -c "$query" 2>&1 | sed 's/^/    /'
+	case $query in
+	warden\ *) # a warden command, not SQL
+		step "$query"
+		eval "$query" 2>&1 | sed 's/^/    /' ;;
+	*)
+		step "psql -h 127.0.0.1 -p $PGPORT -U postgres -c \"$query\""
+		# sed -u: a review's NOTICE shows while psql still waits.
+		psql -h 127.0.0.1 -p "$PGPORT" -U postgres -c "$query" 2>&1 | sed -u 's/^/    /' ;;
+	esac
 done
 EOF
 
@@ -171,11 +186,37 @@ curl -sf -d sub=alice -d format=raw http://127.0.0.1:5556/dev/token >"$work/alic
 TOKEN=$work/alice.token PGPORT=$pgport bash "$work/user-shell.sh" \
 	'select * from customers' 'select 1; drop table customers' 'select count(*) from customers'
 
-bold "7. mallory (group contractors) logs in; the kernel refuses her connect() with EPERM"
-curl -sf -d sub=mallory -d format=raw http://127.0.0.1:5556/dev/token >"$work/mallory.token"
-TOKEN=$work/mallory.token PGPORT=$pgport bash "$work/user-shell.sh" 'select 1' || true
+# approve ROLE RULE: bob (group dba) approves the first pending review of
+# RULE, as an approver would from another terminal.
+approve() {
+	local id=""
+	for _ in $(seq 1 100); do
+		id=$(WARDEN_TOKEN_FILE=$work/bob.token warden review list --state pending --json 2>/dev/null |
+			grep "\"rule\":\"$1\"" | head -1 | grep -o '"id":"R-[0-9A-HJKMNP-TV-Z]\{26\}"' | cut -d'"' -f4) || true
+		[ -n "$id" ] && break
+		sleep 0.2
+	done
+	[ -n "$id" ] || { echo "demo: no pending review of $1" >&2; exit 1; }
+	step "warden review approve $id --reason 'ok, ticket 42'   # bob, group dba, from another terminal"
+	WARDEN_TOKEN_FILE=$work/bob.token warden review approve "$id" --reason 'ok, ticket 42' 2>&1 | sed 's/^/    /'
+}
+curl -sf -d sub=bob -d format=raw http://127.0.0.1:5556/dev/token >"$work/bob.token"
 
-bold "8. the signed events at the collector, for verified readers only"
+bold "7. alice's UPDATE without WHERE waits in psql for a review; bob (group dba) approves it"
+TOKEN=$work/alice.token PGPORT=$pgport bash "$work/user-shell.sh" "update customers set note = 'reviewed'" &
+held=$!
+approve unbounded-writes
+wait $held
+
+bold "8. mallory (group contractors) logs in; the kernel refuses her connect() with EPERM until a dba approves her request"
+curl -sf -d sub=mallory -d format=raw http://127.0.0.1:5556/dev/token >"$work/mallory.token"
+TOKEN=$work/mallory.token PGPORT=$pgport bash "$work/user-shell.sh" 'select 1' \
+	"warden access request demo-db --reason 'incident 4711' --for 2m" || true
+approve access
+sleep 1
+TOKEN=$work/mallory.token PGPORT=$pgport bash "$work/user-shell.sh" 'select count(*) from customers'
+
+bold "9. the signed events at the collector, for verified readers only"
 sleep 2
 # mallory's login left her token in the CLI's cache; she reads nothing.
 step "warden events --limit 1   # the token warden login cached: mallory's"
@@ -190,6 +231,9 @@ warden events --type db.query --since 10m | sed 's/^/    /'
 # Each statement is recorded before it runs; its outcome follows, linked.
 step "warden events --type db.result --since 10m"
 warden events --type db.result --since 10m | sed 's/^/    /'
+# Every review, requested and decided, is in the signed chain too.
+step "warden events --type review.decided --since 10m"
+warden events --type review.decided --since 10m | sed 's/^/    /'
 # The refused DROP: walk from the statement back to the person.
 id=$(warden events --type db.query --user alice --json | grep -i '"statement":"drop' | head -1 | grep -o '"id":"[0-9A-HJKMNP-TV-Z]\{26\}"' | head -1 | cut -d'"' -f4) || true
 if [ -n "$id" ]; then
