@@ -107,13 +107,30 @@ type Writer struct {
 	hash    hash.Hash
 	chunks  int
 	bytes   int64
-	lost    int64
-	ok      bool
+	lost    int64 // guarded by upMu
+	ok      bool // guarded by upMu
 	closed  bool
 	pending time.Time // first byte of buf
 	stop    chan struct{}
 	done    chan struct{}
+	// queue feeds the uploader, which stores chunks in order, so a slow
+	// or unreachable store never stalls the session being recorded.
+	upMu     sync.Mutex // guards ok, lost and the queue
+	upCond   *sync.Cond
+	queue    []chunk
+	queued   int  // bytes in queue
+	qClosed  bool // no more chunks
+	uploaded chan struct{}
 }
+
+type chunk struct {
+	seq  int
+	data []byte
+}
+
+// QueueBytes bounds the bytes waiting for the store. Beyond it, chunks
+// are dropped and counted as lost rather than buffered without limit.
+const QueueBytes = 32 << 20
 
 // NewWriter starts the recording id with header h. Its flusher goroutine
 // runs until Close.
@@ -131,7 +148,9 @@ func NewWriter(store Store, id string, h Header, opts WriterOptions) *Writer {
 		h.Time = opts.Now()
 	}
 	w := &Writer{store: store, id: id, opts: opts, start: h.Time, carry: map[string][]byte{}, ok: true,
-		hash: sha256.New(), stop: make(chan struct{}), done: make(chan struct{})}
+		hash: sha256.New(), stop: make(chan struct{}), done: make(chan struct{}),
+		uploaded: make(chan struct{})}
+	w.upCond = sync.NewCond(&w.upMu)
 	hdr := map[string]any{"version": 2, "width": h.Width, "height": h.Height, "timestamp": h.Time.Unix()}
 	env := map[string]string{}
 	if h.Term != "" {
@@ -144,6 +163,7 @@ func NewWriter(store Store, id string, h Header, opts WriterOptions) *Writer {
 	line, _ := json.Marshal(hdr)
 	w.append(append(line, '\n'))
 	go w.flusher()
+	go w.uploader()
 	return w
 }
 
@@ -227,25 +247,60 @@ func (w *Writer) flushLocked(n int) {
 	if n == 0 {
 		return
 	}
-	chunk := bytes.Clone(w.buf.Next(n))
+	data := bytes.Clone(w.buf.Next(n))
 	w.chunks++
 	seq := w.chunks
-	w.hash.Write(chunk)
-	w.bytes += int64(len(chunk))
-	// Uploaded under the lock: chunks must land in order, and a slow
-	// store slows the session's recording rather than losing order.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	err := w.store.Put(ctx, ChunkName(w.id, seq), chunk)
-	cancel()
-	if err != nil {
-		w.ok = false
-		w.lost += int64(len(chunk))
-		if w.opts.OnError != nil {
-			w.opts.OnError(seq, err)
-		}
+	w.hash.Write(data)
+	w.bytes += int64(len(data))
+	w.upMu.Lock()
+	full := w.queued+len(data) > QueueBytes
+	if !full {
+		w.queue = append(w.queue, chunk{seq, data})
+		w.queued += len(data)
+		w.upCond.Signal()
+	}
+	w.upMu.Unlock()
+	if full {
+		w.fail(seq, int64(len(data)), fmt.Errorf("%d bytes already wait for the store", QueueBytes))
 	}
 	if w.buf.Len() > 0 {
 		w.pending = w.opts.Now()
+	}
+}
+
+// fail counts chunk seq as lost.
+func (w *Writer) fail(seq int, n int64, err error) {
+	w.upMu.Lock()
+	w.ok = false
+	w.lost += n
+	w.upMu.Unlock()
+	if w.opts.OnError != nil {
+		w.opts.OnError(seq, err)
+	}
+}
+
+// uploader stores queued chunks in order until the queue is closed.
+func (w *Writer) uploader() {
+	defer close(w.uploaded)
+	for {
+		w.upMu.Lock()
+		for len(w.queue) == 0 && !w.qClosed {
+			w.upCond.Wait()
+		}
+		if len(w.queue) == 0 {
+			w.upMu.Unlock()
+			return
+		}
+		c := w.queue[0]
+		w.queue = w.queue[1:]
+		w.queued -= len(c.data)
+		w.upMu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := w.store.Put(ctx, ChunkName(w.id, c.seq), c.data)
+		cancel()
+		if err != nil {
+			w.fail(c.seq, int64(len(c.data)), err)
+		}
 	}
 }
 
@@ -284,25 +339,38 @@ func (w *Writer) Close() (Summary, error) {
 		}
 	}
 	w.flushLocked(w.buf.Len())
-	s := w.summaryLocked()
-	m := Manifest{ID: w.id, Chunks: w.chunks, Bytes: w.bytes, SHA256: s.SHA256, Complete: w.ok}
+	w.upMu.Lock()
+	w.qClosed = true
+	w.upCond.Signal()
+	w.upMu.Unlock()
 	w.mu.Unlock()
 	<-w.done
+	<-w.uploaded
+	w.mu.Lock()
+	s := w.summaryLocked()
+	w.upMu.Lock()
+	ok := w.ok
+	w.upMu.Unlock()
+	m := Manifest{ID: w.id, Chunks: w.chunks, Bytes: w.bytes, SHA256: s.SHA256, Complete: ok}
+	w.mu.Unlock()
 	b, _ := json.Marshal(m)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := w.store.Put(ctx, w.id, b); err != nil {
 		return s, fmt.Errorf("store recording manifest %s: %w", w.id, err)
 	}
-	if !w.ok {
+	if !ok {
 		return s, fmt.Errorf("recording %s: %d bytes were not stored", w.id, s.Lost)
 	}
 	return s, nil
 }
 
 func (w *Writer) summaryLocked() Summary {
+	w.upMu.Lock()
+	lost := w.lost
+	w.upMu.Unlock()
 	return Summary{Object: w.id, SHA256: hex.EncodeToString(w.hash.Sum(nil)), Bytes: w.bytes,
-		Duration: w.opts.Now().Sub(w.start), Lost: w.lost}
+		Duration: w.opts.Now().Sub(w.start), Lost: lost}
 }
 
 // ChunkName names chunk seq (from 1) of recording id.

@@ -130,8 +130,17 @@ func TestReadWithoutManifest(t *testing.T) {
 	w := NewWriter(st, "k", Header{Width: 1, Height: 1}, WriterOptions{ChunkSize: 8})
 	w.Output([]byte("0123456789abcdef0123"))
 	w.mu.Lock()
-	stored := w.bytes
+	stored, chunks := w.bytes, w.chunks
 	w.mu.Unlock()
+	// Chunks are uploaded in the background; wait for the last one.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := st.Get(context.Background(), ChunkName("k", chunks)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("chunks never uploaded")
+		}
+	}
 	data, m, err := Read(context.Background(), st, "k", "")
 	if err != nil {
 		t.Fatal(err)
