@@ -113,9 +113,31 @@ func (e *ParseError) Error() string { return e.Msg }
 // under NO_BACKSLASH_ESCAPES or ANSI_QUOTES (one with a backslash or a
 // double quote) is parsed under each, and refused unless all agree.
 func Analyze(sql string, lx Lexing) ([]*Statement, error) {
+	if lx.Unsupported != "" {
+		return nil, &ParseError{Msg: "the session's sql_mode " + lx.Unsupported + " makes the server read another grammar than the one Warden checks with"}
+	}
 	if reason := Misread(sql, lx); reason != "" {
 		return nil, &ParseError{Msg: reason}
 	}
+	stmts, err := analyzeModes(sql, lx)
+	if err != nil {
+		return nil, err
+	}
+	// The server parses a text one statement at a time, each after the
+	// one before has run: a statement that may change how it reads text
+	// must be the last, or what follows it is read under a setting this
+	// analysis did not use.
+	for _, s := range stmts[:max(len(stmts)-1, 0)] {
+		if s.ChangesLexing || s.Kind() == "execute" {
+			return nil, &ParseError{Msg: strings.ToUpper(s.Kind()) + " that may change sql_mode or the character set must end its text: the server reads what follows under the new setting; send the rest separately"}
+		}
+	}
+	return stmts, nil
+}
+
+// analyzeModes is Analyze under the session's sql_mode, or, when it is
+// unknown, under every mode that could read the text otherwise.
+func analyzeModes(sql string, lx Lexing) ([]*Statement, error) {
 	if lx.ModeKnown || !strings.ContainsAny(sql, `\"`) {
 		return analyzeIn(sql, lx.NoBackslashEscapes, lx.ANSIQuotes, lx.Server)
 	}

@@ -254,3 +254,21 @@ func TestOutputs(t *testing.T) {
 		}
 	}
 }
+
+func TestLexingChangeEndsText(t *testing.T) {
+	for _, sql := range []string{
+		"set sql_mode = 'NO_BACKSLASH_ESCAPES'; select 'a\\'; drop table t; # '",
+		"set names gbk; select 1",
+		"execute s; select 1",
+	} {
+		if _, err := Analyze(sql, maria); err == nil {
+			t.Errorf("%q accepted", sql)
+		}
+	}
+	analyzeOK(t, "select 1; set names utf8mb4", maria)
+	oracle := maria
+	oracle.ParseSQLMode("ORACLE")
+	if _, err := Analyze("select 1", oracle); err == nil {
+		t.Fatal("sql_mode ORACLE accepted")
+	}
+}

@@ -56,6 +56,9 @@ type Lexing struct {
 	NoBackslashEscapes bool
 	// ANSIQuotes is sql_mode ANSI_QUOTES: "..." is an identifier.
 	ANSIQuotes bool
+	// Unsupported names a sql_mode under which the server reads another
+	// grammar (MariaDB's ORACLE): every text is refused while it holds.
+	Unsupported string
 	// ASCIISafeCharset is a character_set_client in which every byte
 	// below 0x80 is a character of its own (see ASCIISafeCharset).
 	ASCIISafeCharset bool
@@ -65,12 +68,14 @@ type Lexing struct {
 
 // ParseSQLMode reads @@sql_mode into lx.
 func (lx *Lexing) ParseSQLMode(mode string) {
-	lx.ModeKnown, lx.NoBackslashEscapes, lx.ANSIQuotes = true, false, false
+	lx.ModeKnown, lx.NoBackslashEscapes, lx.ANSIQuotes, lx.Unsupported = true, false, false, ""
 	for _, m := range strings.Split(strings.ToUpper(mode), ",") {
-		switch strings.TrimSpace(m) {
+		switch m = strings.TrimSpace(m); m {
+		case "ORACLE":
+			lx.Unsupported, lx.ANSIQuotes = m, true
 		case "NO_BACKSLASH_ESCAPES":
 			lx.NoBackslashEscapes = true
-		case "ANSI_QUOTES", "ANSI", "DB2", "MAXDB", "MSSQL", "ORACLE", "POSTGRESQL":
+		case "ANSI_QUOTES", "ANSI", "DB2", "MAXDB", "MSSQL", "POSTGRESQL":
 			// The combination modes include ANSI_QUOTES.
 			lx.ANSIQuotes = true
 		}
