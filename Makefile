@@ -59,7 +59,8 @@ FUZZ := ./pkg/protocol/postgres/:FuzzMessages:160000x ./pkg/masking/:FuzzMask:14
 	./pkg/protocol/postgres/:FuzzCopy:140000x ./pkg/redact/:FuzzRedact:120000x \
 	./pkg/sqlguard/:FuzzAnalyze:300000x ./pkg/sqlguard/:FuzzShape:350000x \
 	./pkg/protocol/mysql/:FuzzPackets:150000x ./pkg/mysqlguard/:FuzzAnalyze:150000x \
-	./pkg/protocol/http/:FuzzCanonical:200000x ./pkg/protocol/http/:FuzzCheckHead:100000x
+	./pkg/protocol/http/:FuzzCanonical:200000x ./pkg/protocol/http/:FuzzCheckHead:100000x \
+	./pkg/protocol/redis/:FuzzRESP:150000x
 fuzz:
 	@set -e; for t in $(FUZZ); do \
 		pkg=$${t%%:*}; rest=$${t#*:}; name=$${rest%%:*}; n=$${rest#*:}; \
