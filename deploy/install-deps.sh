@@ -17,6 +17,7 @@ packages=(
 	sshpass apache2-utils         # e2e: sshpass -p and htpasswd -b command lines (redaction)
 	openssh-server openssh-client # e2e: a real sshd and ssh relayed through the agent (lifetime)
 	curl ca-certificates ruby     # demo, Vagrantfile syntax check
+	redis-server xrdp freerdp2-x11 xvfb # e2e: real Redis 7 and RDP server, FreeRDP client (headless under Xvfb)
 )
 missing=()
 for p in "${packages[@]}"; do
