@@ -10,6 +10,7 @@ import (
 	"github.com/wardenhq/warden/agent/proxy"
 	"github.com/wardenhq/warden/agent/proxy/mysql"
 	"github.com/wardenhq/warden/agent/proxy/postgres"
+	"github.com/wardenhq/warden/agent/proxy/rdp"
 	"github.com/wardenhq/warden/agent/proxy/redis"
 	"github.com/wardenhq/warden/pkg/policy"
 )
@@ -29,5 +30,6 @@ func New(opts Options) *proxy.Registry {
 	r.Register(policy.ProtocolPostgres, postgres.New(postgres.Options{ClientTLS: opts.ClientTLS}))
 	r.Register(policy.ProtocolMySQL, mysql.New(mysql.Options{ClientTLS: opts.ClientTLS}))
 	r.Register(policy.ProtocolRedis, redis.New())
+	r.Register(policy.ProtocolRDP, rdp.New())
 	return r
 }
