@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -98,6 +99,22 @@ rules:
     review: { approvers: [dba, security], require: all, hold: 45s, grant: once }
 `, e.pg.Port, e.secret))
 	return e
+}
+
+// pgx builds the pgx client of tests/e2e/testdata/pgxclient.
+func (e *reviewEnv) pgx(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(e.Dir, "pgxclient")
+	cmd := exec.Command("go", "build", "-o", bin, "./tests/e2e/testdata/pgxclient")
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build pgxclient: %v\n%s", err, out)
+	}
+	return bin
 }
 
 func (e *reviewEnv) conn() string {
@@ -250,6 +267,20 @@ func TestReviews(t *testing.T) {
 		}
 		if n := e.rows("t"); n != 0 {
 			t.Fatalf("%d rows after the approved DELETE", n)
+		}
+	})
+
+	t.Run("extended protocol (pgx)", func(t *testing.T) {
+		e.seed(3)
+		h := e.start(t, e.bob, fmt.Sprintf("%s %q review", e.pgx(t), e.conn()))
+		r := e.pending(t, "bob", "unbounded-writes")
+		e.mustDecide(t, e.alice, "approve", r.ID, "ok")
+		out := h.wait(t, 20*time.Second)
+		t.Logf("pgx:\n%s", out)
+		// Approved at Parse, run once; the prepared statement run again
+		// is refused: the approval was for one run.
+		if !strings.Contains(out, "prepare: ok") || !strings.Contains(out, "first: DELETE 3 ok") || !strings.Contains(out, "second:  42501 warden: review "+r.ID+" approved one run of this statement, and it has run") {
+			t.Fatalf("pgx output:\n%s", out)
 		}
 	})
 

@@ -85,6 +85,15 @@ func main() {
 			fail(err)
 		}
 		fmt.Printf("after: %d\n", one)
+	case "review":
+		// The Parse is held for review; once approved, the prepared
+		// statement is executed, then executed again by name.
+		_, err := conn.Prepare(ctx, "wipe", "DELETE FROM t")
+		fmt.Printf("prepare: %s\n", pgErr(err))
+		tag, err := conn.Exec(ctx, "wipe")
+		fmt.Printf("first: %s %s\n", tag, pgErr(err))
+		tag, err = conn.Exec(ctx, "wipe")
+		fmt.Printf("second: %s %s\n", tag, pgErr(err))
 	case "terminate":
 		// The pid the driver was given at login must be the backend's
 		// own, so that pg_terminate_backend(pid) from another session
