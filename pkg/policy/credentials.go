@@ -192,12 +192,16 @@ func (d *decoder) credentials(e entry, where, protocol, address string) (*Creden
 		return d.httpCredentials(e, where, protocol, address)
 	}
 	where += ": credentials"
-	m, ok := d.mapping(e.val, where, "username", "password_file", "tls", "application_name")
+	m, ok := d.mapping(e.val, where, "username", "password_file", "tls", "application_name", "key_file", "user_ca_key_file")
 	if !ok {
 		return nil, false
 	}
-	ok = d.require(e.val, where, m, "username", "password_file")
 	c := &Credentials{}
+	if protocol == ProtocolSSH {
+		ok = d.require(e.val, where, m, "username") && d.sshCredentials(e.val, where, m, c)
+	} else {
+		ok = d.require(e.val, where, m, "username", "password_file") && d.noSSHCredentials(where, protocol, m)
+	}
 	credOK := d.enforces(e.key, where, thisTarget, protocol, CapCredentials)
 	ok = ok && credOK
 	if e, found := m["username"]; found {

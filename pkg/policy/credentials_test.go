@@ -109,7 +109,7 @@ func TestParseCredentialsErrors(t *testing.T) {
 		{"application_name on ssh", credTarget("ssh", "10.0.0.5:22", "      application_name: \"{sub}\"\n"),
 			[]string{`policy.yaml:5:5: target "db": credentials: this target is ssh, and no codec enforces credentials on ssh targets (ssh targets take access only until one does)`}},
 		{"unknown credentials key lists new ones", credTarget("postgres", "10.0.0.5:5432", "      app_name: x\n"),
-			[]string{`policy.yaml:8:7: target "db": credentials: unknown key "app_name" (want one of username, password_file, tls, application_name)`}},
+			[]string{`policy.yaml:8:7: target "db": credentials: unknown key "app_name" (want one of username, password_file, tls, application_name, key_file, user_ca_key_file)`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

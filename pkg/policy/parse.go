@@ -366,7 +366,7 @@ func (d *decoder) targetList(e entry) []Target {
 	endpoints := make(map[string]string) // canonical endpoint -> label
 	for i, n := range d.seq(e) {
 		where := label(n, "target", "targets", i)
-		m, ok := d.mapping(n, where, "name", "protocol", "address", "credentials", "tls", "rdp", "http")
+		m, ok := d.mapping(n, where, "name", "protocol", "address", "credentials", "tls", "rdp", "http", "ssh")
 		if !ok {
 			continue
 		}
@@ -426,6 +426,10 @@ func (d *decoder) targetList(e entry) []Target {
 		valid = d.httpTarget(m, where, &t) && valid
 		if e, ok := m["rdp"]; ok {
 			t.RDP, ok = d.rdpBlock(e, where, t.Protocol)
+			valid = valid && ok
+		}
+		if e, ok := m["ssh"]; ok {
+			t.SSH, ok = d.sshBlock(e, where, t.Protocol)
 			valid = valid && ok
 		}
 		if valid {

@@ -246,7 +246,7 @@ func TestParseErrors(t *testing.T) {
 			[]string{`policy.yaml:3:15: target "db": protocol "Postgres" is not one of`}},
 		{"misspelt key", "targets:\n  - name: db\n    protocol: postgres\n    adress: 10.0.0.5:5432\n", []string{
 			`policy.yaml:2:5: target "db": missing required key "address"`,
-			`policy.yaml:4:5: target "db": unknown key "adress" (want one of name, protocol, address, credentials, tls, rdp, http)`,
+			`policy.yaml:4:5: target "db": unknown key "adress" (want one of name, protocol, address, credentials, tls, rdp, http, ssh)`,
 		}},
 		{"missing name", "targets:\n  - protocol: postgres\n    address: 10.0.0.5:5432\n",
 			[]string{`policy.yaml:2:5: targets[0]: missing required key "name"`}},

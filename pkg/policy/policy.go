@@ -92,6 +92,8 @@ type Target struct {
 	TLS UpstreamTLS
 	// RDP is an rdp target's rdp block; see RDPSettings for the defaults.
 	RDP *RDP
+	// SSH is an ssh target's ssh block (see SSHTarget); nil when absent.
+	SSH *SSHTarget
 	// HTTP is an http or https target's http block; see HTTPSettings.
 	HTTP *HTTP
 }
@@ -117,6 +119,10 @@ func (t Target) Endpoint() (Endpoint, error) {
 type Credentials struct {
 	Username     string
 	PasswordFile string
+	// KeyFile and UserCAKeyFile are an ssh target's alternatives to
+	// PasswordFile: a private key to log in with, or a user CA key with
+	// which the proxy signs a short-lived certificate per session.
+	KeyFile, UserCAKeyFile string
 	// TLS says how the proxy protects the upstream hop that carries the
 	// injected login. The zero value is TLSDisable.
 	TLS UpstreamTLS
