@@ -108,7 +108,7 @@ type Writer struct {
 	chunks  int
 	bytes   int64
 	lost    int64 // guarded by upMu
-	ok      bool // guarded by upMu
+	ok      bool  // guarded by upMu
 	closed  bool
 	pending time.Time // first byte of buf
 	stop    chan struct{}
