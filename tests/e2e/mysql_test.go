@@ -275,7 +275,7 @@ echo "elapsed=$(( $(date +%%s) - start ))"`, cli))
 		bin := e.buildClient(t)
 		root := filepath.Join(filepath.Dir(e.Socket()), "client-ca.crt")
 		dsn := fmt.Sprintf("whoever@tcp(127.0.0.1:%d)/shop", e.db.Port)
-		out := e.sh(t, e.alice, fmt.Sprintf(`%[1]s "%[2]s" mask; %[1]s "%[2]s" deny; %[1]s "%[2]s?multiStatements=true" multi; %[1]s "%[2]s?tls=warden" whoami %[3]s; %[1]s "whoever@tcp(127.0.0.1:%[4]d)/shop" whoami`,
+		out := e.sh(t, e.alice, fmt.Sprintf(`%[1]s "%[2]s" mask; %[1]s "%[2]s" deny; %[1]s "%[2]s?multiStatements=true" multi; %[1]s "%[2]s?tls=warden" whoami %[3]s; %[1]s "%[2]s?tls=skip-verify" whoami; %[1]s "whoever@tcp(127.0.0.1:%[4]d)/shop" whoami`,
 			bin, dsn, root, e.edPort))
 		noRaw(t, "go-sql-driver", out)
 		for _, want := range []string{
@@ -285,11 +285,16 @@ echo "elapsed=$(( $(date +%%s) - start ))"`, cli))
 			`exec: Error 1227 (42000): warden: DROP denied by rule "no-ddl"`,
 			"count: 2 <nil>",
 			`multi: Error 1227 (42000): warden: DROP denied by rule "no-ddl"`,
-			"user: app@%", "user: app_ed@%",
+			"user: app_ed@%",
 		} {
 			if !strings.Contains(out, want) {
 				t.Fatalf("go-sql-driver output lacks %q:\n%s", want, out)
 			}
+		}
+		// TLS verifying the agent's name (VERIFY_IDENTITY), and TLS
+		// without verification (REQUIRED), both logged in as app.
+		if n := strings.Count(out, "user: app@%"); n != 2 {
+			t.Fatalf("go-sql-driver over TLS: %d logins as app, want 2:\n%s", n, out)
 		}
 	})
 
@@ -365,4 +370,63 @@ func (e *myEnv) buildClient(t *testing.T) string {
 	os.Chmod(bin, 0o755)
 	e.clientBin = bin
 	return bin
+}
+
+// TestMariaDBUpstreamTLS runs the login over TLS to a real MariaDB with
+// TLS on, its certificate issued by a CA made up for the test:
+//
+//	tls-my    127.0.0.1:port  credentials, verify-full with the right CA
+//	rogue-my  forwarder       credentials, verify-full against another CA
+//	own-my    forwarder       no credentials, target-level tls verify-full:
+//	                          the client's own login, over TLS both hops
+func TestMariaDBUpstreamTLS(t *testing.T) {
+	e := &myEnv{Env: harness.NewEnv(t)}
+	ca := harness.NewTestCA(t, "warden e2e CA")
+	rogue := harness.NewTestCA(t, "rogue CA")
+	e.db = e.StartMariaDBWith(harness.MariaDBOptions{TLS: ca.Issue(t, "127.0.0.1", "my.test")})
+	e.db.Exec(`CREATE DATABASE shop;
+CREATE USER app@'%' IDENTIFIED BY 'vaulted-app-secret';
+CREATE USER person@'%' IDENTIFIED BY 'person-secret';
+GRANT ALL ON shop.* TO app@'%', person@'%';`)
+	caFile := ca.WriteCA(t, filepath.Join(e.Dir, "ca.pem"))
+	rogueFile := rogue.WriteCA(t, filepath.Join(e.Dir, "rogue.pem"))
+	secret := filepath.Join(e.Dir, "app.secret")
+	os.WriteFile(secret, []byte("vaulted-app-secret\n"), 0o600)
+	rogueAt, ownAt := e.Forward(e.db.Addr()), e.Forward(e.db.Addr())
+	e.StartAgent(fmt.Sprintf(`targets:
+  - name: tls-my
+    protocol: mysql
+    address: 127.0.0.1:%[1]d
+    credentials:
+      username: app
+      password_file: %[2]s
+      tls: {mode: verify-full, ca_file: %[3]s}
+  - name: rogue-my
+    protocol: mysql
+    address: 127.0.0.1:%[4]d
+    credentials:
+      username: app
+      password_file: %[2]s
+      tls: {mode: verify-full, ca_file: %[5]s}
+  - name: own-my
+    protocol: mysql
+    address: 127.0.0.1:%[6]d
+    tls: {mode: verify-full, ca_file: %[3]s}
+access:
+  - groups: [engineering]
+    targets: [tls-my, rogue-my, own-my]
+`, e.db.Port, secret, caFile, rogueAt, rogueFile, ownAt))
+	alice := e.Token(devidp.IssueOptions{Sub: "alice"})
+	const show = `-N -e "select concat(current_user(), ' ', variable_value) from information_schema.session_status where variable_name = 'Ssl_version'"`
+	out := e.sh(t, alice, fmt.Sprintf(`%s %s
+%s %s
+%s --skip-ssl %s
+%s -u person -pperson-secret %s`,
+		e.cli(e.db.Port), show, e.cli(rogueAt), show, e.cli(rogueAt), show,
+		fmt.Sprintf("mariadb --no-defaults -h 127.0.0.1 -P %d --connect-timeout=10 shop", ownAt), show))
+	for _, want := range []string{"app@% TLSv1.3", "person@% TLSv1.3", "cannot open a verified TLS connection to target rogue-my"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("output lacks %q:\n%s", want, out)
+		}
+	}
 }

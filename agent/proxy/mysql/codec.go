@@ -83,7 +83,7 @@ const (
 	erSpecificAccess    = 1227 // ER_SPECIFIC_ACCESS_DENIED_ERROR: statement refused
 	erParse             = 1064 // ER_PARSE_ERROR
 	erNotSupported      = 1235 // ER_NOT_SUPPORTED_YET: commands Warden refuses
-	erCannotConnect     = 2003 // CR_CONN_HOST_ERROR-like: upstream unusable
+	erCannotConnect     = 1429 // ER_CONNECT_TO_FOREIGN_DATA_SOURCE: the target is unusable (clients take 2xxx codes from a server for a malformed packet)
 	erServerShutdown    = 1053 // ER_SERVER_SHUTDOWN: the agent ended the session
 	erUnrecorded        = 1021 // ER_DISK_FULL-like: the audit cannot record
 	erUnknownComError   = 1047 // ER_UNKNOWN_COM_ERROR

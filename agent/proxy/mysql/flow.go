@@ -552,8 +552,8 @@ func (ss *session) relayResults(ops []*op, binaryRows bool, ps *prepared) error 
 			// Never asked for: the capability is not forwarded and LOAD
 			// DATA LOCAL is refused. A server asking anyway gets no file.
 			ss.s.Log.Warn().Msg("server asked for a local file; refused")
-			ss.uw.Seq++
-			ss.uw.Write(nil)
+			ss.uw.Seq = ss.ur.Seq + 1
+			ss.uw.Write(nil) // an empty packet: no file
 			if err := ss.uw.Flush(); err != nil {
 				return err
 			}
@@ -718,7 +718,11 @@ func (ss *session) redactERR(p []byte) []byte {
 	if ss.masker.HasColumns() && e.Code == 1062 {
 		// "Duplicate entry '...' for key '...'" quotes a key's value,
 		// which may be a masked column's.
-		e.Message = "Duplicate entry (value hidden by warden) " + e.Message[strings.LastIndex(e.Message, "for key"):]
+		key := ""
+		if i := strings.LastIndex(e.Message, "for key"); i >= 0 {
+			key = " " + e.Message[i:]
+		}
+		e.Message = "Duplicate entry (value hidden by warden)" + key
 	}
 	return e.Encode()
 }

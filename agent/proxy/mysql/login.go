@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 
@@ -158,7 +159,7 @@ func (ss *session) login(ctx context.Context) error {
 		if tlsCfg == nil {
 			return errors.New("client asked for TLS, which was not offered")
 		}
-		tc := tls.Server(ss.s.Client, tlsCfg)
+		tc := tls.Server(&prefixConn{Conn: ss.s.Client, pre: ss.cr.Detach()}, tlsCfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return fmt.Errorf("client TLS handshake: %w", err)
 		}
@@ -433,4 +434,20 @@ func (ss *session) readLexing() error {
 		ss.lx.ASCIISafeCharset = mysqlguard.ASCIISafeCharset(string(row[1]))
 	}
 	return nil
+}
+
+// prefixConn reads pre before what is left on its connection: the start of
+// a TLS handshake that was read along with the packet before it.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(b, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
 }

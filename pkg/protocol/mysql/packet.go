@@ -40,6 +40,17 @@ func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReaderSize(r, 1
 // yet returned.
 func (r *Reader) Buffered() int { return r.r.Buffered() }
 
+// Detach returns the bytes read from the connection but not yet
+// returned, and leaves the Reader empty. A client sends its TLS
+// ClientHello right behind its SSLRequest, without waiting for an answer,
+// so the bytes already read belong to the TLS handshake.
+func (r *Reader) Detach() []byte {
+	b, _ := r.r.Peek(r.r.Buffered())
+	out := append([]byte(nil), b...)
+	r.r.Discard(len(out))
+	return out
+}
+
 // Next returns the next logical packet's payload and the sequence id of
 // its first physical packet. The payload is the caller's to keep.
 func (r *Reader) Next() (seq byte, payload []byte, err error) {

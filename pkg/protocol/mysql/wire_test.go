@@ -262,3 +262,22 @@ func TestAuthSwitch(t *testing.T) {
 		t.Fatalf("%+v %v", got, err)
 	}
 }
+
+func TestDetachKeepsWhatFollows(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	w.Write([]byte("sslrequest"))
+	w.Flush()
+	buf.WriteString("client hello")
+	r := NewReader(&buf)
+	if _, p, err := r.Next(); err != nil || string(p) != "sslrequest" {
+		t.Fatalf("%q %v", p, err)
+	}
+	rest := append(r.Detach(), buf.Bytes()...)
+	if string(rest) != "client hello" {
+		t.Fatalf("after the packet: %q", rest)
+	}
+	if r.Buffered() != 0 {
+		t.Fatal("Detach left bytes behind")
+	}
+}
