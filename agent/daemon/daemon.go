@@ -31,6 +31,7 @@ import (
 	"github.com/wardenhq/warden/agent/metrics"
 	"github.com/wardenhq/warden/agent/proxy"
 	"github.com/wardenhq/warden/agent/proxy/codecs"
+	httpcodec "github.com/wardenhq/warden/agent/proxy/http"
 	"github.com/wardenhq/warden/agent/reviews"
 	"github.com/wardenhq/warden/agent/session"
 	"github.com/wardenhq/warden/agent/targets"
@@ -163,7 +164,13 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.codecs = codecs.New(codecs.Options{ClientTLS: clientTLS})
+	// The HTTP codec's identity tokens are signed with the agent's key;
+	// services verify them with the key set published beside the socket.
+	httpIdentity, err := httpcodec.OpenIdentity(cfg.KeyFile, cfg.HostID, filepath.Join(filepath.Dir(cfg.Socket), httpcodec.JWKSFile))
+	if err != nil {
+		return err
+	}
+	d.codecs = codecs.New(codecs.Options{ClientTLS: clientTLS, HTTPIdentity: httpIdentity})
 	// Validate the policy now; the watcher loads it again below, once
 	// there is a kernel to apply it to.
 	p, err := policy.Load(cfg.PolicyFile, d.codecs.Enforcement())

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 
 	"github.com/wardenhq/warden/agent/proxy"
+	httpcodec "github.com/wardenhq/warden/agent/proxy/http"
 	"github.com/wardenhq/warden/agent/proxy/mysql"
 	"github.com/wardenhq/warden/agent/proxy/postgres"
 	"github.com/wardenhq/warden/agent/proxy/rdp"
@@ -21,6 +22,9 @@ type Options struct {
 	// ClientTLS, when not nil, gives the TLS offered to a client that asks
 	// for it and connected to dst.
 	ClientTLS func(dst netip.Addr) *tls.Config
+	// HTTPIdentity signs the identity tokens the HTTP codec sends
+	// services (X-Warden-Identity); nil sends none.
+	HTTPIdentity *httpcodec.Signer
 }
 
 // New returns the registry of every codec. Protocols without a line here
@@ -31,5 +35,8 @@ func New(opts Options) *proxy.Registry {
 	r.Register(policy.ProtocolMySQL, mysql.New(mysql.Options{ClientTLS: opts.ClientTLS}))
 	r.Register(policy.ProtocolRedis, redis.New())
 	r.Register(policy.ProtocolRDP, rdp.New())
+	httpc := httpcodec.New(httpcodec.Options{ClientTLS: opts.ClientTLS, Identity: opts.HTTPIdentity})
+	r.Register(policy.ProtocolHTTP, httpc)
+	r.Register(policy.ProtocolHTTPS, httpc)
 	return r
 }
