@@ -32,6 +32,8 @@ import (
 	"github.com/wardenhq/warden/agent/proxy"
 	"github.com/wardenhq/warden/agent/proxy/codecs"
 	httpcodec "github.com/wardenhq/warden/agent/proxy/http"
+	sshcodec "github.com/wardenhq/warden/agent/proxy/ssh"
+	"github.com/wardenhq/warden/agent/recording"
 	"github.com/wardenhq/warden/agent/reviews"
 	"github.com/wardenhq/warden/agent/session"
 	"github.com/wardenhq/warden/agent/targets"
@@ -123,6 +125,8 @@ type Daemon struct {
 	// its backlog until syncDeadline (see awaitCommands).
 	commands     *commands.Subscriber
 	syncDeadline time.Time
+	// recordings stores SSH session recordings (WARDEN_RECORDINGS).
+	recordings *recording.NATSStore
 }
 
 // Run starts the daemon and blocks until ctx is done. Each value received
@@ -164,13 +168,22 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The SSH host CA's line for ssh_known_hosts goes beside the socket,
+	// world-readable, like the client CA's certificate.
+	sshCA, err := sshcodec.LoadHostCA(filepath.Join(cfg.StateDir, "ssh-host-ca.key"), filepath.Join(filepath.Dir(cfg.Socket), "ssh_known_hosts"))
+	if err != nil {
+		return err
+	}
+	if d.recordings, err = recording.DialNATS(cfg.NATS.URL); err != nil {
+		return err
+	}
 	// The HTTP codec's identity tokens are signed with the agent's key;
 	// services verify them with the key set published beside the socket.
 	httpIdentity, err := httpcodec.OpenIdentity(cfg.KeyFile, cfg.HostID, filepath.Join(filepath.Dir(cfg.Socket), httpcodec.JWKSFile))
 	if err != nil {
 		return err
 	}
-	d.codecs = codecs.New(codecs.Options{ClientTLS: clientTLS, HTTPIdentity: httpIdentity})
+	d.codecs = codecs.New(codecs.Options{ClientTLS: clientTLS, HTTPIdentity: httpIdentity, SSHHostCA: sshCA, Recordings: d.recordings})
 	// Validate the policy now; the watcher loads it again below, once
 	// there is a kernel to apply it to.
 	p, err := policy.Load(cfg.PolicyFile, d.codecs.Enforcement())
@@ -383,6 +396,9 @@ func (d *Daemon) run(ctx context.Context, reload <-chan os.Signal) error {
 // close releases what start opened, however far it got. Pinned BPF
 // programs stay attached.
 func (d *Daemon) close() {
+	if d.recordings != nil {
+		d.recordings.Close()
+	}
 	for _, ln := range d.listeners {
 		ln.Close() // the proxy closes them too when it served; twice is harmless
 	}

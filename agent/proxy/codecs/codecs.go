@@ -13,6 +13,8 @@ import (
 	"github.com/wardenhq/warden/agent/proxy/postgres"
 	"github.com/wardenhq/warden/agent/proxy/rdp"
 	"github.com/wardenhq/warden/agent/proxy/redis"
+	"github.com/wardenhq/warden/agent/proxy/ssh"
+	"github.com/wardenhq/warden/agent/recording"
 	"github.com/wardenhq/warden/pkg/policy"
 )
 
@@ -25,6 +27,10 @@ type Options struct {
 	// HTTPIdentity signs the identity tokens the HTTP codec sends
 	// services (X-Warden-Identity); nil sends none.
 	HTTPIdentity *httpcodec.Signer
+	// SSHHostCA signs the host certificates SSH clients see, and
+	// Recordings stores SSH session recordings (see agent/proxy/ssh).
+	SSHHostCA  *ssh.HostCA
+	Recordings recording.Store
 }
 
 // New returns the registry of every codec. Protocols without a line here
@@ -38,5 +44,6 @@ func New(opts Options) *proxy.Registry {
 	httpc := httpcodec.New(httpcodec.Options{ClientTLS: opts.ClientTLS, Identity: opts.HTTPIdentity})
 	r.Register(policy.ProtocolHTTP, httpc)
 	r.Register(policy.ProtocolHTTPS, httpc)
+	r.Register(policy.ProtocolSSH, ssh.New(ssh.Options{HostCA: opts.SSHHostCA, Recordings: opts.Recordings}))
 	return r
 }

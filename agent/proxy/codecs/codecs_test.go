@@ -121,7 +121,7 @@ func TestUnenforceableReloadKeepsPolicy(t *testing.T) {
 // refused with EPERM by the kernel.
 func TestRegistry(t *testing.T) {
 	r := New(Options{})
-	if got := r.Protocols(); !slices.Equal(got, []string{policy.ProtocolHTTP, policy.ProtocolHTTPS, policy.ProtocolMySQL, policy.ProtocolPostgres, policy.ProtocolRDP, policy.ProtocolRedis}) {
+	if got := r.Protocols(); !slices.Equal(got, []string{policy.ProtocolHTTP, policy.ProtocolHTTPS, policy.ProtocolMySQL, policy.ProtocolPostgres, policy.ProtocolRDP, policy.ProtocolRedis, policy.ProtocolSSH}) {
 		t.Fatalf("protocols with a codec: %v", got)
 	}
 	pe := r.ProtocolErrors()
