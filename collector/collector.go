@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/wardenhq/warden/agent/recording"
 	"github.com/wardenhq/warden/collector/api"
 	"github.com/wardenhq/warden/collector/ingest"
 	"github.com/wardenhq/warden/collector/natsembed"
@@ -212,7 +213,7 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 	}
 	c.srv = &http.Server{
 		Handler: api.New(api.Config{Store: c.st, Notifier: c.notifier, Stats: c.ing.Stats, Verifier: verifier,
-			Readers: cfg.Readers, Kill: kill, Reviews: c.rev, Logger: cfg.Logger}),
+			Readers: cfg.Readers, Kill: kill, Reviews: c.rev, Logger: cfg.Logger, Recordings: recording.NewNATSStore(js)}),
 		// No write timeout: /v1/follow streams for as long as the client
 		// stays. Header and idle timeouts still bound slow or idle clients.
 		ReadHeaderTimeout: 10 * time.Second,

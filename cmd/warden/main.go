@@ -36,6 +36,9 @@ commands:
   review list [--state pending|approved|denied|expired|all] [--json]
   review show ID | approve ID [--reason TEXT] | deny ID [--reason TEXT]
                                 reviews you requested or may decide
+  replay SSH_SESSION [--speed N] [--idle-limit 2s] [--cast]
+                                play an SSH session's recording (--cast:
+                                the asciicast v2 file, for asciinema)
 
 The agent socket is $WARDEN_AGENT_SOCKET or /run/warden/agent.sock.
 The collector is --collector URL or $WARDEN_COLLECTOR (an https collector
@@ -60,6 +63,7 @@ func main() {
 		"locks":    runLocks,
 		"access":   runAccess,
 		"review":   runReview,
+		"replay":   runReplay,
 	}
 	cmd, ok := commands[os.Args[1]]
 	if !ok {

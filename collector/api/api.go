@@ -21,6 +21,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/rs/zerolog"
 
+	"github.com/wardenhq/warden/agent/recording"
 	"github.com/wardenhq/warden/collector/reviews"
 	"github.com/wardenhq/warden/collector/store"
 	cc "github.com/wardenhq/warden/pkg/collectorclient"
@@ -84,7 +85,9 @@ type Config struct {
 	Kill KillConfig
 	// Reviews serves /v1/reviews; nil answers 503 there.
 	Reviews *reviews.Service
-	Logger  zerolog.Logger
+	// Recordings serves /v1/recordings (SSH sessions); nil answers 503.
+	Recordings recording.Store
+	Logger     zerolog.Logger
 }
 
 // Server is the API's HTTP handler.
@@ -120,6 +123,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/sessions", accessReaders, s.sessions},
 		{"GET /v1/follow", accessReaders, s.follow},
 		{"GET /v1/locks", accessReaders, s.locks},
+		{"GET /v1/recordings/{id}", accessReaders, s.recording},
 		{"POST /v1/sessions/kill", accessHandler, s.kill}, // killers
 		{"GET /healthz", accessPublic, s.health},
 	}, s.reviewRoutes()...)
