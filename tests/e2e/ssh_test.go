@@ -221,9 +221,10 @@ func TestSSHL7(t *testing.T) {
 		}
 		// -L: the client listens; the channel opens (and is refused)
 		// when something connects to it.
-		out = e.sh(t, e.alice, fmt.Sprintf(`%s -N -L 127.0.0.1:17022:127.0.0.1:%d 2>ssherr & pid=$!
+		errFile := filepath.Join(e.sftpDir, "ssh-L.err")
+		out = e.sh(t, e.alice, fmt.Sprintf(`%s -N -L 127.0.0.1:17022:127.0.0.1:%d 2>%s & pid=$!
 for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/17022) 2>/dev/null && break; sleep 0.1; done
-sleep 1; kill $pid; wait $pid; cat ssherr`, e.ssh(port, ""), port))
+sleep 1; kill $pid; wait $pid; cat %[3]s`, e.ssh(port, ""), port, errFile))
 		if !strings.Contains(out, "local_forward is not allowed") {
 			t.Fatalf("ssh -L was not refused:\n%s", out)
 		}
