@@ -69,6 +69,8 @@ type Statement struct {
 	ChangesLexing bool
 	// Kill is set for KILL [QUERY|CONNECTION] id.
 	Kill *Kill
+	// UseDB is the database a USE statement switches to.
+	UseDB string
 }
 
 // Kill is a KILL statement's target.
@@ -363,6 +365,8 @@ func (a *analyzer) Enter(n ast.Node) (ast.Node, bool) {
 		}
 	case *ast.KillStmt:
 		a.s.Kill = &Kill{ID: x.ConnectionID, Query: x.Query}
+	case *ast.UseStmt:
+		a.s.UseDB = x.DBName
 	case *ast.SetStmt:
 		for _, v := range x.Variables {
 			switch strings.ToLower(v.Name) {

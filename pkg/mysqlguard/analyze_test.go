@@ -196,6 +196,9 @@ func TestFlags(t *testing.T) {
 	if s := analyzeOK(t, "set autocommit = 0", maria)[0]; s.ChangesLexing {
 		t.Error("autocommit changes lexing?")
 	}
+	if s := analyzeOK(t, "use `Shop`", maria)[0]; s.UseDB != "Shop" || s.Kind() != "use" {
+		t.Fatalf("use: %+v", s)
+	}
 	if s := analyzeOK(t, "kill query 42", maria)[0]; s.Kill == nil || s.Kill.ID != 42 || !s.Kill.Query {
 		t.Fatalf("kill: %+v", s.Kill)
 	}

@@ -182,6 +182,12 @@ func TestDeniedTextsNeverReachTheServer(t *testing.T) {
 			t.Fatalf("%q: %+v, want %q", tc.sql, e, tc.want)
 		}
 	}
+	// A statement never prepared through Warden (its PREPARE was
+	// refused) is never executed, and the execution is not forwarded
+	// unrecorded.
+	if e := errOf(t, r.c.command([]byte{wire.ComStmtExecute, 99, 0, 0, 0, 0, 1, 0, 0, 0})); e == nil || e.Code != erUnknownStmt {
+		t.Fatalf("execute of an unknown statement: %+v", e)
+	}
 	for _, cmd := range []byte{wire.ComChangeUser, wire.ComBinlogDump, wire.ComShutdown, 0x77} {
 		if e := errOf(t, r.c.command([]byte{cmd, 0, 0, 0, 0})); e == nil {
 			t.Fatalf("%s not refused", wire.CommandName(cmd))
@@ -423,4 +429,46 @@ func TestAgentClosesRunningStatement(t *testing.T) {
 		t.Fatalf("closing words %+v", e)
 	}
 	<-done
+}
+
+// A row over 16 MiB is split into several physical packets on both hops;
+// masked, it is re-split with the client's sequence ids continuing.
+func TestRowsOver16MiB(t *testing.T) {
+	p := testPolicy(nil, []policy.Masking{{Name: "pii", Columns: []string{"ssn"}, Detectors: []string{"email"}}})
+	big := bytes.Repeat([]byte("x"), wire.MaxPayload+100)
+	bigMail := append(append([]byte(nil), big...), " carol@example.org"...)
+	cols := []*wire.Column{
+		{Name: "ssn", OrgName: "ssn", Type: wire.TypeLongBlob},
+		{Name: "note", OrgName: "note", Type: wire.TypeLongBlob},
+	}
+	r := serve(t, New(Options{}), attribution("alice", p, withCreds(t)), &fakeRecorder{}, func(s *fakeServer) error {
+		if err := loggedIn(s); err != nil {
+			return err
+		}
+		if err := s.expectQuery("select ssn, note from t"); err != nil {
+			return err
+		}
+		if err := s.resultSet(cols, [][][]byte{{big, bigMail}}, false); err != nil {
+			return err
+		}
+		return s.quit()
+	})
+	r.c.login("whoever", "")
+	resp := r.c.command(query("select ssn, note from t"))
+	if len(resp) != 6 {
+		t.Fatalf("%d packets", len(resp))
+	}
+	row, err := wire.DecodeTextRow(resp[4], 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(row[0]) != "****" || !bytes.HasSuffix(row[1], []byte(" [masked:email]")) || len(row[1]) != len(big)+len(" [masked:email]") {
+		t.Fatalf("row: %q..., %d bytes", row[0], len(row[1]))
+	}
+	// count, two columns, EOF, a row of two physical packets, EOF: the
+	// last sequence id is 7.
+	if r.c.r.Seq != 7 {
+		t.Fatalf("last sequence id %d, want 7", r.c.r.Seq)
+	}
+	r.end()
 }

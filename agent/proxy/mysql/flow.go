@@ -446,6 +446,7 @@ func (ss *session) prepare(ctx context.Context, sql string) error {
 		}
 	}
 	ss.stmts[pok.StatementID] = &prepared{info: &stmtInfo{stmt: stmts[0], rule: rule, prepared: true}}
+	ss.lastStmt = pok.StatementID
 	return ss.cw.Flush()
 }
 
@@ -455,26 +456,40 @@ func (ss *session) execute(pkt []byte) error {
 	if len(pkt) < 5 {
 		return errors.New("short COM_STMT_EXECUTE")
 	}
-	ps := ss.stmts[binary.LittleEndian.Uint32(pkt[1:])]
-	var ops []*op
-	if ps != nil {
-		o, ok := ss.begin(ps.info)
-		if !ok {
-			return nil
-		}
-		ops = []*op{o}
+	id := binary.LittleEndian.Uint32(pkt[1:])
+	if id == lastPrepared {
+		id = ss.lastStmt // MariaDB: the statement prepared last
 	}
+	ps := ss.stmts[id]
+	if ps == nil {
+		// Not prepared through Warden, so not checked, and the server
+		// does not have it either: answer as it would.
+		ss.cw.Write((&wire.ERR{Code: erUnknownStmt, State: "HY000", Message: fmt.Sprintf("Unknown prepared statement handler (%d) given to mysqld_stmt_execute", id)}).Encode())
+		return ss.cw.Flush()
+	}
+	o, ok := ss.begin(ps.info)
+	if !ok {
+		return nil
+	}
+	ops := []*op{o}
 	if err := ss.forwardFlush(pkt); err != nil {
 		return err
 	}
 	if err := ss.relayResults(ops, true, ps); err != nil {
 		return err
 	}
-	if ps != nil && ps.info.stmt.ChangesLexing {
+	if ps.info.stmt.ChangesLexing {
 		return ss.readLexing()
 	}
 	return nil
 }
+
+// lastPrepared is the statement id MariaDB reads as "the statement
+// prepared last", for a prepare and execute sent together.
+const lastPrepared = 0xffffffff
+
+// erUnknownStmt is ER_UNKNOWN_STMT_HANDLER.
+const erUnknownStmt = 1243
 
 // fetch handles COM_STMT_FETCH: rows of an open cursor, masked as its
 // statement's.
@@ -748,6 +763,9 @@ func (ss *session) finish(o *op, last []byte) {
 	case len(last) > 0 && last[0] == wire.HeaderOK:
 		if ok, err := wire.ParseOK(last, ss.caps); err == nil {
 			r.Rows = int64(ok.AffectedRows)
+		}
+		if db := o.info.stmt.UseDB; db != "" {
+			ss.db = db // later records name the database in use
 		}
 	}
 	if o.plan != nil {

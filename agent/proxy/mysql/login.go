@@ -36,6 +36,7 @@ type session struct {
 	registered  bool
 	lx          mysqlguard.Lexing
 	stmts       map[uint32]*prepared
+	lastStmt    uint32 // the statement prepared last
 	serverState uint16
 
 	// mu is held by the command loop from a command's arrival to the end
