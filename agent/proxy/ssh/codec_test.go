@@ -1,0 +1,421 @@
+package ssh
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/wardenhq/warden/agent/proxy"
+	"github.com/wardenhq/warden/agent/recording"
+	"github.com/wardenhq/warden/bpf/loader"
+	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/guard"
+	"github.com/wardenhq/warden/pkg/policy"
+)
+
+// recorder keeps what the codec records.
+type recorder struct {
+	mu  sync.Mutex
+	evs []*event.Event
+}
+
+func (r *recorder) Emit(e *event.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e.ID = fmt.Sprintf("ev-%d", len(r.evs)+1)
+	r.evs = append(r.evs, e)
+	return nil
+}
+
+func (r *recorder) ofType(t event.Type) []*event.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*event.Event
+	for _, e := range r.evs {
+		if e.Type == t {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// memStore is a recording store in memory.
+type memStore struct {
+	mu   sync.Mutex
+	objs map[string][]byte
+}
+
+func (m *memStore) Put(_ context.Context, name string, data []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.objs[name] = bytes.Clone(data)
+	return nil
+}
+
+func (m *memStore) Get(_ context.Context, name string) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.objs[name]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", name, recording.ErrNotFound)
+	}
+	return bytes.Clone(b), nil
+}
+
+// target is an SSH server standing in for the target: it trusts userCA,
+// answers exec with "ran: CMD" and exit status 0, and a shell by echoing
+// its input, and remembers every exec and certificate KeyId it saw.
+type target struct {
+	hostKey    ssh.Signer
+	userCA     ssh.Signer
+	userCAPriv ed25519.PrivateKey
+
+	mu     sync.Mutex
+	execs  []string
+	keyIDs []string
+	opened []string
+}
+
+func newTarget(t *testing.T) *target {
+	hk, err := newEd25519Signer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &target{hostKey: hk, userCA: ca, userCAPriv: priv}
+}
+
+func (tg *target) serve(conn net.Conn) {
+	checker := &ssh.CertChecker{IsUserAuthority: func(k ssh.PublicKey) bool {
+		return bytes.Equal(k.Marshal(), tg.userCA.PublicKey().Marshal())
+	}}
+	cfg := &ssh.ServerConfig{PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+		if c, ok := key.(*ssh.Certificate); ok {
+			tg.mu.Lock()
+			tg.keyIDs = append(tg.keyIDs, c.KeyId)
+			tg.mu.Unlock()
+		}
+		return checker.Authenticate(meta, key)
+	}}
+	cfg.AddHostKey(tg.hostKey)
+	sc, chans, reqs, err := ssh.NewServerConn(conn, cfg)
+	if err != nil {
+		return
+	}
+	defer sc.Close()
+	go ssh.DiscardRequests(reqs)
+	for nc := range chans {
+		tg.mu.Lock()
+		tg.opened = append(tg.opened, nc.ChannelType())
+		tg.mu.Unlock()
+		if nc.ChannelType() != "session" {
+			nc.Reject(ssh.UnknownChannelType, "no")
+			continue
+		}
+		ch, creqs, err := nc.Accept()
+		if err != nil {
+			continue
+		}
+		go func() {
+			defer ch.Close()
+			for r := range creqs {
+				switch r.Type {
+				case "exec":
+					var x struct{ Command string }
+					ssh.Unmarshal(r.Payload, &x)
+					tg.mu.Lock()
+					tg.execs = append(tg.execs, x.Command)
+					tg.mu.Unlock()
+					r.Reply(true, nil)
+					fmt.Fprintf(ch, "ran: %s\n", x.Command)
+					ch.SendRequest("exit-status", false, ssh.Marshal(struct{ S uint32 }{0}))
+					return
+				case "shell":
+					r.Reply(true, nil)
+					go func() {
+						buf := make([]byte, 1024)
+						for {
+							n, err := ch.Read(buf)
+							if n > 0 {
+								ch.Write(bytes.ToUpper(buf[:n]))
+							}
+							if err != nil || bytes.Contains(buf[:n], []byte("exit")) {
+								ch.SendRequest("exit-status", false, ssh.Marshal(struct{ S uint32 }{0}))
+								ch.Close()
+								return
+							}
+						}
+					}()
+				default:
+					r.Reply(r.Type == "pty-req" || r.Type == "env", nil)
+				}
+			}
+		}()
+	}
+}
+
+// harness runs one SSH connection through the codec: a client of
+// x/crypto/ssh, the codec, and the target.
+type harness struct {
+	t      *testing.T
+	tg     *target
+	rec    *recorder
+	store  *memStore
+	client *ssh.Client
+	ca     *HostCA
+	done   chan error
+}
+
+const targetName = "app-1"
+
+func start(t *testing.T, tp policy.Target, rules []policy.Rule, clientCfg func(*ssh.ClientConfig)) *harness {
+	t.Helper()
+	tg := newTarget(t)
+	if c := tp.Credentials; c != nil && c.UserCAKeyFile != "" {
+		block, err := ssh.MarshalPrivateKey(tg.userCAPriv, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(c.UserCAKeyFile, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tp.SSH == nil {
+		tp.SSH = &policy.SSHTarget{}
+	}
+	if tp.SSH.HostKey == "" && tp.SSH.KnownHostsFile == "" {
+		tp.SSH.HostKey = string(ssh.MarshalAuthorizedKey(tg.hostKey.PublicKey()))
+	}
+	tp.Name, tp.Protocol, tp.Address = targetName, policy.ProtocolSSH, "10.0.1.7:22"
+	p := &policy.Policy{Targets: []policy.Target{tp}}
+	for _, r := range rules {
+		r.Targets = []string{targetName}
+		p.Rules = append(p.Rules, r)
+	}
+	caKey, err := newEd25519Signer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := NewHostCA(caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, tg: tg, rec: &recorder{}, store: &memStore{objs: map[string][]byte{}}, ca: ca, done: make(chan error, 1)}
+	att := &proxy.Attribution{
+		Kernel:       loader.ConnInfo{OrigDst: netip.MustParseAddrPort("10.0.1.7:22")},
+		Target:       event.Target{Name: targetName, Protocol: policy.ProtocolSSH, Address: "10.0.1.7:22"},
+		Policy:       p,
+		TargetPolicy: tp,
+		Identity:     &event.Identity{Sub: "alice", Groups: []string{"engineering"}, SessionID: "sess-alice"},
+		Decision:     event.Decision{Action: event.Allow, Rule: "access"},
+	}
+	// Loopback TCP, not net.Pipe: both sides of an SSH handshake write
+	// their version first, which an unbuffered pipe deadlocks.
+	cc, cs := tcpPair(t)
+	uc, us := tcpPair(t)
+	go tg.serve(us)
+	s := &proxy.Stream{Client: cs, Upstream: uc, Attribution: att, Log: zerolog.Nop(),
+		Guard: guard.New(p, targetName, []string{"engineering"}, nil),
+		Audit: proxy.NewAudit(h.rec, att, proxy.FailClosed)}
+	codec := New(Options{HostCA: ca, Recordings: h.store})
+	go func() { h.done <- codec.Serve(context.Background(), s) }()
+	cfg := &ssh.ClientConfig{User: "whoever", HostKeyCallback: (&ssh.CertChecker{
+		IsHostAuthority: func(k ssh.PublicKey, _ string) bool { return bytes.Equal(k.Marshal(), ca.PublicKey().Marshal()) },
+	}).CheckHostKey}
+	if clientCfg != nil {
+		clientCfg(cfg)
+	}
+	conn, chans, reqs, err := ssh.NewClientConn(cc, "10.0.1.7:22", cfg)
+	if err != nil {
+		t.Fatalf("client handshake through the codec: %v", err)
+	}
+	h.client = ssh.NewClient(conn, chans, reqs)
+	t.Cleanup(func() { h.client.Close(); <-h.done })
+	return h
+}
+
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+func (h *harness) close() {
+	h.client.Close()
+	<-h.done
+	h.done <- nil // for the cleanup
+}
+
+// run execs cmd and returns stdout, stderr and the exit status.
+func (h *harness) run(cmd string) (string, string, int) {
+	h.t.Helper()
+	sess, err := h.client.NewSession()
+	if err != nil {
+		h.t.Fatalf("open session: %v", err)
+	}
+	defer sess.Close()
+	var out, errOut bytes.Buffer
+	sess.Stdout, sess.Stderr = &out, &errOut
+	err = sess.Run(cmd)
+	var ee *ssh.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return out.String(), errOut.String(), ee.ExitStatus()
+	case err != nil:
+		h.t.Fatalf("run %q: %v", cmd, err)
+	}
+	return out.String(), errOut.String(), 0
+}
+
+// startWithCA is start for a target whose credentials are a user CA:
+// the target's, written to a file as the policy names it.
+func startWithCA(t *testing.T, tp policy.Target, rules []policy.Rule) *harness {
+	t.Helper()
+	tp.Credentials = &policy.Credentials{Username: "deploy", UserCAKeyFile: filepath.Join(t.TempDir(), "user_ca")}
+	return start(t, tp, rules, nil)
+}
+
+func TestExecGuardrails(t *testing.T) {
+	tp := policy.Target{}
+	h := startWithCA(t, tp, []policy.Rule{{Name: "no-rm", When: policy.Match{Commands: []string{"rm"}}, Action: policy.Deny}})
+	out, _, code := h.run("id -un")
+	if out != "ran: id -un\n" || code != 0 {
+		t.Fatalf("allowed exec: %q, exit %d", out, code)
+	}
+	for _, cmd := range []string{"rm -rf /tmp/x", "sh -c 'rm -rf /tmp/x'", "true; rm -rf /tmp/x", "echo 'unterminated"} {
+		out, errOut, code := h.run(cmd)
+		if out != "" || code != 1 || !strings.Contains(errOut, "warden: command refused") {
+			t.Errorf("%q: stdout %q, stderr %q, exit %d", cmd, out, errOut, code)
+		}
+	}
+	h.tg.mu.Lock()
+	execs := append([]string(nil), h.tg.execs...)
+	keyIDs := append([]string(nil), h.tg.keyIDs...)
+	h.tg.mu.Unlock()
+	if len(execs) != 1 || execs[0] != "id -un" {
+		t.Fatalf("the target ran %q", execs)
+	}
+	if len(keyIDs) == 0 || !strings.HasPrefix(keyIDs[0], "warden sub=alice session=sess-alice/ssh-") {
+		t.Fatalf("user certificate KeyIds %q", keyIDs)
+	}
+	evs := h.rec.ofType(event.SSHExec)
+	if len(evs) != 5 {
+		t.Fatalf("%d ssh.exec events, want 5", len(evs))
+	}
+	if evs[0].Decision.Action != event.Allow || evs[1].Decision.Action != event.Deny || evs[1].Decision.Rule != "no-rm" || evs[4].Decision.Rule != "parse" {
+		t.Errorf("decisions: %+v %+v %+v", evs[0].Decision, evs[1].Decision, evs[4].Decision)
+	}
+}
+
+func TestForwardingRefusedByDefault(t *testing.T) {
+	h := startWithCA(t, policy.Target{}, nil)
+	_, err := h.client.Dial("tcp", "10.9.9.9:80")
+	var oe *ssh.OpenChannelError
+	if !errors.As(err, &oe) || oe.Reason != ssh.Prohibited || !strings.Contains(oe.Message, "local_forward is not allowed") {
+		t.Fatalf("direct-tcpip: %v", err)
+	}
+	if _, err := h.client.Listen("tcp", "127.0.0.1:0"); err == nil {
+		t.Fatal("tcpip-forward was granted")
+	}
+	h.tg.mu.Lock()
+	defer h.tg.mu.Unlock()
+	for _, c := range h.tg.opened {
+		if c != "session" {
+			t.Fatalf("the target saw a %s channel", c)
+		}
+	}
+}
+
+func TestShellRecorded(t *testing.T) {
+	h := startWithCA(t, policy.Target{}, nil)
+	sess, err := h.client.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.RequestPty("xterm", 40, 100, nil); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := sess.StdinPipe()
+	var out bytes.Buffer
+	sess.Stdout = &out
+	if err := sess.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	sess.WindowChange(50, 120)
+	fmt.Fprint(in, "hello-warden exit\n")
+	sess.Wait()
+	h.close()
+	ends := h.rec.ofType(event.SSHSession)
+	if len(ends) != 2 || ends[1].Data["phase"] != "end" {
+		t.Fatalf("ssh.session events: %v", ends)
+	}
+	rec := ends[1].Data["recording"].(map[string]any)
+	data, _, err := recording.Read(context.Background(), h.store, ends[1].Data["ssh_session"].(string), rec["sha256"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr, evs, err := recording.ParseCast(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o, kinds strings.Builder
+	for _, e := range evs {
+		kinds.WriteString(e.Kind)
+		if e.Kind == "o" {
+			o.WriteString(e.Data)
+		}
+		if e.Kind == "i" {
+			t.Errorf("input recorded without record_input: %q", e.Data)
+		}
+	}
+	if hdr.Width != 100 || hdr.Height != 40 || hdr.Env["TERM"] != "xterm" || !strings.Contains(o.String(), "HELLO-WARDEN") || !strings.Contains(kinds.String(), "r") {
+		t.Fatalf("header %+v, kinds %q, output %q", hdr, kinds.String(), o.String())
+	}
+}
+
+func TestWrongHostKeyRefused(t *testing.T) {
+	other, _ := newEd25519Signer()
+	tp := policy.Target{SSH: &policy.SSHTarget{HostKey: string(ssh.MarshalAuthorizedKey(other.PublicKey()))}}
+	h := startWithCA(t, tp, nil)
+	_, err := h.client.NewSession()
+	if err == nil || !strings.Contains(err.Error(), "presented a host key the policy does not pin") {
+		t.Fatalf("session on a target with another host key: %v", err)
+	}
+	evs := h.rec.ofType(event.SSHSession)
+	if len(evs) != 1 || evs[0].Decision.Action != event.Deny || evs[0].Decision.Rule != "host_key" {
+		t.Fatalf("events %+v", evs)
+	}
+}
