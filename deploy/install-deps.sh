@@ -18,6 +18,7 @@ packages=(
 	openssh-server openssh-client # e2e: a real sshd and ssh relayed through the agent (lifetime)
 	curl ca-certificates ruby     # demo, Vagrantfile syntax check
 	redis-server xrdp freerdp2-x11 xvfb # e2e: real Redis 7 and RDP server, FreeRDP client (headless under Xvfb)
+	nginx-light                   # e2e and bench: the HTTP codec against a real nginx (ab, from apache2-utils, benches it)
 )
 missing=()
 for p in "${packages[@]}"; do
