@@ -13,8 +13,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -27,6 +29,7 @@ import (
 	"github.com/wardenhq/warden/collector/store"
 	"github.com/wardenhq/warden/pkg/event"
 	"github.com/wardenhq/warden/pkg/idtoken"
+	"github.com/wardenhq/warden/pkg/natsauth"
 )
 
 // Defaults of the warden-collector flags.
@@ -35,6 +38,7 @@ const (
 	DefaultListen     = "127.0.0.1:8181"
 	DefaultNATSListen = "127.0.0.1:4222"
 	DefaultNATSStore  = "/var/lib/warden/collector/nats"
+	DefaultNATSAuth   = "/var/lib/warden/collector/nats-auth"
 	DefaultAgentKeys  = "/etc/warden/agent-keys"
 	DefaultConsumer   = "warden-collector"
 )
@@ -47,6 +51,19 @@ type Config struct {
 	NATSURL      string
 	NATSListen   string
 	NATSStore    string
+	// NATSAuthDir holds the NATS trust chain (pkg/natsauth) the embedded
+	// server enforces, created on first start; warden-collector enroll
+	// issues agents' creds from it.
+	NATSAuthDir string
+	// NATSCreds is the collector's creds file for NATSURL (made by
+	// warden-collector collector-creds).
+	NATSCreds string
+	// NATSTLSCA is a PEM bundle trusted for NATSURL's servers.
+	NATSTLSCA string
+	// NATSTLSCert and NATSTLSKey: with EmbeddedNATS, the embedded
+	// server's certificate (every client must then use TLS); otherwise
+	// the collector's client certificate.
+	NATSTLSCert, NATSTLSKey string
 	// StorePath is the SQLite database file.
 	StorePath string
 	// Listen is the API address; port 0 picks a free one.
@@ -157,17 +174,19 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 	}
 
 	url := cfg.NATSURL
+	var natsOpts []nats.Option
 	if cfg.EmbeddedNATS {
-		if c.ns, err = natsembed.Start(natsembed.Config{Listen: cfg.NATSListen, StoreDir: cfg.NATSStore, ServerName: cfg.Name, Logger: cfg.Logger}); err != nil {
+		if natsOpts, err = c.startEmbedded(); err != nil {
 			return nil, err
 		}
 		url = c.ns.ClientURL()
-		c.log.Info().Str("url", url).Str("store", cfg.NATSStore).Msg("embedded NATS server started")
+	} else if natsOpts, err = clientNATSOptions(cfg); err != nil {
+		return nil, err
 	}
 	if url == "" {
 		return nil, errors.New("no NATS: give --nats-url or --embedded-nats")
 	}
-	c.nc, err = nats.Connect(url,
+	natsOpts = append(natsOpts,
 		nats.Name("warden-collector "+cfg.Name),
 		nats.MaxReconnects(-1),
 		// self, not c: a failed New has set c to nil by the time the
@@ -178,7 +197,11 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			self.log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("NATS reconnected")
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			self.log.Error().Err(err).Msg("NATS error")
 		}))
+	c.nc, err = nats.Connect(url, natsOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
 	}
@@ -349,4 +372,94 @@ func (c *Collector) close() {
 	if c.st != nil {
 		_ = c.st.Close()
 	}
+}
+
+// startEmbedded starts the embedded NATS server with the trust chain of
+// NATSAuthDir (made on first start) and returns the options of the
+// collector's own in-process connection: a collector user issued now.
+func (c *Collector) startEmbedded() ([]nats.Option, error) {
+	cfg := c.cfg
+	auth, err := natsauth.Open(cfg.NATSAuthDir)
+	if err != nil {
+		return nil, fmt.Errorf("NATS trust chain (--nats-auth %s): %w", cfg.NATSAuthDir, err)
+	}
+	if c.ns, err = natsembed.Start(natsembed.Config{Listen: cfg.NATSListen, StoreDir: cfg.NATSStore, ServerName: cfg.Name,
+		Logger: cfg.Logger, Auth: auth, TLSCert: cfg.NATSTLSCert, TLSKey: cfg.NATSTLSKey}); err != nil {
+		return nil, err
+	}
+	c.log.Info().Str("url", c.ns.ClientURL()).Str("store", cfg.NATSStore).Str("auth", cfg.NATSAuthDir).
+		Bool("tls", cfg.NATSTLSCert != "").Msg("embedded NATS server started")
+	name := natsName(cfg.Name)
+	creds, _, err := auth.Issue(natsauth.RoleCollector, name, "")
+	if err != nil {
+		return nil, err
+	}
+	tok, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		return nil, err
+	}
+	kp, err := jwt.ParseDecoratedNKey(creds)
+	if err != nil {
+		return nil, err
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		return nil, err
+	}
+	return []nats.Option{
+		// In process: no socket, so no TLS to configure for ourselves.
+		nats.InProcessServer(c.ns.NATS()),
+		nats.UserJWTAndSeed(tok, string(seed)),
+		nats.CustomInboxPrefix(natsauth.InboxPrefix(natsauth.RoleCollector, name)),
+	}, nil
+}
+
+// clientNATSOptions are the options for an external NATS: the creds of
+// --nats-creds (whose collector name sets the inbox) and TLS.
+func clientNATSOptions(cfg Config) ([]nats.Option, error) {
+	var opts []nats.Option
+	if cfg.NATSCreds != "" {
+		b, err := os.ReadFile(cfg.NATSCreds)
+		if err != nil {
+			return nil, fmt.Errorf("--nats-creds: %w", err)
+		}
+		tok, err := jwt.ParseDecoratedJWT(b)
+		if err != nil {
+			return nil, fmt.Errorf("--nats-creds %s: not a NATS creds file: %w", cfg.NATSCreds, err)
+		}
+		uc, err := jwt.DecodeUserClaims(tok)
+		if err != nil {
+			return nil, fmt.Errorf("--nats-creds %s: %w", cfg.NATSCreds, err)
+		}
+		name, ok := strings.CutPrefix(uc.Name, string(natsauth.RoleCollector)+":")
+		if !ok {
+			return nil, fmt.Errorf("--nats-creds %s are the creds of %q, not of a collector: make them with warden-collector collector-creds NAME", cfg.NATSCreds, uc.Name)
+		}
+		opts = append(opts, nats.UserCredentials(cfg.NATSCreds), nats.CustomInboxPrefix(natsauth.InboxPrefix(natsauth.RoleCollector, name)))
+	}
+	if cfg.NATSTLSCA != "" {
+		opts = append(opts, nats.RootCAs(cfg.NATSTLSCA))
+	}
+	if cfg.NATSTLSCert != "" || cfg.NATSTLSKey != "" {
+		opts = append(opts, nats.ClientCert(cfg.NATSTLSCert, cfg.NATSTLSKey))
+	}
+	return opts, nil
+}
+
+// natsName turns a collector name (a hostname, often) into a NATS user
+// name: characters natsauth does not take become '_'.
+func natsName(s string) string {
+	b := []byte(s)
+	for i, ch := range b {
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_') {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		return "collector"
+	}
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	return string(b)
 }

@@ -29,7 +29,7 @@ import (
 // startNATS runs a real embedded NATS server with JetStream for one test.
 func startNATS(t *testing.T) *natsembed.Server {
 	t.Helper()
-	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop()})
+	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop(), AllowAnonymous: true})
 	if err != nil {
 		t.Fatalf("start NATS: %v", err)
 	}

@@ -127,19 +127,25 @@ socket: $work/agent.sock
 policy_file: $work/policy.yaml
 nats:
   url: nats://127.0.0.1:4222
+  creds_file: $work/agent.creds
 spool_dir: $work/spool
 key_file: $work/keys/agent.key
 state_dir: $work/state
 bpf_pin_dir: $work/bpf
 metrics_listen: 127.0.0.1:9464
 EOF
-# The collector must trust the agent's key: create it before either runs.
-wardend keygen --config "$work/agent.yaml" >/dev/null
+# The collector must trust the agent's key: create it before either runs,
+# then enrol the bastion: its NATS creds (only its own host's subjects),
+# its public keys recorded, and the agent.yaml lines it needs.
+agentpub=$(wardend keygen --config "$work/agent.yaml")
+step "warden-collector enroll demo-host --agent-key $agentpub"
+warden-collector enroll demo-host --nats-auth "$work/nats-auth" --out "$work/agent.creds" --creds-path "$work/agent.creds" \
+	--agent-key "$agentpub" --agent-keys "$work/collector-keys" --nats-url nats://127.0.0.1:4222 2>"$work/enroll.log" | sed 's/^/    /'
 
 bold "3. warden-collector with embedded NATS (127.0.0.1:4222), API on 127.0.0.1:8181"
 # The API serves only verified people: tokens of the dev IdP; group soc reads.
 warden-collector --embedded-nats --nats-listen 127.0.0.1:4222 --nats-store "$work/nats" \
-	--store "$work/events.db" --listen 127.0.0.1:8181 --agent-keys "$work/keys" \
+	--store "$work/events.db" --listen 127.0.0.1:8181 --agent-keys "$work/collector-keys" --nats-auth "$work/nats-auth" \
 	--oidc-issuer http://127.0.0.1:5556 --oidc-client-id warden --readers soc >"$work/collector.log" 2>&1 &
 pids+=($!)
 wait_for collector curl -sf http://127.0.0.1:8181/healthz
@@ -244,4 +250,7 @@ step "warden sessions"
 warden sessions | sed 's/^/    /'
 
 bold "demo complete"
-echo "SOC: subscribe live with 'nats sub \"warden.events.>\"' against nats://127.0.0.1:4222 while the demo runs."
+warden-collector soc-creds sam --nats-auth "$work/nats-auth" --out "$work/sam.creds" 2>/dev/null
+echo "SOC: read-only NATS creds in $work/sam.creds; tail live with"
+echo "  nats --server nats://127.0.0.1:4222 --creds $work/sam.creds sub 'warden.events.>'"
+echo "while the demo runs (anonymous clients are refused)."

@@ -68,7 +68,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	dir := t.TempDir()
-	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: dir, Logger: zerolog.Nop()})
+	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: dir, Logger: zerolog.Nop(), AllowAnonymous: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +291,7 @@ func TestHandlerFailureIsRetried(t *testing.T) {
 
 func TestSurvivesNATSRestart(t *testing.T) {
 	dir := t.TempDir()
-	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: dir, Logger: zerolog.Nop()})
+	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: dir, Logger: zerolog.Nop(), AllowAnonymous: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +310,7 @@ func TestSurvivesNATSRestart(t *testing.T) {
 	listen := url[len("nats://"):]
 	var ns2 *natsembed.Server
 	for i := 0; ; i++ {
-		ns2, err = natsembed.Start(natsembed.Config{Listen: listen, StoreDir: dir, Logger: zerolog.Nop()})
+		ns2, err = natsembed.Start(natsembed.Config{Listen: listen, StoreDir: dir, Logger: zerolog.Nop(), AllowAnonymous: true})
 		if err == nil {
 			break
 		}

@@ -147,10 +147,27 @@ type OIDC struct {
 	CAFile string
 }
 
-// NATS configures event publishing.
+// NATS configures the agent's NATS connections (events, commands,
+// reviews, recordings).
 type NATS struct {
 	// URL is the NATS server, or a comma-separated list of servers.
 	URL string
+	// CredsFile is the user creds file (JWT and nkey seed) written by
+	// warden-collector enroll for this host; "" connects without
+	// credentials, which a Warden NATS server refuses.
+	CredsFile string
+	// TLS configures TLS to the NATS servers.
+	TLS NATSTLS
+}
+
+// NATSTLS is the agent's TLS towards NATS.
+type NATSTLS struct {
+	// CAFile is a PEM bundle trusted for the servers' certificates
+	// instead of the system roots; setting it turns TLS on.
+	CAFile string
+	// CertFile and KeyFile are a client certificate, for servers that
+	// verify clients (set both or neither).
+	CertFile, KeyFile string
 }
 
 // Default returns the configuration used for every key the file leaves
@@ -260,6 +277,9 @@ func (c Config) problems() []problem {
 	if err := checkNATS(c.NATS.URL); err != nil {
 		add("nats.url", "%v", err)
 	}
+	if (c.NATS.TLS.CertFile == "") != (c.NATS.TLS.KeyFile == "") {
+		add("nats.tls.key_file", "and nats.tls.cert_file must be set together, or both left out")
+	}
 	if c.ClientTLS.Mode != ClientTLSOn && c.ClientTLS.Mode != ClientTLSOff {
 		add("client_tls.mode", "%q is not %s or %s", c.ClientTLS.Mode, ClientTLSOn, ClientTLSOff)
 	}
@@ -289,6 +309,10 @@ func (c Config) problems() []problem {
 		{"oidc.ca_file", c.OIDC.CAFile, true},
 		{"client_tls.ca_cert", c.ClientTLS.CACert, true},
 		{"client_tls.ca_key", c.ClientTLS.CAKey, true},
+		{"nats.creds_file", c.NATS.CredsFile, true},
+		{"nats.tls.ca_file", c.NATS.TLS.CAFile, true},
+		{"nats.tls.cert_file", c.NATS.TLS.CertFile, true},
+		{"nats.tls.key_file", c.NATS.TLS.KeyFile, true},
 	}
 	for _, p := range paths {
 		switch {
@@ -434,10 +458,18 @@ func (d *decoder) decode(data []byte, c *Config) {
 			"groups_claim": &c.OIDC.GroupsClaim,
 			"ca_file":      &c.OIDC.CAFile,
 		},
-		"proxy_listen":    &c.ProxyListen,
-		"socket":          &c.Socket,
-		"policy_file":     &c.PolicyFile,
-		"nats":            map[string]any{"url": &c.NATS.URL},
+		"proxy_listen": &c.ProxyListen,
+		"socket":       &c.Socket,
+		"policy_file":  &c.PolicyFile,
+		"nats": map[string]any{
+			"url":        &c.NATS.URL,
+			"creds_file": &c.NATS.CredsFile,
+			"tls": map[string]any{
+				"ca_file":   &c.NATS.TLS.CAFile,
+				"cert_file": &c.NATS.TLS.CertFile,
+				"key_file":  &c.NATS.TLS.KeyFile,
+			},
+		},
 		"spool_dir":       &c.SpoolDir,
 		"spool_max_bytes": &c.SpoolMaxBytes,
 		"audit_failure":   &c.AuditFailure,

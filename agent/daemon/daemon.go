@@ -29,6 +29,7 @@ import (
 	"github.com/wardenhq/warden/agent/control"
 	"github.com/wardenhq/warden/agent/lineage"
 	"github.com/wardenhq/warden/agent/metrics"
+	"github.com/wardenhq/warden/agent/natsconn"
 	"github.com/wardenhq/warden/agent/proxy"
 	"github.com/wardenhq/warden/agent/proxy/codecs"
 	httpcodec "github.com/wardenhq/warden/agent/proxy/http"
@@ -174,7 +175,11 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if d.recordings, err = recording.DialNATS(cfg.NATS.URL); err != nil {
+	natsOpts, err := natsconn.Options(cfg.NATS, cfg.HostID, d.log)
+	if err != nil {
+		return err
+	}
+	if d.recordings, err = recording.DialNATS(cfg.NATS.URL, natsOpts...); err != nil {
 		return err
 	}
 	// The HTTP codec's identity tokens are signed with the agent's key;
@@ -252,7 +257,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err := d.enf.SetProxy(proxyV4, netip.IPv6Loopback(), port); err != nil {
 		return fmt.Errorf("point the BPF programs at the proxy: %w", err)
 	}
-	d.reviews, err = reviews.New(reviews.Config{URL: cfg.NATS.URL, HostID: cfg.HostID, Recorder: d.rec, Logger: d.log,
+	d.reviews, err = reviews.New(reviews.Config{URL: cfg.NATS.URL, HostID: cfg.HostID, NATSOptions: natsOpts, Recorder: d.rec, Logger: d.log,
 		GrantsChanged: func() {
 			if err := d.syncAccess(); err != nil {
 				d.log.Error().Err(err).Msg("access grants not applied to the kernel")
@@ -296,7 +301,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	// Kills and locks sent while the agent was away wait in its durable
 	// consumer; logins wait for them, for a while (awaitCommands).
-	d.commands, err = commands.New(commands.Config{URL: cfg.NATS.URL, HostID: cfg.HostID, Handler: d, Logger: d.log})
+	d.commands, err = commands.New(commands.Config{URL: cfg.NATS.URL, HostID: cfg.HostID, NATSOptions: natsOpts, Handler: d, Logger: d.log})
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,6 @@
 // Package publish drains the agent's spool to NATS JetStream.
 //
-// Each spooled event is published on "warden.events.<type>" with the
+// Each spooled event is published on "warden.events.<host>.<type>" with the
 // Nats-Msg-Id header set to the event id, and removed from the spool only
 // after JetStream acknowledged it. Publishes are pipelined (a bounded window
 // of unacknowledged messages) and the spool is acknowledged in order. On any
@@ -34,10 +34,10 @@ const (
 	StreamName    = event.StreamName
 	StreamSubject = event.StreamSubjects
 	subjectPrefix = event.SubjectPrefix
-	// InvalidSubject receives spool records that are not decodable events,
-	// so the collector sees (and flags) them instead of the agent dropping
-	// them.
-	InvalidSubject = subjectPrefix + "invalid"
+	// InvalidType is the last token of the subject (after the host's)
+	// that receives spool records that are not decodable events, so the
+	// collector sees (and flags) them instead of the agent dropping them.
+	InvalidType = "invalid"
 )
 
 // Defaults for Options.
@@ -54,6 +54,10 @@ const (
 type Options struct {
 	// URL of the NATS server(s), comma separated (agent.yaml nats.url).
 	URL string
+	// HostID is this agent's host id: events are published on
+	// warden.events.<host>.<type>, the only subjects its NATS user may
+	// publish to. Required.
+	HostID string
 	// Name is the NATS connection name; default "wardend".
 	Name string
 	// NATSOptions are extra connection options: TLS, credentials.
@@ -88,6 +92,8 @@ type Publisher struct {
 	spool *spool.Spool
 	opts  Options
 	log   zerolog.Logger
+	// hostPrefix is warden.events.<host>.
+	hostPrefix string
 
 	published  atomic.Uint64
 	duplicates atomic.Uint64
@@ -117,7 +123,8 @@ func New(sp *spool.Spool, opts Options) *Publisher {
 	if opts.DuplicateWindow <= 0 {
 		opts.DuplicateWindow = DefaultDuplicateWindow
 	}
-	return &Publisher{spool: sp, opts: opts, log: opts.Logger.With().Str("component", "publish").Logger()}
+	return &Publisher{spool: sp, opts: opts, log: opts.Logger.With().Str("component", "publish").Logger(),
+		hostPrefix: subjectPrefix + event.HostToken(opts.HostID) + "."}
 }
 
 // Run connects to NATS and publishes spooled events until ctx ends; then it
@@ -361,12 +368,12 @@ func (p *Publisher) message(rec spool.Record) *nats.Msg {
 	err := head.scan(rec.Data)
 	if err != nil || head.ID == "" || head.Type == "" {
 		sum := sha256.Sum256(rec.Data)
-		p.log.Error().Err(err).Uint64("pos", rec.Pos).Msg("spool record is not a decodable event; publishing it on " + InvalidSubject)
-		m.Subject = InvalidSubject
+		m.Subject = p.hostPrefix + InvalidType
+		p.log.Error().Err(err).Uint64("pos", rec.Pos).Msg("spool record is not a decodable event; publishing it on " + m.Subject)
 		m.Header.Set(jetstream.MsgIDHeader, "invalid-"+hex.EncodeToString(sum[:]))
 		return m
 	}
-	m.Subject = subjectPrefix + head.Type
+	m.Subject = p.hostPrefix + head.Type
 	m.Header.Set(jetstream.MsgIDHeader, head.ID)
 	return m
 }

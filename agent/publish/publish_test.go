@@ -84,7 +84,7 @@ func startAgent(t *testing.T, dir string, key ed25519.PrivateKey, url string) *a
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := publish.New(sp, publish.Options{URL: url, Logger: log, AckTimeout: 2 * time.Second, MaxBackoff: 500 * time.Millisecond})
+	pub := publish.New(sp, publish.Options{URL: url, HostID: host.ID, Logger: log, AckTimeout: 2 * time.Second, MaxBackoff: 500 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &agent{sp: sp, rec: rec, pub: pub, cancel: cancel, done: make(chan error, 1)}
 	go func() { a.done <- pub.Run(ctx) }()
@@ -331,7 +331,7 @@ func TestRunStopsOnClosedSpool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := publish.New(sp, publish.Options{URL: ns.ClientURL(), Logger: zerolog.Nop()})
+	p := publish.New(sp, publish.Options{URL: ns.ClientURL(), HostID: host.ID, Logger: zerolog.Nop()})
 	done := make(chan error, 1)
 	go func() { done <- p.Run(context.Background()) }()
 	waitFor(t, "connected", func() bool { return p.Stats().Connected })

@@ -61,7 +61,7 @@ type fixture struct {
 
 func start(t *testing.T, withCollector bool) *fixture {
 	t.Helper()
-	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop()})
+	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop(), AllowAnonymous: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,11 @@ func main() {
 }
 
 func run(args []string, stderr io.Writer) int {
+	if len(args) > 0 {
+		if sub, ok := subcommands[args[0]]; ok {
+			return sub(args[1:], os.Stdout, stderr)
+		}
+	}
 	fs := flag.NewFlagSet("warden-collector", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -41,6 +46,11 @@ func run(args []string, stderr io.Writer) int {
 		agentKeys  = fs.String("agent-keys", collector.DefaultAgentKeys, "directory of <host_id>.pub agent public keys")
 		natsListen = fs.String("nats-listen", collector.DefaultNATSListen, "client address of the embedded NATS server")
 		natsStore  = fs.String("nats-store", collector.DefaultNATSStore, "JetStream storage directory of the embedded NATS server")
+		natsAuth   = fs.String("nats-auth", collector.DefaultNATSAuth, "`DIR` of the NATS trust chain (operator, account, issued users) the embedded server enforces; made on first start")
+		natsCreds  = fs.String("nats-creds", "", "creds `FILE` of this collector's NATS user for --nats-url (warden-collector collector-creds)")
+		natsCA     = fs.String("nats-tls-ca", "", "PEM `FILE` of the CA of the --nats-url servers")
+		natsCert   = fs.String("nats-tls-cert", "", "PEM certificate `FILE`: the embedded server's (clients must then use TLS), or the collector's client certificate for --nats-url")
+		natsKey    = fs.String("nats-tls-key", "", "PEM private key `FILE` of --nats-tls-cert")
 		consumer   = fs.String("consumer", collector.DefaultConsumer, "durable consumer name; collectors sharing it split the stream")
 		filterSubj = fs.String("filter-subject", "", "consume only this subject filter (sharding), e.g. 'warden.events.db.>'")
 		chainCheck = fs.String("chain-check", string(ingest.ChainFull), "full: signatures, hashes and per-host order; signature: no order checks (for collectors sharing a consumer)")
@@ -58,7 +68,7 @@ func run(args []string, stderr io.Writer) int {
 		webhook    = fs.String("webhook", "", "POST each review request and decision to this `URL` (JSON, Slack-compatible)")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: warden-collector [flags]\n\nflags:\n")
+		fmt.Fprintf(fs.Output(), "usage: warden-collector [flags]\n       warden-collector enroll|soc-creds|collector-creds|revoke|nats-config ... (-h for each)\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -94,6 +104,14 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "warden-collector: --oidc-issuer and --oidc-client-id are required: the API serves only people with a verified OIDC ID token, never anonymous callers")
 		return 2
 	}
+	if (*natsCert == "") != (*natsKey == "") {
+		fmt.Fprintln(stderr, "warden-collector: --nats-tls-cert and --nats-tls-key go together")
+		return 2
+	}
+	if *natsURL == "" && (*natsCreds != "" || *natsCA != "") {
+		fmt.Fprintln(stderr, "warden-collector: --nats-creds and --nats-tls-ca are for --nats-url; the embedded server issues the collector's own user")
+		return 2
+	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		fmt.Fprintln(stderr, "warden-collector: --api-tls-cert and --api-tls-key go together: give both to serve the API over TLS, or neither")
 		return 2
@@ -107,6 +125,11 @@ func run(args []string, stderr io.Writer) int {
 		NATSURL:        *natsURL,
 		NATSListen:     *natsListen,
 		NATSStore:      *natsStore,
+		NATSAuthDir:    *natsAuth,
+		NATSCreds:      *natsCreds,
+		NATSTLSCA:      *natsCA,
+		NATSTLSCert:    *natsCert,
+		NATSTLSKey:     *natsKey,
 		StorePath:      *storePath,
 		Listen:         *listen,
 		AgentKeysDir:   *agentKeys,

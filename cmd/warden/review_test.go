@@ -56,7 +56,7 @@ func newReviewCLI(t *testing.T) *reviewCLI {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop()})
+	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop(), AllowAnonymous: true})
 	if err != nil {
 		t.Fatal(err)
 	}

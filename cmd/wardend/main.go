@@ -26,6 +26,7 @@ import (
 	"github.com/wardenhq/warden/agent/config"
 	"github.com/wardenhq/warden/agent/daemon"
 	"github.com/wardenhq/warden/agent/lineage"
+	"github.com/wardenhq/warden/agent/natsconn"
 	"github.com/wardenhq/warden/agent/proxy/codecs"
 	"github.com/wardenhq/warden/agent/publish"
 	"github.com/wardenhq/warden/agent/recorder"
@@ -183,7 +184,11 @@ func run(configPath string, stderr io.Writer) error {
 		return fmt.Errorf("event recorder (spool_dir %s): %w", cfg.SpoolDir, err)
 	}
 	defer rec.Close()
-	pub := publish.New(sp, publish.Options{URL: cfg.NATS.URL, Logger: log.With().Str("component", "publish").Logger()})
+	natsOpts, err := natsconn.Options(cfg.NATS, cfg.HostID, log.With().Str("component", "publish").Logger())
+	if err != nil {
+		return err
+	}
+	pub := publish.New(sp, publish.Options{URL: cfg.NATS.URL, HostID: cfg.HostID, NATSOptions: natsOpts, Logger: log.With().Str("component", "publish").Logger()})
 
 	// The publisher stops after the daemon, before the recorder closes:
 	// the daemon's last events (agent.stop) are in the spool by then.

@@ -45,7 +45,7 @@ func newReviewEnv(t *testing.T) *reviewEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop()})
+	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop(), AllowAnonymous: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 // Package natsembed runs an in-process NATS server with JetStream for
-// single-host Warden setups, and declares the WARDEN_EVENTS stream that
-// agents publish to and collectors consume from.
+// single-host Warden setups (and, in tests, as the nodes of a cluster),
+// with Warden's JWT trust chain (pkg/natsauth) and optional TLS, and
+// declares the WARDEN_EVENTS stream that agents publish to and collectors
+// consume from.
 package natsembed
 
 import (
@@ -9,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -16,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/natsauth"
 )
 
 // StreamName is the JetStream stream that carries every Warden event.
@@ -40,11 +44,34 @@ type Config struct {
 	ServerName string
 	// Logger receives the server's log lines.
 	Logger zerolog.Logger
+	// Auth is the trust chain the server enforces: only users it issued
+	// connect, each with its role's permissions. Required unless
+	// AllowAnonymous.
+	Auth *natsauth.Authority
+	// AllowAnonymous runs the server without authentication. For unit
+	// tests of other packages only; the collector never sets it.
+	AllowAnonymous bool
+	// TLSCert and TLSKey are PEM files; with both, every client must
+	// speak TLS (a plain-text client is refused).
+	TLSCert, TLSKey string
+	// Cluster, if set, makes the server a node of a cluster.
+	Cluster *Cluster
+}
+
+// Cluster configures a server as one node of a NATS cluster.
+type Cluster struct {
+	// Name of the cluster, the same on every node.
+	Name string
+	// Listen is this node's route address, host:port.
+	Listen string
+	// Routes are the route URLs of the other nodes (nats-route://h:p).
+	Routes []string
 }
 
 // Server is a running embedded NATS server.
 type Server struct {
-	ns *server.Server
+	ns  *server.Server
+	tls bool
 }
 
 // Start starts a NATS server with JetStream file storage and waits until it
@@ -78,6 +105,20 @@ func Start(cfg Config) (*Server, error) {
 		NoSigs:                 true, // the collector owns signal handling
 		DisableJetStreamBanner: true,
 	}
+	switch {
+	case cfg.Auth != nil:
+		if err := ApplyAuth(opts, cfg.Auth); err != nil {
+			return nil, err
+		}
+	case !cfg.AllowAnonymous:
+		return nil, errors.New("natsembed: no trust chain: the server never runs without authentication")
+	}
+	if err := applyTLS(opts, cfg.TLSCert, cfg.TLSKey); err != nil {
+		return nil, err
+	}
+	if err := applyCluster(opts, cfg.Cluster); err != nil {
+		return nil, err
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: new server: %w", err)
@@ -88,11 +129,22 @@ func Start(cfg Config) (*Server, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("natsembed: server on %s not ready after 10s", cfg.Listen)
 	}
-	return &Server{ns: ns}, nil
+	return &Server{ns: ns, tls: opts.TLSConfig != nil}, nil
 }
 
-// ClientURL is the nats:// URL clients use to reach the server.
-func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+// ClientURL is the nats:// URL clients use to reach the server (tls://
+// when it requires TLS).
+func (s *Server) ClientURL() string {
+	u := s.ns.ClientURL()
+	if rest, ok := strings.CutPrefix(u, "nats://"); ok && s.tls {
+		u = "tls://" + rest
+	}
+	return u
+}
+
+// NATS returns the server itself, for in-process connections
+// (nats.InProcessServer) and cluster status.
+func (s *Server) NATS() *server.Server { return s.ns }
 
 // Shutdown stops the server and waits for it to finish.
 func (s *Server) Shutdown() {

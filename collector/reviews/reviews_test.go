@@ -60,7 +60,7 @@ type env struct {
 
 func start(t *testing.T, cfg reviews.Config) *env {
 	t.Helper()
-	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop()})
+	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop(), AllowAnonymous: true})
 	if err != nil {
 		t.Fatalf("start NATS: %v", err)
 	}

@@ -10,7 +10,7 @@ import (
 // Schema is the value of Event.Schema for every event of this version.
 const Schema = "warden.event/v1"
 
-// Type names an event kind. Subjects on NATS are "warden.events.<type>".
+// Type names an event kind. Subjects on NATS are "warden.events.<host>.<type>".
 type Type string
 
 // Event types. The list is the contract in PRODUCT.md; extend, never rename.
@@ -132,13 +132,24 @@ type Decision struct {
 }
 
 // The JetStream stream every event travels on, fixed by the product
-// contract: agents publish event e on SubjectPrefix+e.Type, and the stream
-// StreamName holds StreamSubjects.
+// contract: agents publish event e on warden.events.<host>.<type> (Subject),
+// and the stream StreamName holds StreamSubjects. The host token lets the
+// NATS server confine each agent to its own host's subjects.
 const (
 	StreamName     = "WARDEN_EVENTS"
 	StreamSubjects = "warden.events.>"
 	SubjectPrefix  = "warden.events."
 )
 
-// Subject returns the NATS subject an event is published on.
-func (e *Event) Subject() string { return SubjectPrefix + string(e.Type) }
+// Subject returns the NATS subject an event is published on:
+// warden.events.<HostToken(host.id)>.<type>.
+func (e *Event) Subject() string { return SubjectPrefix + HostToken(e.Host.ID) + "." + string(e.Type) }
+
+// HostToken is a host id as one subject token (CommandHostToken's
+// escaping): events of host h are published on
+// SubjectPrefix+HostToken(h)+"."+type.
+func HostToken(hostID string) string { return CommandHostToken(hostID) }
+
+// HostSubjects is the filter of every event of one host: what an agent's
+// NATS user may publish to.
+func HostSubjects(hostID string) string { return SubjectPrefix + HostToken(hostID) + ".>" }

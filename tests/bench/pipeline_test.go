@@ -59,7 +59,7 @@ func TestBenchPipeline(t *testing.T) {
 
 	rawRate := baseline(t, msgs[:n])
 
-	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop()})
+	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop(), AllowAnonymous: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestBenchPipeline(t *testing.T) {
 // baseline publishes msgs into a fresh JetStream and consumes and acks
 // them with no verification and no store.
 func baseline(t *testing.T, msgs []*nats.Msg) float64 {
-	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop()})
+	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop(), AllowAnonymous: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/wardenhq/warden/pkg/collectorclient"
 	"github.com/wardenhq/warden/pkg/devidp"
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/natsauth"
 	"github.com/wardenhq/warden/tests/harness"
 )
 
@@ -86,19 +87,21 @@ func TestEventsAndLineageThroughCLI(t *testing.T) {
 		t.Fatalf("lineage by exec id:\n%s", byExec)
 	}
 
-	// A forged copy published straight into NATS is flagged, and the CLI
+	// A forged copy published straight into NATS with the agent's own
+	// creds (root on the bastion can read them) is flagged, and the CLI
 	// shows the integrity event.
 	raw, err := e.Collector.Event(context.Background(), connect.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tampered := bytes.Replace(raw, []byte(`"sub":"alice"`), []byte(`"sub":"mallory"`), 1)
-	nc, err := nats.Connect("nats://"+harness.NATSAddr, nats.SetCustomDialer(nsDialer{e.Env}))
+	nc, err := nats.Connect("nats://"+harness.NATSAddr, nats.SetCustomDialer(nsDialer{e.Env}),
+		nats.UserCredentials(e.AgentCreds), nats.CustomInboxPrefix(natsauth.InboxPrefix(natsauth.RoleAgent, harness.HostID)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	msg := nats.NewMsg("warden.events.net.connect")
+	msg := nats.NewMsg(event.SubjectPrefix + event.HostToken(harness.HostID) + ".net.connect")
 	msg.Data = tampered
 	msg.Header.Set(nats.MsgIdHdr, "tamper-"+connect.ID)
 	js, err := nc.JetStream()

@@ -111,6 +111,10 @@ type Env struct {
 	ReaderToken string
 	PolicyPath  string
 	ConfigPath  string
+	// NATSAuth is the collector's NATS trust chain (--nats-auth) and
+	// AgentCreds the agent's creds, from warden-collector enroll HostID.
+	NATSAuth   string
+	AgentCreds string
 
 	agent     *Process
 	mountNS   *MountNS // where wardend runs, if not the test's own
@@ -164,15 +168,24 @@ func NewEnv(t testing.TB) *Env {
 		<-done
 	})
 
-	// The agent's signing key is made up front so the collector trusts it
-	// from its first event.
+	// The agent's signing key is made up front and enrolled, as an
+	// operator would: warden-collector enroll issues the agent's NATS
+	// creds and installs its public key, so the collector trusts it from
+	// its first event.
 	keys := filepath.Join(e.Dir, "keys")
 	key, err := event.LoadOrCreateKey(filepath.Join(keys, "agent.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := event.WritePublicKey(filepath.Join(keys, HostID+".pub"), key.Public().(ed25519.PublicKey)); err != nil {
+	if err := event.WritePublicKey(filepath.Join(keys, "agent.pub"), key.Public().(ed25519.PublicKey)); err != nil {
 		t.Fatal(err)
+	}
+	e.NATSAuth, e.AgentCreds = filepath.Join(e.Dir, "nats-auth"), filepath.Join(e.Dir, "agent.creds")
+	enroll := exec.Command(filepath.Join(e.Bin, "warden-collector"), "enroll", HostID, "--nats-auth", e.NATSAuth,
+		"--out", e.AgentCreds, "--agent-key", filepath.Join(keys, "agent.pub"), "--agent-keys", keys,
+		"--nats-url", "nats://"+NATSAddr, "--creds-path", e.AgentCreds)
+	if out, err := enroll.CombinedOutput(); err != nil || !strings.Contains(string(out), "creds_file: "+e.AgentCreds) {
+		t.Fatalf("warden-collector enroll %s: %v\n%s", HostID, err, out)
 	}
 	hc := &http.Client{Transport: &http.Transport{DialContext: e.NS.DialContext}, Timeout: 30 * time.Second}
 	e.Collector, err = collectorclient.New("http://"+CollectorAddr, hc)
@@ -210,7 +223,7 @@ func (e *Env) StartCollectorWith(extra ...string) {
 	}
 	args := append([]string{"--embedded-nats", "--nats-listen", NATSAddr, "--nats-store", filepath.Join(e.Dir, "nats"),
 		"--store", filepath.Join(e.Dir, "events.db"), "--listen", CollectorAddr,
-		"--agent-keys", filepath.Join(e.Dir, "keys")}, append(e.AuthFlags(), extra...)...)
+		"--agent-keys", filepath.Join(e.Dir, "keys"), "--nats-auth", e.NATSAuth}, append(e.AuthFlags(), extra...)...)
 	p := e.StartProcess("collector", e.NSCommand(filepath.Join(e.Bin, "warden-collector"), args...))
 	e.collector = p
 	e.Eventually("collector healthy", func() error {
@@ -299,12 +312,13 @@ socket: %s
 policy_file: %s
 nats:
   url: nats://%s
+  creds_file: %s
 spool_dir: %s
 key_file: %s
 state_dir: %s
 %smetrics_listen: %s
 log_level: debug
-%s`, HostID, e.IdP.Issuer(), ClientID, e.CgroupRoot, ProxyAddr, e.Socket(), e.PolicyPath, NATSAddr,
+%s`, HostID, e.IdP.Issuer(), ClientID, e.CgroupRoot, ProxyAddr, e.Socket(), e.PolicyPath, NATSAddr, e.AgentCreds,
 		filepath.Join(e.Dir, "spool"), filepath.Join(e.Dir, "keys", "agent.key"), filepath.Join(e.Dir, "state"),
 		pinDir, MetricsAddr, opts.Config)
 	e.ConfigPath = filepath.Join(e.Dir, "agent.yaml")
