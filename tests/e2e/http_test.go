@@ -28,7 +28,7 @@ const apiSecret = "Bearer vaulted-api-token-7f3a"
 // toward nginx).
 type httpEnv struct {
 	*harness.Env
-	nginx *harness.Nginx
+	nginx  *harness.Nginx
 	alice  string // token files
 	reader string // alice, also in pii-readers: nothing masked
 }
