@@ -345,12 +345,17 @@ func (p *pair) begin(r *ssh.Request, kind string) bool {
 		}
 		return false
 	}
-	if kind == "sftp" || kind == "scp" || kind == "rsync" {
+	p.mu.Lock()
+	pty := p.pty
+	p.mu.Unlock()
+	if kind == "sftp" || kind == "scp" || kind == "rsync" || kind == "exec" && pty == nil {
 		// File transfers are recorded as ssh.sftp / ssh.exec events,
-		// not as terminal output.
+		// not as terminal output, and so is an exec without a
+		// terminal: its output is data (ssh host 'tar c /' > x.tar),
+		// and its command line is in its ssh.exec event.
 		return true
 	}
-	rec, err := p.ss.recorder(p.pty)
+	rec, err := p.ss.recorder(pty)
 	if err != nil {
 		p.refuse(r, event.Decision{Action: event.Deny, Rule: "recording", Reason: "warden: this session cannot be recorded (" + err.Error() + "); refusing"})
 		return false
