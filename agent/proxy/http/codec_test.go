@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
@@ -42,6 +43,21 @@ func (r *recorder) Emit(e *event.Event) error {
 	r.n++
 	e.ID = fmt.Sprintf("E%d", r.n)
 	r.evs = append(r.evs, e)
+	return nil
+}
+
+// wait returns the events of type typ once there are n of them: a
+// response is recorded after the client has it. It gives up after a
+// minute (a hang, not a speed limit).
+func (r *recorder) wait(t *testing.T, typ event.Type, n int) []*event.Event {
+	t.Helper()
+	for i := 0; i < 6000; i++ {
+		if evs := r.of(typ); len(evs) >= n {
+			return evs
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("fewer than %d %s events", n, typ)
 	return nil
 }
 
@@ -251,7 +267,7 @@ func TestAllowDenyAndRecord(t *testing.T) {
 	if reqs[1].Decision.Action != event.Deny || reqs[1].Decision.Rule != "no-admin-writes" || reqs[1].Data["status"] != 403 {
 		t.Errorf("denied request recorded as %+v %v", reqs[1].Decision, reqs[1].Data)
 	}
-	resps := h.rec.of(event.HTTPResponse)
+	resps := h.rec.wait(t, event.HTTPResponse, 2)
 	if len(resps) != 2 || resps[0].Data["request_id"] != reqs[0].ID || resps[0].Data["status"] != 200 || resps[0].Data["bytes_out"] != int64(len("ok /admin/x")) {
 		t.Errorf("http.response events: %+v", resps)
 	}
@@ -372,7 +388,7 @@ func TestIdentityCredentialsAndMasking(t *testing.T) {
 		t.Error("a forged token verified")
 	}
 
-	res := h.rec.of(event.HTTPResponse)
+	res := h.rec.wait(t, event.HTTPResponse, 1)
 	if len(res) != 1 || res[0].Data["detected"] != true || fmt.Sprint(res[0].Data["masked_keys"]) != "[ssn]" {
 		t.Errorf("response record %v", res[0].Data)
 	}

@@ -93,6 +93,15 @@ func (sc *screen) run() {
 	// Whatever ended the loop, net/http sees the end of the stream.
 	sc.loop()
 	sc.pw.Close()
+	sc.mu.Lock()
+	refused := sc.refusal != nil
+	sc.mu.Unlock()
+	if refused {
+		// Read on until the connection closes: closing a socket with
+		// unread input resets it, and the client could lose the 400
+		// that says why.
+		io.Copy(io.Discard, sc.br)
+	}
 }
 
 func (sc *screen) loop() error {
@@ -222,6 +231,16 @@ type screenedConn struct {
 }
 
 func (c *screenedConn) Read(p []byte) (int, error) { return c.sc.pr.Read(p) }
+
+// CloseWrite shuts the client connection's write side, which net/http
+// does before it closes a connection it answered "Connection: close" on,
+// so that the client reads the whole answer.
+func (c *screenedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
 
 // SetReadDeadline applies to net/http's reads from the screen.
 func (c *screenedConn) SetReadDeadline(t time.Time) error { return c.sc.pr.SetReadDeadline(t) }
