@@ -3,18 +3,25 @@ package mysql
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wardenhq/warden/agent/spool"
 	"github.com/wardenhq/warden/pkg/event"
@@ -470,6 +477,116 @@ func TestRowsOver16MiB(t *testing.T) {
 	// last sequence id is 7.
 	if r.c.r.Seq != 7 {
 		t.Fatalf("last sequence id %d, want 7", r.c.r.Seq)
+	}
+	r.end()
+}
+
+// selfSigned is a TLS configuration for the agent's side of the client hop.
+func selfSigned(t *testing.T) *tls.Config {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
+
+// Without credentials, a client on TLS to Warden and a server without TLS:
+// caching_sha2_password's full authentication gets the client's password
+// over the client's TLS and sends it on under the server's RSA key, never
+// in clear, with both hops' sequence ids in order.
+func TestPassthroughFullAuthEncryptsForTheServer(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	sc := mustScramble(t)
+	cfg := selfSigned(t)
+	codec := New(Options{ClientTLS: func(netip.Addr) *tls.Config { return cfg }})
+	r := serve(t, codec, attribution("alice", testPolicy(nil, nil), policy.Target{}), &fakeRecorder{}, func(s *fakeServer) error {
+		resp, err := s.handshake(wire.PluginCachingSHA2, sc)
+		if err != nil {
+			return err
+		}
+		if resp.User != "person" || resp.Capabilities&wire.ClientSSL != 0 {
+			return fmt.Errorf("server: login %+v", resp)
+		}
+		if err := s.send([]byte{wire.HeaderAuthMore, wire.SHA2FullAuth}); err != nil {
+			return err
+		}
+		seq, p, err := s.r.Next()
+		if err != nil || !bytes.Equal(p, []byte{wire.SHA2RequestPublicKey}) || seq != 3 {
+			return fmt.Errorf("server: want a public key request at 3, got %q at %d %v", p, seq, err)
+		}
+		s.w.Seq = seq + 1
+		if err := s.send(append([]byte{wire.HeaderAuthMore}, pubPEM...)); err != nil {
+			return err
+		}
+		seq, ct, err := s.r.Next()
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(ct, []byte("person-secret")) {
+			return errors.New("server: the password arrived in clear")
+		}
+		plain, err := rsa.DecryptOAEP(sha1.New(), nil, key, ct, nil)
+		if err != nil {
+			return fmt.Errorf("server: decrypt: %w", err)
+		}
+		for i := range plain {
+			plain[i] ^= sc[i%len(sc)]
+		}
+		if string(plain) != "person-secret\x00" {
+			return errors.New("server: wrong password")
+		}
+		s.w.Seq = seq + 1
+		if err := s.ok(); err != nil {
+			return err
+		}
+		if err := s.lexing(); err != nil {
+			return err
+		}
+		return s.quit()
+	})
+	c := r.c
+	p, err := c.next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := wire.ParseHandshake(p)
+	if err != nil || hs.Capabilities&wire.ClientSSL == 0 || !bytes.Equal(hs.AuthData, sc) {
+		t.Fatalf("greeting %+v %v", hs, err)
+	}
+	resp := &wire.HandshakeResponse{Capabilities: clientCaps | wire.ClientSSL, MaxPacket: 1 << 24, Charset: 45, User: "person",
+		AuthResponse: wire.CachingSHA2Password(sc, "person-secret"), AuthPlugin: wire.PluginCachingSHA2}
+	c.w.Seq = 1
+	if err := c.send(wire.SSLRequestFor(resp)); err != nil {
+		t.Fatal(err)
+	}
+	tc := tls.Client(c.conn, &tls.Config{InsecureSkipVerify: true})
+	c.peer = newPeer(tc)
+	c.w.Seq = 2
+	if err := c.send(resp.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	seq, p, err := c.r.Next()
+	if err != nil || seq != 3 || !bytes.Equal(p, []byte{wire.HeaderAuthMore, wire.SHA2FullAuth}) {
+		t.Fatalf("client: want full auth at 3, got %q at %d %v", p, seq, err)
+	}
+	c.w.Seq = 4
+	if err := c.send([]byte("person-secret\x00")); err != nil {
+		t.Fatal(err)
+	}
+	seq, p, err = c.r.Next()
+	if err != nil || seq != 5 || p[0] != wire.HeaderOK {
+		t.Fatalf("client: want OK at 5, got %q at %d %v", p, seq, err)
 	}
 	r.end()
 }

@@ -219,7 +219,7 @@ func (ss *session) login(ctx context.Context) error {
 		if err := ss.uw.Flush(); err != nil {
 			return err
 		}
-		err = ss.relayAuth(cseq - upSeq)
+		err = ss.relayAuth(cseq-upSeq, hs.AuthData)
 	} else {
 		ss.user = creds.Username
 		err = ss.injectAuth(ctx, hs, &up, upSeq, creds)
@@ -330,10 +330,12 @@ func (ss *session) injectAuth(ctx context.Context, hs *wire.Handshake, up *wire.
 // SSLRequest the server's did not, or the other way round).
 //
 // A password in clear text never crosses a hop without TLS on Warden's
-// account: when the client's hop is TLS and the server's is not, a
-// request for the full password (caching_sha2_password's full
-// authentication, mysql_clear_password) is refused.
-func (ss *session) relayAuth(delta byte) error {
+// account. When the client's hop is TLS and the server's is not:
+// caching_sha2_password's full authentication has the client send its
+// password over its TLS, and Warden sends it on encrypted with the
+// server's RSA key, as a client without TLS would; mysql_clear_password
+// is refused.
+func (ss *session) relayAuth(delta byte, scramble []byte) error {
 	for {
 		s, p, err := ss.ur.Next()
 		if err != nil || len(p) == 0 {
@@ -352,9 +354,14 @@ func (ss *session) relayAuth(delta byte) error {
 			ss.cw.Flush()
 			return errors.New("upstream refused the login")
 		case wire.HeaderEOF:
-			if sw, err := wire.ParseAuthSwitch(p); err == nil && sw.Plugin == wire.PluginClear && !ss.upTLS {
+			sw, err := wire.ParseAuthSwitch(p)
+			if err != nil {
+				return err
+			}
+			if sw.Plugin == wire.PluginClear && !ss.upTLS {
 				return ss.fail(erAccessDenied, "28000", fmt.Sprintf("warden: target %s asks for the password in clear text, and the hop to it has no TLS", ss.att.Target.Name))
 			}
+			scramble = sw.Data
 		case wire.HeaderAuthMore:
 			if len(p) == 2 && p[1] == wire.SHA2FastAuthOK {
 				ss.cw.Write(p)
@@ -364,7 +371,12 @@ func (ss *session) relayAuth(delta byte) error {
 				continue // no answer: the OK follows
 			}
 			if len(p) == 2 && p[1] == wire.SHA2FullAuth && ss.clientTLS && !ss.upTLS {
-				return ss.fail(erAccessDenied, "28000", fmt.Sprintf("warden: target %s asks for the full password, which the client would send in clear text over a hop without TLS; configure tls for the target", ss.att.Target.Name))
+				d, err := ss.fullAuthForClient(p, s, scramble)
+				if err != nil {
+					return err
+				}
+				delta = d
+				continue
 			}
 		default:
 			return fmt.Errorf("unexpected packet 0x%02x during login", p[0])
@@ -383,6 +395,43 @@ func (ss *session) relayAuth(delta byte) error {
 			return err
 		}
 	}
+}
+
+// fullAuthForClient carries caching_sha2_password's full authentication
+// for a client on TLS to a server without: the client sends its password
+// in clear over its TLS, and Warden sends it on encrypted with the
+// server's RSA public key. It returns the new difference between the
+// client's sequence ids and the server's.
+func (ss *session) fullAuthForClient(p []byte, seq byte, scramble []byte) (byte, error) {
+	ss.cw.Write(p)
+	if err := ss.cw.Flush(); err != nil {
+		return 0, err
+	}
+	cs, cp, err := ss.cr.Next()
+	if err != nil {
+		return 0, fmt.Errorf("client authentication: %w", err)
+	}
+	defer clear(cp)
+	ss.uw.Seq = seq + 1
+	ss.uw.Write([]byte{wire.SHA2RequestPublicKey})
+	if err := ss.uw.Flush(); err != nil {
+		return 0, err
+	}
+	ks, kp, err := ss.ur.Next()
+	if err != nil || len(kp) < 2 || kp[0] != wire.HeaderAuthMore {
+		return 0, ss.fail(erAccessDenied, "28000", fmt.Sprintf("warden: target %s sent no public key for the password exchange", ss.att.Target.Name))
+	}
+	enc, err := wire.EncryptPassword(kp[1:], scramble, string(bytes.TrimSuffix(cp, []byte{0})))
+	if err != nil {
+		return 0, ss.fail(erAccessDenied, "28000", fmt.Sprintf("warden: cannot encrypt the password for target %s: %v", ss.att.Target.Name, err))
+	}
+	ss.uw.Seq = ks + 1
+	ss.uw.Write(enc)
+	if err := ss.uw.Flush(); err != nil {
+		return 0, err
+	}
+	// The server's next packet (ks+2) answers the client's (cs).
+	return cs + 1 - (ks + 2), nil
 }
 
 // readLexing asks the server how it reads texts in this session: its
