@@ -73,8 +73,7 @@ func (c *Codec) Serve(ctx context.Context, s *proxy.Stream) error {
 		// Redis has no greeting: tell the client on its first command.
 		s.Client.SetDeadline(time.Now().Add(startupTimeout))
 		if _, rerr := ss.cr.ReadCommand(); rerr == nil {
-			ss.cw.Write(resp.AppendReply(nil, resp.Error("ERR "+err.Error())))
-			ss.cw.Flush()
+			s.Client.Write(resp.AppendReply(nil, resp.Error("ERR "+err.Error())))
 		}
 		return err
 	}
@@ -103,17 +102,14 @@ func (ss *session) login(ctx context.Context) error {
 			return fmt.Errorf("warden: cannot open a verified TLS connection to target %s: %v; tell the Warden administrator", att.Target.Name, err)
 		}
 	}
-	creds := tp.Credentials
-	if creds == nil {
+	if tp.Credentials == nil {
 		return nil
 	}
-	b, err := os.ReadFile(creds.PasswordFile)
+	auth, err := ss.vaultedAuth()
 	if err != nil {
-		ss.s.Log.Error().Err(err).Msg("credential file unreadable")
-		return fmt.Errorf("warden: credentials for target %s are unavailable; tell the Warden administrator", att.Target.Name)
+		return err
 	}
-	password := strings.TrimRight(string(b), "\r\n")
-	ss.uw.Write(resp.AppendCommand(nil, [][]byte{[]byte("AUTH"), []byte(creds.Username), []byte(password)}))
+	ss.uw.Write(resp.AppendCommand(nil, auth))
 	if err := ss.uw.Flush(); err != nil {
 		return fmt.Errorf("warden: target %s closed the connection during login", att.Target.Name)
 	}
@@ -128,4 +124,29 @@ func (ss *session) login(ctx context.Context) error {
 		return fmt.Errorf("warden: login to target %s with the vaulted credential failed; tell the Warden administrator", att.Target.Name)
 	}
 	return nil
+}
+
+// vaultedAuth is the AUTH command for the target's credentials, with the
+// password read from its file now, so that a rotated password takes
+// effect on the next connection.
+func (ss *session) vaultedAuth() ([][]byte, error) {
+	att := ss.s.Attribution
+	creds := att.TargetPolicy.Credentials
+	b, err := os.ReadFile(creds.PasswordFile)
+	if err != nil {
+		ss.s.Log.Error().Err(err).Msg("credential file unreadable")
+		return nil, fmt.Errorf("warden: credentials for target %s are unavailable; tell the Warden administrator", att.Target.Name)
+	}
+	password := strings.TrimRight(string(b), "\r\n")
+	return [][]byte{[]byte("AUTH"), []byte(creds.Username), []byte(password)}, nil
+}
+
+// relogin logs in again with the vaulted credentials, mid-session; the
+// server's answer is not the client's.
+func (ss *session) relogin() error {
+	auth, err := ss.vaultedAuth()
+	if err != nil {
+		return err
+	}
+	return ss.forward(auth, &pending{swallow: true})
 }

@@ -148,12 +148,12 @@ func itoa(n int) string {
 
 // rig is a codec stream between a test client and a fake server.
 type rig struct {
-	rd     *resp.Reader
-	conn   net.Conn
-	sends  sync.WaitGroup
-	srv    *fakeServer
-	rec    *recorder
-	done   chan error
+	rd    *resp.Reader
+	conn  net.Conn
+	sends sync.WaitGroup
+	srv   *fakeServer
+	rec   *recorder
+	done  chan error
 }
 
 const policyText = `targets:
@@ -351,4 +351,45 @@ func TestProtocolErrorCloses(t *testing.T) {
 		t.Fatal("the session went on after a protocol error")
 	}
 	r.done <- nil // for cleanup
+}
+
+// RESET logs the connection in as the server's default user: the proxy
+// logs in again as the vaulted one, and the client sees RESET's answer
+// only.
+func TestResetLogsInAgain(t *testing.T) {
+	r := newRig(t, []string{"engineering"}, true, nil)
+	r.send(t, "RESET\r\nPING\r\n")
+	r.expect(t, "-ERR unknown command\r\n", "+PONG\r\n")
+	if got := strings.Join(r.srv.commands(), "|"); got != "AUTH app vaulted|RESET|AUTH app vaulted|PING" {
+		t.Fatalf("the server ran %q", got)
+	}
+}
+
+// A client that writes a whole long pipeline before it reads a reply (as
+// go-redis does) must not stall the proxy: the replies wait for it while
+// its commands keep flowing to the server.
+func TestLongPipelineBeforeReading(t *testing.T) {
+	big := strings.Repeat("v", 10<<10)
+	r := newRig(t, []string{"engineering"}, false, map[string]string{"big": big})
+	const n = 2000
+	written := make(chan error, 1)
+	go func() {
+		_, err := io.WriteString(r.conn, strings.Repeat("*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n", n))
+		written <- err
+	}()
+	select {
+	case err := <-written:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the proxy stopped reading the pipeline while its replies were not read")
+	}
+	want := string(resp.AppendReply(nil, resp.Bulk([]byte(big))))
+	for i := range n {
+		rep, err := r.rd.ReadReply()
+		if err != nil || string(resp.AppendReply(nil, rep)) != want {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/wardenhq/warden/agent/proxy"
 	"github.com/wardenhq/warden/pkg/event"
@@ -27,7 +28,7 @@ func tlsClient(c net.Conn, cfg *tls.Config) *tls.Conn { return tls.Client(c, cfg
 type session struct {
 	s      *proxy.Stream
 	cr, ur *resp.Reader
-	cw, uw *bufio.Writer
+	uw     *bufio.Writer
 	masker *masking.Masker
 	keys   []string // key patterns masked whole for this identity
 	creds  bool
@@ -37,11 +38,17 @@ type session struct {
 	// masked; "" when scripting is judged like any command.
 	scriptGuard string
 
-	// mu guards pending and every write to the client: the upstream
-	// loop's replies and the client loop's own answers, which must reach
-	// the client in the order of the commands they answer.
+	// mu guards pending and out. Replies and the proxy's own answers
+	// are put in out in the order of the commands they answer, and the
+	// writer alone writes out to the client, so that neither loop ever
+	// blocks on a client that is busy writing a long pipeline rather
+	// than reading: the direction client→server keeps flowing, as it
+	// would to the server itself.
 	mu      sync.Mutex
+	cond    *sync.Cond // out changed, or closed
 	pending []*pending
+	out     []byte
+	closed  bool
 
 	// Client loop state.
 	inTx    bool
@@ -66,17 +73,26 @@ type pending struct {
 	pubsub *pubsubWait
 	// reset marks a RESET, which ends every subscription.
 	reset bool
+	// swallow is a reply the client is not owed: the vaulted login the
+	// proxy sends again after a RESET.
+	swallow bool
 }
+
+// maxOut bounds the replies held for a client that does not read them;
+// past it the upstream loop waits, as a server stops reading a client
+// whose output buffer is full.
+const maxOut = 64 << 20
 
 func newSession(s *proxy.Stream) *session {
 	ss := &session{
 		s:  s,
-		cr: resp.NewReader(s.Client), cw: bufio.NewWriterSize(s.Client, 16<<10),
+		cr: resp.NewReader(s.Client),
 		ur: resp.NewReader(s.Upstream), uw: bufio.NewWriterSize(s.Upstream, 16<<10),
 		masker: s.Guard.Masker(),
 		creds:  s.Attribution.TargetPolicy.Credentials != nil,
 		subs:   map[string]map[string]bool{},
 	}
+	ss.cond = sync.NewCond(&ss.mu)
 	groups := s.Guard.Groups()
 	if p := s.Attribution.Policy; p != nil {
 		for _, m := range p.MaskingFor(s.Attribution.Target.Name) {
@@ -109,20 +125,74 @@ const (
 // writes upstream; replies are written by the upstream loop, and answers
 // of the proxy's own by whichever loop reaches them first in order.
 func (ss *session) run(ctx context.Context) error {
-	clientc, upc := make(chan error, 1), make(chan error, 1)
+	clientc, upc, wc := make(chan error, 1), make(chan error, 1), make(chan error, 1)
 	go func() { clientc <- ss.clientLoop(ctx) }()
 	go func() { upc <- ss.upstreamLoop() }()
+	go func() { wc <- ss.writer() }()
 	var err error
-	rest := upc
+	left := 3
 	select {
 	case err = <-clientc:
+		clientc = nil
 	case err = <-upc:
-		rest = clientc
+		upc = nil
+	case err = <-wc:
+		wc = nil
+	}
+	left--
+	// Deliver what the client is owed (the answer to a protocol error,
+	// the replies before the server closed), briefly, then end it all.
+	ss.mu.Lock()
+	ss.closed = true
+	ss.cond.Broadcast()
+	ss.mu.Unlock()
+	if wc != nil {
+		ss.s.Client.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		err = errors.Join(err, <-wc)
+		wc = nil
+		left--
 	}
 	ss.s.Client.Close()
 	ss.s.Upstream.Close()
-	err2 := <-rest
-	return errors.Join(quiet(err), quiet(err2))
+	errs := []error{quiet(err)}
+	for ; left > 0; left-- {
+		select {
+		case e := <-clientc:
+			errs = append(errs, quiet(e))
+		case e := <-upc:
+			errs = append(errs, quiet(e))
+		case e := <-wc:
+			errs = append(errs, quiet(e))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// writer writes out to the client until the session closes and out is
+// empty.
+func (ss *session) writer() error {
+	for {
+		ss.mu.Lock()
+		for len(ss.out) == 0 && !ss.closed {
+			ss.cond.Wait()
+		}
+		b := ss.out
+		ss.out = nil
+		ss.cond.Broadcast() // room for the upstream loop
+		ss.mu.Unlock()
+		if len(b) == 0 {
+			return nil
+		}
+		if _, err := ss.s.Client.Write(b); err != nil {
+			return err
+		}
+	}
+}
+
+// emit queues b for the client. Callers hold mu.
+func (ss *session) emit(b []byte) {
+	ss.out = append(ss.out, b...)
+	ss.cond.Broadcast()
 }
 
 func quiet(err error) error {
@@ -177,9 +247,13 @@ func (ss *session) upstreamLoop() error {
 func (ss *session) deliver(rep resp.Reply) error {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	for len(ss.out) > maxOut && !ss.closed {
+		ss.cond.Wait()
+	}
 	if ss.subscribed() && isMessage(rep) {
 		ss.maskDetect(&rep)
-		return ss.writeClient(resp.AppendReply(nil, rep), false)
+		ss.emit(resp.AppendReply(nil, rep))
+		return nil
 	}
 	if len(ss.pending) == 0 || ss.pending[0].local != nil {
 		return errors.New("redis: the server sent a reply to no command")
@@ -198,6 +272,12 @@ func (ss *session) deliver(rep resp.Reply) error {
 		done = ss.confirm(p.pubsub, rep)
 	case p.reset:
 		clear(ss.subs)
+	case p.swallow:
+		ss.pending = ss.pending[1:]
+		if rep.Kind == resp.KindError {
+			return fmt.Errorf("redis: the vaulted login after RESET failed: %s", rep.Str)
+		}
+		return nil
 	}
 	if p.plan != nil {
 		p.plan.apply(ss, &rep)
@@ -213,19 +293,8 @@ func (ss *session) deliver(rep resp.Reply) error {
 		out = append(out, ss.pending[0].local...)
 		ss.pending = ss.pending[1:]
 	}
-	return ss.writeClient(out, true)
-}
-
-// writeClient writes b, flushing unless more replies are already waiting
-// to be read (a pipeline's). Callers hold mu.
-func (ss *session) writeClient(b []byte, mayBatch bool) error {
-	if _, err := ss.cw.Write(b); err != nil {
-		return err
-	}
-	if mayBatch && ss.ur.Buffered() > 0 {
-		return nil
-	}
-	return ss.cw.Flush()
+	ss.emit(out)
+	return nil
 }
 
 // reply gives the client an answer of the proxy's own, in its place
@@ -235,9 +304,7 @@ func (ss *session) reply(rep resp.Reply) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if len(ss.pending) == 0 {
-		if err := ss.writeClient(b, false); err != nil {
-			ss.s.Log.Debug().Err(err).Msg("reply not delivered")
-		}
+		ss.emit(b)
 		return
 	}
 	ss.pending = append(ss.pending, &pending{local: b})
@@ -388,7 +455,16 @@ func (ss *session) pass(name, sub string, args [][]byte, keys [][]byte) error {
 		ss.inTx, ss.txDirty, ss.txPlans = false, false, nil
 	case "reset":
 		ss.inTx, ss.txDirty, ss.txPlans = false, false, nil
-		return ss.forward(args, &pending{reset: true})
+		if err := ss.forward(args, &pending{reset: true}); err != nil {
+			return err
+		}
+		if ss.creds {
+			// RESET logs the connection in as the server's default
+			// user: log in again as the vaulted one, or the client
+			// would leave the account the policy gave it.
+			return ss.relogin()
+		}
+		return nil
 	case "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe":
 		if !ss.inTx {
 			return ss.forward(args, &pending{pubsub: newPubsubWait(name, len(args)-1)})
