@@ -161,6 +161,26 @@ func TestSSHL7(t *testing.T) {
 		}
 	})
 
+	t.Run("an older plain known_hosts entry for the name", func(t *testing.T) {
+		// The user learnt the target's own key before Warden. With the
+		// agent's CA line the certificate is what counts (OpenSSH checks
+		// a certificate against CA lines); without it, the stale entry
+		// makes OpenSSH refuse loudly rather than accept another key.
+		user := filepath.Join(e.sftpDir, "known_hosts")
+		os.WriteFile(user, []byte(fmt.Sprintf("[127.0.0.1]:%d %s\n", port, e.sshd.HostKeyPub)), 0o644)
+		withCA := strings.Replace(e.ssh(port, ""), "UserKnownHostsFile=/dev/null", "UserKnownHostsFile="+user, 1)
+		out := e.sh(t, e.alice, withCA+" id -un; echo rc=$?")
+		if !strings.Contains(out, "rc=0") {
+			t.Fatalf("the CA line did not vouch for the host despite a stale plain entry:\n%s", out)
+		}
+		withoutCA := strings.Replace(withCA, "GlobalKnownHostsFile="+e.knownHosts, "GlobalKnownHostsFile=/dev/null", 1)
+		out = e.sh(t, e.alice, withoutCA+" id -un; echo rc=$?")
+		t.Logf("a stale plain entry and no CA line:\n%s", out)
+		if !strings.Contains(out, "rc=255") || !strings.Contains(out, "IDENTIFICATION HAS CHANGED") {
+			t.Fatalf("a client with only a stale plain entry:\n%s", out)
+		}
+	})
+
 	t.Run("a wrong upstream host key is refused", func(t *testing.T) {
 		out := e.sh(t, e.alice, e.ssh(e.badPort, "")+" id -un; echo rc=$?")
 		if !strings.Contains(out, "presented a host key the policy does not pin") || strings.Contains(out, "\nroot") {
