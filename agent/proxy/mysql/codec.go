@@ -45,6 +45,10 @@ type Codec struct {
 
 	mu    sync.Mutex
 	conns map[connKey]string // upstream connection -> the person's sub
+
+	// dial opens the connection a closing session's KILL QUERY goes on;
+	// tests replace it.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // connKey names an upstream connection: the server's address and the
@@ -56,7 +60,7 @@ type connKey struct {
 
 // New returns the MySQL codec.
 func New(opts Options) *Codec {
-	return &Codec{opts: opts, conns: map[connKey]string{}}
+	return &Codec{opts: opts, conns: map[connKey]string{}, dial: (&net.Dialer{}).DialContext}
 }
 
 // Enforces implements proxy.Codec.

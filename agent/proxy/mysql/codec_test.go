@@ -409,7 +409,38 @@ func TestAgentClosesIdleSession(t *testing.T) {
 
 func TestAgentClosesRunningStatement(t *testing.T) {
 	running := make(chan struct{})
-	r := serve(t, New(Options{}), attribution("alice", testPolicy(nil, nil), withCreds(t)), &fakeRecorder{}, func(s *fakeServer) error {
+	codec := New(Options{})
+	// The KILL goes on a connection of its own, logged in with the
+	// vaulted credential.
+	killed := make(chan error, 1)
+	codec.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr != "10.0.0.7:3306" {
+			return nil, fmt.Errorf("KILL dialled %s", addr)
+		}
+		proxyEnd, serverEnd := net.Pipe()
+		serverEnd.SetDeadline(time.Now().Add(hang))
+		go func() {
+			defer serverEnd.Close()
+			s := &fakeServer{peer: newPeer(serverEnd), connID: 77}
+			sc := []byte("abcdefghijklmnopqrst")
+			resp, err := s.handshake(wire.PluginNative, sc)
+			if err == nil && (resp.User != "app" || !bytes.Equal(resp.AuthResponse, wire.NativePassword(sc, vaulted))) {
+				err = fmt.Errorf("KILL connection: login %+v", resp)
+			}
+			if err == nil {
+				err = s.ok()
+			}
+			if err == nil {
+				err = s.expectQuery("KILL QUERY 42")
+			}
+			if err == nil {
+				err = s.ok()
+			}
+			killed <- err
+		}()
+		return proxyEnd, nil
+	}
+	r := serve(t, codec, attribution("alice", testPolicy(nil, nil), withCreds(t)), &fakeRecorder{}, func(s *fakeServer) error {
 		if err := loggedIn(s); err != nil {
 			return err
 		}
@@ -436,6 +467,9 @@ func TestAgentClosesRunningStatement(t *testing.T) {
 		t.Fatalf("closing words %+v", e)
 	}
 	<-done
+	if err := waitFor(t, killed); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // A row over 16 MiB is split into several physical packets on both hops;
