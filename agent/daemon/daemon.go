@@ -182,13 +182,25 @@ func (d *Daemon) start(ctx context.Context) error {
 	if d.recordings, err = recording.DialNATS(cfg.NATS.URL, natsOpts...); err != nil {
 		return err
 	}
+	// Recordings a previous run left unfinished lack at most their last
+	// chunk; they are counted as lost (agent.loss) before any new one.
+	recordings, err := recording.WithJournal(d.recordings, filepath.Join(cfg.StateDir, "recordings"))
+	if err != nil {
+		return err
+	}
+	if orphans, err := recordings.Orphans(); err != nil {
+		return err
+	} else if len(orphans) > 0 {
+		d.log.Warn().Strs("recordings", orphans).Msg("ssh recordings left unfinished by the previous run; each may lack its last chunk")
+		d.rec.Lost(recording.LossSource, recording.LossAgentStopped, uint64(len(orphans)))
+	}
 	// The HTTP codec's identity tokens are signed with the agent's key;
 	// services verify them with the key set published beside the socket.
 	httpIdentity, err := httpcodec.OpenIdentity(cfg.KeyFile, cfg.HostID, filepath.Join(filepath.Dir(cfg.Socket), httpcodec.JWKSFile))
 	if err != nil {
 		return err
 	}
-	d.codecs = codecs.New(codecs.Options{ClientTLS: clientTLS, HTTPIdentity: httpIdentity, SSHHostCA: sshCA, Recordings: d.recordings})
+	d.codecs = codecs.New(codecs.Options{ClientTLS: clientTLS, HTTPIdentity: httpIdentity, SSHHostCA: sshCA, Recordings: recordings})
 	// Validate the policy now; the watcher loads it again below, once
 	// there is a kernel to apply it to.
 	p, err := policy.Load(cfg.PolicyFile, d.codecs.Enforcement())

@@ -160,6 +160,11 @@ func NewWriter(store Store, id string, h Header, opts WriterOptions) *Writer {
 	if h.Title != "" {
 		hdr["title"] = h.Title
 	}
+	if j, ok := store.(journaled); ok {
+		if err := j.begin(id); err != nil && opts.OnError != nil {
+			opts.OnError(0, fmt.Errorf("journal: %w", err))
+		}
+	}
 	line, _ := json.Marshal(hdr)
 	w.append(append(line, '\n'))
 	go w.flusher()
@@ -358,6 +363,13 @@ func (w *Writer) Close() (Summary, error) {
 	defer cancel()
 	if err := w.store.Put(ctx, w.id, b); err != nil {
 		return s, fmt.Errorf("store recording manifest %s: %w", w.id, err)
+	}
+	// Only a recording whose manifest is stored leaves the journal: one
+	// that could not be finished is reported as lost at the next start.
+	if j, ok := w.store.(journaled); ok {
+		if err := j.end(w.id); err != nil {
+			return s, fmt.Errorf("recording %s: journal: %w", w.id, err)
+		}
 	}
 	if !ok {
 		return s, fmt.Errorf("recording %s: %d bytes were not stored", w.id, s.Lost)

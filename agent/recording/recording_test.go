@@ -229,3 +229,30 @@ func FuzzParseCast(f *testing.F) {
 		ParseCast(data)
 	})
 }
+
+func TestJournalOrphans(t *testing.T) {
+	dir := t.TempDir()
+	j, err := WithJournal(newMem(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := NewWriter(j, "ssh-done", Header{Width: 1, Height: 1}, WriterOptions{})
+	killed := NewWriter(j, "ssh-killed", Header{Width: 1, Height: 1}, WriterOptions{})
+	killed.Output([]byte("in flight"))
+	if _, err := done.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The agent dies with ssh-killed open: a new run finds it.
+	j2, err := WithJournal(newMem(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphans, err := j2.Orphans()
+	if err != nil || len(orphans) != 1 || orphans[0] != "ssh-killed" {
+		t.Fatalf("orphans %v, %v", orphans, err)
+	}
+	if again, _ := j2.Orphans(); len(again) != 0 {
+		t.Fatalf("orphans reported twice: %v", again)
+	}
+	killed.Close()
+}
