@@ -120,6 +120,13 @@ func TestRedisL7(t *testing.T) {
 		}
 	})
 
+	t.Run("no login refused in Redis terms", func(t *testing.T) {
+		out, _ := e.Run(harness.Shell{UID: nobody, GID: nobody, Script: e.cli() + " GET survivor"})
+		if !strings.Contains(out, "NOPERM warden: no verified identity") || strings.Contains(out, "still here") {
+			t.Fatalf("a client without a login:\n%s", out)
+		}
+	})
+
 	t.Run("FLUSHALL denied", func(t *testing.T) {
 		out := e.sh(t, e.cli()+" FLUSHALL; "+e.cli()+" FLUSHDB; "+e.cli()+" CONFIG SET maxmemory 1")
 		for _, want := range []string{`NOPERM warden: FLUSHALL denied by rule "no-flush"`, `NOPERM warden: FLUSHDB denied by rule "no-flush"`,

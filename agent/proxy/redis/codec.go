@@ -48,22 +48,35 @@ func (*Codec) Enforces() []policy.Capability {
 // command to a refused connection, and how long the upstream login takes.
 const startupTimeout = 30 * time.Second
 
-// Refuse answers the client's first command with the reason, as a
-// -NOPERM error that redis-cli and every client library show as is, then
-// closes. Redis has no greeting, so nothing can be said before the client
-// speaks.
+// Refuse answers the client's commands with the reason, as a -NOPERM
+// error that redis-cli and every client library show as is, then closes.
+// Redis has no greeting, so nothing can be said before the client speaks;
+// and libraries send a few commands of their own first (go-redis: HELLO,
+// CLIENT SETINFO) and ignore their errors, so the first few commands all
+// get the reason, for the one the person typed to show it.
 func (*Codec) Refuse(ctx context.Context, client net.Conn, att *proxy.Attribution) error {
 	client.SetDeadline(time.Now().Add(startupTimeout))
 	r := resp.NewReader(client)
-	if _, err := r.ReadCommand(); err != nil {
-		var pe *resp.ProtocolError
-		if !errors.As(err, &pe) {
-			return fmt.Errorf("read the refused client's first command: %w", err)
+	msg := resp.AppendReply(nil, resp.Error("NOPERM "+att.Decision.Reason))
+	for range refusedCommands {
+		if _, err := r.ReadCommand(); err != nil {
+			var pe *resp.ProtocolError
+			if !errors.As(err, &pe) {
+				return nil // the client gave up
+			}
+			_, err := client.Write(msg)
+			return err
+		}
+		if _, err := client.Write(msg); err != nil {
+			return err
 		}
 	}
-	_, err := client.Write(resp.AppendReply(nil, resp.Error("NOPERM "+att.Decision.Reason)))
-	return err
+	return nil
 }
+
+// refusedCommands is how many commands of a refused client get the
+// reason before the connection closes.
+const refusedCommands = 8
 
 // Serve logs in upstream, then carries commands and replies until either
 // side closes.

@@ -393,3 +393,28 @@ func TestLongPipelineBeforeReading(t *testing.T) {
 		}
 	}
 }
+
+// A refused client gets the reason on every command it sends first, so
+// the one a library sends after its own set-up commands shows it too.
+func TestRefuse(t *testing.T) {
+	cc, cp := net.Pipe()
+	defer cc.Close()
+	att := &proxy.Attribution{Decision: event.Decision{Action: event.Deny, Reason: "warden: no verified identity for this session; run 'warden login'"}}
+	done := make(chan error, 1)
+	go func() {
+		done <- New().Refuse(context.Background(), cp, att)
+		cp.Close()
+	}()
+	go io.WriteString(cc, "HELLO 3\r\nCLIENT SETINFO lib-name go-redis\r\nGET k\r\n")
+	rd := resp.NewReader(cc)
+	for i := range 3 {
+		rep, err := rd.ReadReply()
+		if err != nil || rep.Kind != resp.KindError || string(rep.Str) != "NOPERM "+att.Decision.Reason {
+			t.Fatalf("reply %d: %q %v", i, rep.Str, err)
+		}
+	}
+	cc.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
