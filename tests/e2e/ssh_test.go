@@ -322,6 +322,36 @@ sleep 1; kill $pid; wait $pid; cat %[3]s`, e.ssh(port, ""), port, errFile))
 	})
 }
 
+// TestSSHRecordingKilledAgent kills the agent during a recorded session:
+// at its next start the agent reports the unfinished recording in an
+// agent.loss event.
+func TestSSHRecordingKilledAgent(t *testing.T) {
+	testenv.RequireCommand(t, "script")
+	e := newSSHEnv(t)
+	cmd := e.Command(harness.Shell{UID: nobody, GID: nobody, Script: fmt.Sprintf(`warden login --token-file %s >/dev/null || exit 9
+export TERM=xterm
+{ sleep 1; echo 'echo started-warden'; sleep 300; } | script -qfec %s /dev/null`, e.alice, shq(e.ssh(e.sshd.Port, "-tt")))})
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	journal := filepath.Join(e.Dir, "state", "recordings")
+	e.Eventually("a recording in the agent's journal", func() error {
+		ents, err := os.ReadDir(journal)
+		if err != nil || len(ents) == 0 {
+			return fmt.Errorf("journal %s: %d entries, %v (client: %s)", journal, len(ents), err, out.String())
+		}
+		return nil
+	})
+	e.Agent().Kill()
+	e.RestartAgent()
+	e.WaitEvent(collectorclient.Query{Type: string(event.AgentLoss)}, "agent.loss for the unfinished recording", func(ev *event.Event) bool {
+		return ev.Data["source"] == "ssh_recording" && ev.Data["reason"] == "agent_stopped" && fmt.Sprint(ev.Data["count"]) == "1"
+	})
+}
+
 // castOf fetches the recording an ssh.session end event names through
 // the collector's API, "" if it cannot be had (yet).
 func (e *sshEnv) castOf(t *testing.T, ev *event.Event) string {
