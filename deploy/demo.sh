@@ -51,6 +51,7 @@ cleanup() {
 		sleep 0.3
 		find "$cgroot" -depth -type d -exec rmdir {} \; 2>/dev/null
 	fi
+	[ -f /etc/ssh/ssh_known_hosts ] && sed -i '/ warden-demo$/d' /etc/ssh/ssh_known_hosts
 	rm -rf "$work"
 	echo "done; logs were in $work (removed)"
 }
@@ -156,6 +157,11 @@ wardend --config "$work/agent.yaml" >"$work/wardend.log" 2>&1 &
 pids+=($!)
 export WARDEN_AGENT_SOCKET=$work/agent.sock
 wait_for wardend test -S "$work/agent.sock"
+# The install step for SSH (docs/ssh.md): every user's ssh trusts the
+# agent's host CA, whose line wardend wrote beside its socket.
+mkdir -p /etc/ssh
+sed -i '/ warden-demo$/d' /etc/ssh/ssh_known_hosts 2>/dev/null || true
+echo "$(cat "$work/ssh_known_hosts") warden-demo" >> /etc/ssh/ssh_known_hosts
 sed "s/^/    /" "$work/policy.yaml"
 
 # From here on this script is a "user shell" inside the protected subtree.
