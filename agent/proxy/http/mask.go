@@ -87,6 +87,9 @@ func (r *maskResult) get() (keys []string, detected bool, err error) {
 	return slices.Clone(r.keys), r.detected, r.err
 }
 
+// smallBody is the largest JSON body masked whole rather than streamed.
+const smallBody = 256 << 10
+
 // errMaxBody is a text body over the target's max_body.
 type errMaxBody struct{ limit int64 }
 
@@ -103,9 +106,10 @@ func maskResponse(resp *nethttp.Response, m *masking.Masker, maxBody int64, res 
 	if kind == bodyOpaque || resp.Body == nil || resp.Body == nethttp.NoBody {
 		return nil
 	}
-	body := resp.Body
+	body, decoded := resp.Body, true
 	switch enc := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
+		decoded = false
 	case "gzip", "x-gzip":
 		zr, err := gzip.NewReader(body)
 		if err != nil {
@@ -138,6 +142,21 @@ func maskResponse(resp *nethttp.Response, m *masking.Masker, maxBody int64, res 
 		resp.Body = io.NopCloser(bytes.NewReader(data))
 		resp.ContentLength = int64(len(data))
 		resp.Header.Set("Content-Length", fmt.Sprint(len(data)))
+		return nil
+	}
+	if !decoded && resp.ContentLength >= 0 && resp.ContentLength <= min(maxBody, smallBody) {
+		// A small body of known length is masked whole, so that the
+		// client gets a length too (an HTTP/1.0 client otherwise loses
+		// its keep-alive connection).
+		var out bytes.Buffer
+		err := maskJSON(&out, io.LimitReader(body, resp.ContentLength), m, res)
+		body.Close()
+		if err != nil {
+			return fmt.Errorf("warden: %w", err)
+		}
+		resp.Body = io.NopCloser(&out)
+		resp.ContentLength = int64(out.Len())
+		resp.Header.Set("Content-Length", fmt.Sprint(out.Len()))
 		return nil
 	}
 	pr, pw := io.Pipe()

@@ -252,10 +252,29 @@ func (c *screenedConn) SetDeadline(t time.Time) error {
 	return c.Conn.SetWriteDeadline(t)
 }
 
-// Close closes the client connection, which stops the screen.
+// closeGrace bounds how long Close waits for a client to read the 400
+// of a refused request.
+const closeGrace = 2 * time.Second
+
+// Close closes the client connection, which stops the screen. After a
+// refusal it first shuts the write side and waits (a little) for the
+// client to close its own: a socket closed with the client's unread
+// input in it is reset, and the client could lose the 400 that says why.
 func (c *screenedConn) Close() error {
 	var err error
 	c.once.Do(func() {
+		c.sc.mu.Lock()
+		refused := c.sc.refusal != nil
+		c.sc.mu.Unlock()
+		if refused {
+			c.CloseWrite()
+			t := time.NewTimer(closeGrace)
+			select {
+			case <-c.sc.done: // the client closed; the screen read it all
+			case <-t.C:
+			}
+			t.Stop()
+		}
 		err = c.Conn.Close()
 		c.sc.pr.Close()
 	})
