@@ -83,7 +83,7 @@ func TestAPIOverTLS(t *testing.T) {
 	idp := startIdP(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	c, err := collector.New(ctx, collector.Config{
-		NATSURL: ns.ClientURL(), StorePath: filepath.Join(dir, "events.db"), Listen: "127.0.0.1:0",
+		NATSURL: ns.ClientURL(), StorePath: harness.StoreLocation(t, dir), Listen: "127.0.0.1:0",
 		Keys: event.StaticKeys{}, OIDC: idtoken.Config{Issuer: idp.Issuer(), ClientID: "warden"},
 		Readers: []string{"auditors"}, TLSCert: certFile, TLSKey: keyFile, Logger: zerolog.Nop(),
 	})

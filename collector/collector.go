@@ -64,8 +64,12 @@ type Config struct {
 	// server's certificate (every client must then use TLS); otherwise
 	// the collector's client certificate.
 	NATSTLSCert, NATSTLSKey string
-	// StorePath is the SQLite database file.
+	// StorePath is the event store: a SQLite database file, or a
+	// postgres:// URL (several collectors may share one).
 	StorePath string
+	// Retain, if positive, deletes events older than this (in batches,
+	// every RetainEvery; see store.Retain).
+	Retain time.Duration
 	// Listen is the API address; port 0 picks a free one.
 	Listen string
 	// AgentKeysDir holds "<host_id>.pub" files. Keys, when set, is used
@@ -296,8 +300,9 @@ func (c *Collector) Reviews() *reviews.Service { return c.rev }
 func (c *Collector) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	const parts = 3 // ingester, API, review service
+	const parts = 4 // ingester, API, review service, retention
 	errc := make(chan error, parts)
+	go func() { errc <- c.retain(ctx) }()
 	go func() {
 		err := c.ing.Run(ctx)
 		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
@@ -462,4 +467,35 @@ func natsName(s string) string {
 		b = b[:64]
 	}
 	return string(b)
+}
+
+// RetainEvery is how often the collector applies Config.Retain.
+const RetainEvery = time.Hour
+
+// retain deletes expired events now and every RetainEvery until ctx ends.
+// A failed pass is logged and retried at the next one: retention is not
+// worth stopping ingestion for.
+func (c *Collector) retain(ctx context.Context) error {
+	if c.cfg.Retain <= 0 {
+		// Nothing to do, but Run takes a part that returns for a
+		// failure: wait like the others.
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(RetainEvery)
+	defer t.Stop()
+	for {
+		cutoff := time.Now().Add(-c.cfg.Retain)
+		n, err := c.st.Retain(ctx, cutoff, 0)
+		if err != nil && ctx.Err() == nil {
+			c.log.Error().Err(err).Int("deleted", n).Time("cutoff", cutoff).Msg("retention pass failed")
+		} else if n > 0 {
+			c.log.Info().Int("deleted", n).Time("cutoff", cutoff).Msg("retention: deleted expired events")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/wardenhq/warden/collector/ingest"
 	cc "github.com/wardenhq/warden/pkg/collectorclient"
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/tests/harness"
 )
 
 var (
@@ -26,7 +26,7 @@ var (
 func TestEndToEnd(t *testing.T) {
 	ns := startNATS(t)
 	ag := newAgent(t, ns.ClientURL(), "bastion-1")
-	col := startCollector(t, ns.ClientURL(), filepath.Join(t.TempDir(), "events.db"),
+	col := startCollector(t, ns.ClientURL(), harness.StoreLocation(t, t.TempDir()),
 		event.StaticKeys{"bastion-1": ag.pub()}, "warden-collector", ingest.ChainFull, 0)
 	ctx := context.Background()
 

@@ -15,6 +15,7 @@ import (
 	"github.com/wardenhq/warden/collector/store"
 	cc "github.com/wardenhq/warden/pkg/collectorclient"
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/tests/harness"
 )
 
 // violationsByProblem lists integrity.violation events as problem -> data.
@@ -32,7 +33,7 @@ func violationsByProblem(t *testing.T, cl *cc.Client) map[string][]map[string]an
 func TestTamper(t *testing.T) {
 	ns := startNATS(t)
 	ag := newAgent(t, ns.ClientURL(), "bastion-1")
-	col := startCollector(t, ns.ClientURL(), filepath.Join(t.TempDir(), "events.db"),
+	col := startCollector(t, ns.ClientURL(), harness.StoreLocation(t, t.TempDir()),
 		event.StaticKeys{"bastion-1": ag.pub()}, "warden-collector", ingest.ChainFull, 0)
 
 	var good []*event.Event
@@ -194,7 +195,7 @@ func TestRestartResumesVerifier(t *testing.T) {
 	ns := startNATS(t)
 	ag := newAgent(t, ns.ClientURL(), "bastion-1")
 	keys := event.StaticKeys{"bastion-1": ag.pub()}
-	path := filepath.Join(t.TempDir(), "events.db")
+	path := harness.StoreLocation(t, t.TempDir())
 
 	first := startCollector(t, ns.ClientURL(), path, keys, "warden-collector", ingest.ChainFull, 0)
 	for i := 0; i < 10; i++ {
@@ -232,7 +233,7 @@ func TestRestartResumesVerifier(t *testing.T) {
 func TestRedeliveryIsIdempotent(t *testing.T) {
 	ns := startNATS(t)
 	ag := newAgent(t, ns.ClientURL(), "bastion-1")
-	path := filepath.Join(t.TempDir(), "events.db")
+	path := harness.StoreLocation(t, t.TempDir())
 	e := ag.newEvent(event.NetConnect, alice)
 	raw := ag.seal(e)
 

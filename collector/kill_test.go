@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/wardenhq/warden/pkg/devidp"
 	"github.com/wardenhq/warden/pkg/event"
 	"github.com/wardenhq/warden/pkg/idtoken"
+	"github.com/wardenhq/warden/tests/harness"
 )
 
 // startIdP serves a dev OIDC issuer on loopback for one test.
@@ -58,7 +58,7 @@ func startKillEnv(t *testing.T, killers []string) *killEnv {
 	ag := newAgent(t, ns.ClientURL(), "bastion-1")
 	ctx, cancel := context.WithCancel(context.Background())
 	c, err := collector.New(ctx, collector.Config{
-		NATSURL: ns.ClientURL(), StorePath: filepath.Join(t.TempDir(), "events.db"), Listen: "127.0.0.1:0",
+		NATSURL: ns.ClientURL(), StorePath: harness.StoreLocation(t, t.TempDir()), Listen: "127.0.0.1:0",
 		Keys: event.StaticKeys{"bastion-1": ag.pub()}, ChainCheck: ingest.ChainFull, Name: "col-1",
 		OIDC:    idtoken.Config{Issuer: idp.Issuer(), ClientID: "warden"},
 		Readers: []string{"auditors"}, Killers: killers, Logger: zerolog.Nop(),

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/wardenhq/warden/pkg/event"
 	"github.com/wardenhq/warden/pkg/idtoken"
 	"github.com/wardenhq/warden/pkg/review"
+	"github.com/wardenhq/warden/tests/harness"
 )
 
 // A review through the whole collector: an agent opens it over NATS, the
@@ -42,7 +42,7 @@ func TestReviewThroughCollector(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c, err := collector.New(ctx, collector.Config{
 		OIDC: idtoken.Config{Issuer: idp.Issuer(), ClientID: "warden"}, Readers: []string{"soc"},
-		NATSURL: ns.ClientURL(), StorePath: filepath.Join(t.TempDir(), "events.db"), Listen: "127.0.0.1:0",
+		NATSURL: ns.ClientURL(), StorePath: harness.StoreLocation(t, t.TempDir()), Listen: "127.0.0.1:0",
 		Keys: event.StaticKeys{}, Name: "col-1", Webhook: hook.URL + "/hook", Logger: zerolog.Nop(),
 	})
 	if err != nil {
@@ -126,7 +126,7 @@ func TestNewRefusesBadWebhook(t *testing.T) {
 	idp := startIdP(t)
 	_, err := collector.New(context.Background(), collector.Config{
 		OIDC:    idtoken.Config{Issuer: idp.Issuer(), ClientID: "warden"},
-		NATSURL: ns.ClientURL(), StorePath: filepath.Join(t.TempDir(), "events.db"), Listen: "127.0.0.1:0",
+		NATSURL: ns.ClientURL(), StorePath: harness.StoreLocation(t, t.TempDir()), Listen: "127.0.0.1:0",
 		Keys: event.StaticKeys{}, Webhook: "slack.example.com/hook", Logger: zerolog.Nop(),
 	})
 	if err == nil || !strings.Contains(err.Error(), "--webhook") {
@@ -147,7 +147,7 @@ func TestNewFailsCleanlyAfterNATS(t *testing.T) {
 	defer taken.Close()
 	_, err = collector.New(context.Background(), collector.Config{
 		OIDC:    idtoken.Config{Issuer: idp.Issuer(), ClientID: "warden"},
-		NATSURL: ns.ClientURL(), StorePath: filepath.Join(t.TempDir(), "events.db"), Listen: taken.Addr().String(),
+		NATSURL: ns.ClientURL(), StorePath: harness.StoreLocation(t, t.TempDir()), Listen: taken.Addr().String(),
 		Keys: event.StaticKeys{}, Logger: zerolog.Nop(),
 	})
 	if err == nil || !strings.Contains(err.Error(), "--listen") {

@@ -16,8 +16,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -41,7 +43,8 @@ func run(args []string, stderr io.Writer) int {
 	var (
 		embedded   = fs.Bool("embedded-nats", false, "run an in-process NATS server with JetStream (default when --nats-url is not given)")
 		natsURL    = fs.String("nats-url", "", "NATS server(s) to consume from, comma-separated (e.g. nats://n1:4222,nats://n2:4222)")
-		storePath  = fs.String("store", collector.DefaultStore, "SQLite event database")
+		storePath  = fs.String("store", collector.DefaultStore, "event store: a SQLite `PATH`, or postgres://user@host/db (several collectors may share one)")
+		retain     = fs.String("retain", "", "delete events older than this `AGE` (e.g. 400d, 720h), in batches, hourly; default keep everything")
 		listen     = fs.String("listen", collector.DefaultListen, "query API address")
 		agentKeys  = fs.String("agent-keys", collector.DefaultAgentKeys, "directory of <host_id>.pub agent public keys")
 		natsListen = fs.String("nats-listen", collector.DefaultNATSListen, "client address of the embedded NATS server")
@@ -95,6 +98,11 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "warden-collector: --stream-replicas %d: want 1 to 5\n", *replicas)
 		return 2
 	}
+	retainFor, err := parseAge(*retain)
+	if err != nil {
+		fmt.Fprintf(stderr, "warden-collector: --retain: %v\n", err)
+		return 2
+	}
 	if *embedded && *natsURL != "" {
 		fmt.Fprintln(stderr, "warden-collector: --embedded-nats and --nats-url exclude each other")
 		return 2
@@ -131,6 +139,7 @@ func run(args []string, stderr io.Writer) int {
 		NATSTLSCert:    *natsCert,
 		NATSTLSKey:     *natsKey,
 		StorePath:      *storePath,
+		Retain:         retainFor,
 		Listen:         *listen,
 		AgentKeysDir:   *agentKeys,
 		Consumer:       *consumer,
@@ -154,7 +163,7 @@ func run(args []string, stderr io.Writer) int {
 	if len(readerGroups) == 0 {
 		log.Warn().Msg("no --readers: nobody may read events, lineage or sessions")
 	}
-	log.Info().Str("api", c.APIURL()).Str("nats", c.NATSURL()).Str("store", *storePath).Str("issuer", *issuer).
+	log.Info().Str("api", c.APIURL()).Str("nats", c.NATSURL()).Str("store", c.Store().Dialect()).Dur("retain", retainFor).Str("issuer", *issuer).
 		Str("consumer", *consumer).Str("chain_check", string(cc)).Strs("readers", readerGroups).Strs("killers", killerGroups).Msg("warden-collector started")
 	if err := c.Run(ctx); err != nil {
 		log.Error().Err(err).Msg("stopped")
@@ -173,4 +182,29 @@ func groupList(v string) []string {
 		}
 	}
 	return out
+}
+
+// parseAge reads --retain: a number of days ("400d") or a Go duration
+// ("720h"); "" is zero (keep everything).
+func parseAge(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n <= 0 || n > 100*366 {
+			return 0, fmt.Errorf("%q: want a positive number of days like 400d, or a duration like 720h", s)
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil || d <= 0 {
+			return 0, fmt.Errorf("%q: want a positive number of days like 400d, or a duration like 720h", s)
+		}
+	}
+	if d < time.Hour {
+		return 0, fmt.Errorf("%q: below one hour, events would go before anyone reads them", s)
+	}
+	return d, nil
 }

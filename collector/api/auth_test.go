@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/wardenhq/warden/pkg/devidp"
 	"github.com/wardenhq/warden/pkg/event"
 	"github.com/wardenhq/warden/pkg/idtoken"
+	"github.com/wardenhq/warden/tests/harness"
 )
 
 const clientID = "warden"
@@ -71,7 +71,7 @@ func newAuthEnv(t *testing.T) *authEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(filepath.Join(t.TempDir(), "events.db"))
+	st, err := store.Open(harness.StoreLocation(t, t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +250,7 @@ func TestHealthRevealsCountersOnlyToReaders(t *testing.T) {
 
 // Without a verifier the API refuses everyone rather than serve anyone.
 func TestNoVerifierRefusesAll(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "events.db"))
+	st, err := store.Open(harness.StoreLocation(t, t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}

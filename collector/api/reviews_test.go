@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"github.com/wardenhq/warden/pkg/devidp"
 	"github.com/wardenhq/warden/pkg/idtoken"
 	"github.com/wardenhq/warden/pkg/review"
+	"github.com/wardenhq/warden/tests/harness"
 )
 
 // reviewEnv is the API with a running review service (real NATS, real
@@ -40,7 +40,7 @@ func newReviewEnv(t *testing.T) *reviewEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(filepath.Join(t.TempDir(), "events.db"))
+	st, err := store.Open(harness.StoreLocation(t, t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +352,7 @@ func TestReviewsDisabled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(filepath.Join(t.TempDir(), "events.db"))
+	st, err := store.Open(harness.StoreLocation(t, t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}

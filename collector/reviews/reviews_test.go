@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/wardenhq/warden/collector/reviews"
 	"github.com/wardenhq/warden/collector/store"
 	"github.com/wardenhq/warden/pkg/review"
+	"github.com/wardenhq/warden/tests/harness"
 )
 
 var (
@@ -65,7 +65,7 @@ func start(t *testing.T, cfg reviews.Config) *env {
 		t.Fatalf("start NATS: %v", err)
 	}
 	t.Cleanup(ns.Shutdown)
-	st, err := store.Open(filepath.Join(t.TempDir(), "events.db"))
+	st, err := store.Open(harness.StoreLocation(t, t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -623,7 +623,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	if _, err := reviews.New(reviews.Config{}); err == nil {
 		t.Error("no store accepted")
 	}
-	st, err := store.Open(filepath.Join(t.TempDir(), "e.db"))
+	st, err := store.Open(harness.StoreLocation(t, t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}

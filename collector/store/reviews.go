@@ -15,31 +15,6 @@ import (
 // ErrReviewNotFound is returned when no review has the id asked for.
 var ErrReviewNotFound = errors.New("review not found")
 
-// reviewSchema keeps every review as its full JSON (raw) beside the columns
-// the collector selects on. Times are unix nanoseconds; 0 means unset.
-const reviewSchema = `
-CREATE TABLE IF NOT EXISTS reviews (
-	id          TEXT PRIMARY KEY,
-	state       TEXT NOT NULL,
-	kind        TEXT NOT NULL,
-	host_id     TEXT NOT NULL,
-	sub         TEXT NOT NULL,             -- the requester's
-	target      TEXT NOT NULL,
-	rule        TEXT NOT NULL,
-	fingerprint TEXT NOT NULL DEFAULT '',
-	grant_once  INTEGER NOT NULL DEFAULT 0,
-	created_at  INTEGER NOT NULL,
-	expires_at  INTEGER NOT NULL,
-	grant_until INTEGER NOT NULL DEFAULT 0,
-	used_at     INTEGER NOT NULL DEFAULT 0,
-	raw         BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS reviews_state   ON reviews(state, created_at);
-CREATE INDEX IF NOT EXISTS reviews_key     ON reviews(sub, host_id, target, state);
-CREATE INDEX IF NOT EXISTS reviews_expires ON reviews(state, expires_at);
-CREATE INDEX IF NOT EXISTS reviews_grant   ON reviews(state, grant_until);
-`
-
 // ReviewFilter selects reviews. Zero fields do not filter.
 type ReviewFilter struct {
 	States      []review.State
@@ -65,20 +40,34 @@ type ReviewFilter struct {
 }
 
 // reviewQuerier is what reading reviews needs: the database or a
-// transaction.
+// transaction, and the dialect to write the query in.
 type reviewQuerier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
+// dialected pairs a querier with its dialect.
+type dialected struct {
+	reviewQuerier
+	d dialect
+}
+
+func (q dialected) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return q.reviewQuerier.QueryContext(ctx, q.d.rebind(query), args...)
+}
+
+func (q dialected) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return q.reviewQuerier.ExecContext(ctx, q.d.rebind(query), args...)
+}
+
 // Review returns the review with id, or ErrReviewNotFound.
 func (s *Store) Review(ctx context.Context, id string) (*review.Review, error) {
-	return getReview(ctx, s.db, id)
+	return getReview(ctx, dialected{s.db, s.d}, id)
 }
 
 // Reviews returns the reviews matching f, newest first.
 func (s *Store) Reviews(ctx context.Context, f ReviewFilter) ([]review.Review, error) {
-	return findReviews(ctx, s.db, f)
+	return findReviews(ctx, dialected{s.db, s.d}, f)
 }
 
 // ReviewTx is a write transaction on reviews: what fn reads through it
@@ -86,7 +75,7 @@ func (s *Store) Reviews(ctx context.Context, f ReviewFilter) ([]review.Review, e
 // (use a grant once, decide once) are atomic.
 type ReviewTx struct {
 	ctx context.Context
-	tx  *sql.Tx
+	tx  dialected
 }
 
 // Review returns the review with id, or ErrReviewNotFound.
@@ -107,9 +96,13 @@ func (t *ReviewTx) Put(r *review.Review) error {
 	if r.GrantOnce {
 		once = 1
 	}
-	_, err = t.tx.ExecContext(t.ctx, `INSERT OR REPLACE INTO reviews
+	_, err = t.tx.ExecContext(t.ctx, `INSERT INTO reviews
 		(id, state, kind, host_id, sub, target, rule, fingerprint, grant_once, created_at, expires_at, grant_until, used_at, raw)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET state = excluded.state, kind = excluded.kind, host_id = excluded.host_id,
+			sub = excluded.sub, target = excluded.target, rule = excluded.rule, fingerprint = excluded.fingerprint,
+			grant_once = excluded.grant_once, created_at = excluded.created_at, expires_at = excluded.expires_at,
+			grant_until = excluded.grant_until, used_at = excluded.used_at, raw = excluded.raw`,
 		r.ID, string(r.State), string(r.Kind), r.Host, r.Requester.Sub, r.Target, r.Rule, r.Fingerprint, once,
 		r.CreatedAt.UnixNano(), r.ExpiresAt.UnixNano(), nanos(r.GrantUntil), nanos(r.UsedAt), raw)
 	if err != nil {
@@ -119,15 +112,19 @@ func (t *ReviewTx) Put(r *review.Review) error {
 }
 
 // UpdateReviews runs fn in one write transaction and commits if it returns
-// nil. The database's immediate transactions take the write lock at the
-// start, so two updates never interleave.
+// nil. The write lock is taken at the start (SQLite's immediate
+// transactions, a PostgreSQL advisory lock), so two updates never
+// interleave, from one collector or several.
 func (s *Store) UpdateReviews(ctx context.Context, fn func(*ReviewTx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: begin review update: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	if err := fn(&ReviewTx{ctx: ctx, tx: tx}); err != nil {
+	if err := s.d.lock(ctx, tx, lockReviews); err != nil {
+		return err
+	}
+	if err := fn(&ReviewTx{ctx: ctx, tx: dialected{tx, s.d}}); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {

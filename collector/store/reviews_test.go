@@ -1,22 +1,21 @@
-package store
+package store_test
 
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/wardenhq/warden/collector/store"
 	"github.com/wardenhq/warden/pkg/review"
 )
 
 func TestReviewSelections(t *testing.T) {
-	st, err := Open(filepath.Join(t.TempDir(), "events.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	forEachStore(t, testReviewSelections)
+}
+
+func testReviewSelections(t *testing.T, st *store.Store) {
 	ctx := context.Background()
 	t0 := time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC)
 	at := func(d time.Duration) *time.Time { v := t0.Add(d); return &v }
@@ -36,7 +35,7 @@ func TestReviewSelections(t *testing.T) {
 	other := mk("R-6", review.Pending, 5*time.Minute)
 	other.Requester.Sub = "eve"
 
-	if err := st.UpdateReviews(ctx, func(tx *ReviewTx) error {
+	if err := st.UpdateReviews(ctx, func(tx *store.ReviewTx) error {
 		for _, r := range []*review.Review{pending, onceUnused, onceUsed, window, denied, other} {
 			if err := tx.Put(r); err != nil {
 				return err
@@ -49,20 +48,20 @@ func TestReviewSelections(t *testing.T) {
 
 	tests := []struct {
 		name string
-		f    ReviewFilter
+		f    store.ReviewFilter
 		want []string
 	}{
-		{"all, newest first", ReviewFilter{}, []string{"R-6", "R-5", "R-4", "R-3", "R-2", "R-1"}},
-		{"limit", ReviewFilter{Limit: 2}, []string{"R-6", "R-5"}},
-		{"state", ReviewFilter{States: []review.State{review.Approved}}, []string{"R-4", "R-3", "R-2"}},
-		{"kind", ReviewFilter{Kind: review.KindAccess}, []string{"R-4"}},
-		{"requester", ReviewFilter{Sub: "eve"}, []string{"R-6"}},
-		{"keep before limit", ReviewFilter{Keep: func(r *review.Review) bool { return r.State == review.Pending }, Limit: 1}, []string{"R-6"}},
-		{"open at 10m", ReviewFilter{OpenAt: t0.Add(10 * time.Minute)}, []string{"R-6", "R-4", "R-2", "R-1"}},
-		{"open at 20m", ReviewFilter{OpenAt: t0.Add(20 * time.Minute)}, []string{"R-6", "R-4", "R-1"}},
-		{"due at 10m", ReviewFilter{Due: t0.Add(10 * time.Minute)}, nil},
-		{"due at 16m", ReviewFilter{Due: t0.Add(16 * time.Minute)}, []string{"R-2"}},
-		{"due at 61m", ReviewFilter{Due: t0.Add(61 * time.Minute)}, []string{"R-2", "R-1"}},
+		{"all, newest first", store.ReviewFilter{}, []string{"R-6", "R-5", "R-4", "R-3", "R-2", "R-1"}},
+		{"limit", store.ReviewFilter{Limit: 2}, []string{"R-6", "R-5"}},
+		{"state", store.ReviewFilter{States: []review.State{review.Approved}}, []string{"R-4", "R-3", "R-2"}},
+		{"kind", store.ReviewFilter{Kind: review.KindAccess}, []string{"R-4"}},
+		{"requester", store.ReviewFilter{Sub: "eve"}, []string{"R-6"}},
+		{"keep before limit", store.ReviewFilter{Keep: func(r *review.Review) bool { return r.State == review.Pending }, Limit: 1}, []string{"R-6"}},
+		{"open at 10m", store.ReviewFilter{OpenAt: t0.Add(10 * time.Minute)}, []string{"R-6", "R-4", "R-2", "R-1"}},
+		{"open at 20m", store.ReviewFilter{OpenAt: t0.Add(20 * time.Minute)}, []string{"R-6", "R-4", "R-1"}},
+		{"due at 10m", store.ReviewFilter{Due: t0.Add(10 * time.Minute)}, nil},
+		{"due at 16m", store.ReviewFilter{Due: t0.Add(16 * time.Minute)}, []string{"R-2"}},
+		{"due at 61m", store.ReviewFilter{Due: t0.Add(61 * time.Minute)}, []string{"R-2", "R-1"}},
 	}
 	for _, tc := range tests {
 		rs, err := st.Reviews(ctx, tc.f)
@@ -81,7 +80,7 @@ func TestReviewSelections(t *testing.T) {
 	// Put replaces; a failed update leaves nothing behind.
 	pending.State = review.Expired
 	boom := errors.New("boom")
-	if err := st.UpdateReviews(ctx, func(tx *ReviewTx) error {
+	if err := st.UpdateReviews(ctx, func(tx *store.ReviewTx) error {
 		if err := tx.Put(pending); err != nil {
 			return err
 		}
@@ -92,7 +91,7 @@ func TestReviewSelections(t *testing.T) {
 	if r, err := st.Review(ctx, "R-1"); err != nil || r.State != review.Pending {
 		t.Fatalf("after a rolled-back update: %v %v", r, err)
 	}
-	if _, err := st.Review(ctx, "R-9"); !errors.Is(err, ErrReviewNotFound) {
+	if _, err := st.Review(ctx, "R-9"); !errors.Is(err, store.ErrReviewNotFound) {
 		t.Fatalf("unknown id: %v", err)
 	}
 }

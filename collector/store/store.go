@@ -1,11 +1,15 @@
-// Package store keeps verified (and flagged) Warden events in SQLite.
+// Package store keeps verified (and flagged) Warden events, and the review
+// queue, in SQLite (embedded, the default) or PostgreSQL (pgx), with the
+// same schema and the same queries; only the column types of the DDL and
+// the placeholder syntax differ (dialect). The schema is versioned
+// (migrations, recorded in schema_migrations).
 //
 // Each event is one row: a few columns extracted for filtering, plus the raw
 // JSON exactly as it arrived, so that an auditor can re-verify hashes and
-// signatures from the store alone. The table keeps SQLite's implicit rowid;
-// it grows in insertion order and serves as the cursor for following new
-// events, since event ids (ULIDs minted by many agents) are not inserted in
-// order.
+// signatures from the store alone. The rowid column (SQLite's implicit
+// rowid, an identity column in PostgreSQL) grows in insertion order and
+// serves as the cursor for following new events, since event ids (ULIDs
+// minted by many agents) are not inserted in order.
 package store
 
 import (
@@ -27,44 +31,27 @@ import (
 // ErrNotFound is returned when no event matches.
 var ErrNotFound = errors.New("event not found")
 
-const schema = `
-CREATE TABLE IF NOT EXISTS events (
-	id         TEXT PRIMARY KEY,
-	time       INTEGER NOT NULL,           -- unix nanoseconds, from the event
-	type       TEXT NOT NULL,
-	host_id    TEXT NOT NULL,
-	sub        TEXT NOT NULL DEFAULT '',
-	email      TEXT NOT NULL DEFAULT '',
-	session_id TEXT NOT NULL DEFAULT '',
-	target     TEXT NOT NULL DEFAULT '',
-	exec_id    TEXT NOT NULL DEFAULT '',
-	seq        INTEGER NOT NULL DEFAULT 0,
-	hash       TEXT NOT NULL DEFAULT '',
-	integrity  TEXT NOT NULL DEFAULT '',   -- '' verified; else comma-separated problem kinds
-	chain_head INTEGER NOT NULL DEFAULT 0, -- 1 if the verifier advanced the host's chain to this event
-	stream_seq INTEGER NOT NULL DEFAULT 0, -- JetStream stream sequence it arrived with
-	stored_at  INTEGER NOT NULL,           -- unix nanoseconds, collector clock
-	raw        BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_time    ON events(time);
-CREATE INDEX IF NOT EXISTS events_type    ON events(type, time);
-CREATE INDEX IF NOT EXISTS events_sub     ON events(sub, time);
-CREATE INDEX IF NOT EXISTS events_email   ON events(email, time);
-CREATE INDEX IF NOT EXISTS events_target  ON events(target, time);
-CREATE INDEX IF NOT EXISTS events_exec    ON events(exec_id);
-CREATE INDEX IF NOT EXISTS events_session ON events(session_id);
-CREATE INDEX IF NOT EXISTS events_chain   ON events(host_id, chain_head, seq);
-`
-
-// Store is an open event database. It is safe for concurrent use; writes
-// are expected from one ingester at a time.
+// Store is an open event database. It is safe for concurrent use, and
+// several collectors may write to one PostgreSQL store: inserts are
+// idempotent on the event id.
 type Store struct {
 	db *sql.DB
+	d  dialect
 }
 
-// Open opens (creating if needed) the database at path, in WAL mode so that
-// API readers never block the ingester.
-func Open(path string) (*Store, error) {
+// Open opens (creating and migrating if needed) the store at location: a
+// postgres:// or postgresql:// URL opens PostgreSQL, anything else is the
+// path of a SQLite file.
+func Open(location string) (*Store, error) {
+	if isPostgres(location) {
+		return openPostgres(location)
+	}
+	return openSQLite(location)
+}
+
+// openSQLite opens the database at path, in WAL mode so that API readers
+// never block the ingester.
+func openSQLite(path string) (*Store, error) {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("store: create directory for %s: %w", path, err)
@@ -82,11 +69,12 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(8)
-	if _, err := db.Exec(schema + reviewSchema); err != nil {
+	st := &Store{db: db, d: sqliteDialect{}}
+	if err := st.migrate(context.Background()); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("store: create schema in %s: %w", path, err)
+		return nil, fmt.Errorf("store: %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	return st, nil
 }
 
 // Close closes the database.
@@ -113,9 +101,14 @@ func (s *Store) Insert(ctx context.Context, recs []Record) (int, error) {
 		return 0, fmt.Errorf("store: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	stmt, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO events
+	// Writers one at a time: rowids then commit in the order they were
+	// given, so a follower's cursor never skips a row committed late.
+	if err := s.d.lock(ctx, tx, lockEvents); err != nil {
+		return 0, err
+	}
+	stmt, err := tx.PrepareContext(ctx, s.d.rebind(`INSERT INTO events
 		(id, time, type, host_id, sub, email, session_id, target, exec_id, seq, hash, integrity, chain_head, stream_seq, stored_at, raw)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`))
 	if err != nil {
 		return 0, fmt.Errorf("store: prepare insert: %w", err)
 	}
@@ -166,7 +159,7 @@ func (s *Store) StreamSeqs(ctx context.Context, ids []string) (map[string]uint64
 		for i, id := range chunk {
 			args[i] = id
 		}
-		rows, err := s.db.QueryContext(ctx, `SELECT id, stream_seq FROM events WHERE id IN (?`+strings.Repeat(",?", len(chunk)-1)+`)`, args...)
+		rows, err := s.db.QueryContext(ctx, s.d.rebind(`SELECT id, stream_seq FROM events WHERE id IN (?`+strings.Repeat(",?", len(chunk)-1)+`)`), args...)
 		if err != nil {
 			return nil, fmt.Errorf("store: look up ids: %w", err)
 		}
@@ -324,7 +317,7 @@ func (s *Store) Query(ctx context.Context, f Filter) ([]Row, error) {
 	if f.Limit > 0 {
 		q += fmt.Sprintf(" LIMIT %d", f.Limit)
 	}
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	rows, err := s.db.QueryContext(ctx, s.d.rebind(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: query events: %w", err)
 	}
@@ -345,7 +338,7 @@ func (s *Store) Query(ctx context.Context, f Filter) ([]Row, error) {
 
 // Get returns the event with the given id, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (Row, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT "+rowColumns+" FROM events WHERE id = ?", id)
+	rows, err := s.db.QueryContext(ctx, s.d.rebind("SELECT "+rowColumns+" FROM events WHERE id = ?"), id)
 	if err != nil {
 		return Row{}, fmt.Errorf("store: get event %s: %w", id, err)
 	}
@@ -362,7 +355,7 @@ func (s *Store) Get(ctx context.Context, id string) (Row, error) {
 // DistinctTargets returns the names of the targets touched by events of a
 // terminal session, sorted.
 func (s *Store) DistinctTargets(ctx context.Context, sessionID string) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT target FROM events WHERE session_id = ? AND target != '' ORDER BY target`, sessionID)
+	rows, err := s.db.QueryContext(ctx, s.d.rebind(`SELECT DISTINCT target FROM events WHERE session_id = ? AND target != '' ORDER BY target`), sessionID)
 	if err != nil {
 		return nil, fmt.Errorf("store: targets of session %s: %w", sessionID, err)
 	}

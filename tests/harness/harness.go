@@ -115,6 +115,9 @@ type Env struct {
 	// AgentCreds the agent's creds, from warden-collector enroll HostID.
 	NATSAuth   string
 	AgentCreds string
+	// Store is the collector's --store: SQLite in Dir, or PostgreSQL
+	// with WARDEN_TEST_STORE=postgres (StoreLocation).
+	Store string
 
 	agent     *Process
 	mountNS   *MountNS // where wardend runs, if not the test's own
@@ -180,6 +183,7 @@ func NewEnv(t testing.TB) *Env {
 	if err := event.WritePublicKey(filepath.Join(keys, "agent.pub"), key.Public().(ed25519.PublicKey)); err != nil {
 		t.Fatal(err)
 	}
+	e.Store = StoreLocation(t, e.Dir)
 	e.NATSAuth, e.AgentCreds = filepath.Join(e.Dir, "nats-auth"), filepath.Join(e.Dir, "agent.creds")
 	enroll := exec.Command(filepath.Join(e.Bin, "warden-collector"), "enroll", HostID, "--nats-auth", e.NATSAuth,
 		"--out", e.AgentCreds, "--agent-key", filepath.Join(keys, "agent.pub"), "--agent-keys", keys,
@@ -222,7 +226,7 @@ func (e *Env) StartCollectorWith(extra ...string) {
 		e.collector.Stop()
 	}
 	args := append([]string{"--embedded-nats", "--nats-listen", NATSAddr, "--nats-store", filepath.Join(e.Dir, "nats"),
-		"--store", filepath.Join(e.Dir, "events.db"), "--listen", CollectorAddr,
+		"--store", e.Store, "--listen", CollectorAddr,
 		"--agent-keys", filepath.Join(e.Dir, "keys"), "--nats-auth", e.NATSAuth}, append(e.AuthFlags(), extra...)...)
 	p := e.StartProcess("collector", e.NSCommand(filepath.Join(e.Bin, "warden-collector"), args...))
 	e.collector = p
