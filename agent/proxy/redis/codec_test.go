@@ -178,6 +178,7 @@ masking:
     targets: [cache]
     keys: ["user:*:email"]
     detectors: [credit_card]
+    except_groups: [pii-readers]
 `
 
 func newRig(t *testing.T, groups []string, creds bool, data map[string]string) *rig {
@@ -417,4 +418,23 @@ func TestRefuse(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Key masking rewrites bulk replies; commands that would give a masked
+// value away otherwise, or copy it to an unmasked name, are refused.
+func TestMaskedKeyLeaksRefused(t *testing.T) {
+	r := newRig(t, []string{"engineering"}, false, nil)
+	r.send(t, "GETBIT user:1:email 7\r\nCOPY user:1:email plain\r\nSORT user:1:email STORE plain\r\nCOPY user:1:email user:2:email\r\nGETBIT other 7\r\n")
+	r.expect(t,
+		"-NOPERM warden: GETBIT on masked key user:1:email would give its value away; refused\r\n",
+		"-NOPERM warden: COPY would copy masked key user:1:email to a name that is not masked; refused\r\n",
+		"-NOPERM warden: SORT would copy masked key user:1:email to a name that is not masked; refused\r\n",
+		"-ERR unknown command\r\n", "-ERR unknown command\r\n") // reached the (fake) server
+	if got := strings.Join(r.srv.commands(), "|"); got != "COPY user:1:email user:2:email|GETBIT other 7" {
+		t.Fatalf("the server ran %q", got)
+	}
+	// Exempt from the masking, nothing is refused.
+	r = newRig(t, []string{"engineering", "pii-readers"}, false, nil)
+	r.send(t, "GETBIT user:1:email 7\r\n")
+	r.expect(t, "-ERR unknown command\r\n")
 }

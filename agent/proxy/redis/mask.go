@@ -1,6 +1,8 @@
 package redis
 
 import (
+	"fmt"
+
 	"github.com/wardenhq/warden/pkg/masking"
 	"github.com/wardenhq/warden/pkg/policy"
 	resp "github.com/wardenhq/warden/pkg/protocol/redis"
@@ -117,4 +119,64 @@ func (ss *session) maskDetect(rep *resp.Reply) {
 			r.Str = out
 		}
 	})
+}
+
+// Commands that would give away a masked key's value other than in a
+// bulk reply, which is all key masking rewrites.
+var (
+	// oracles answer with numbers or yes/no about the value itself, so
+	// a client could read it bit by bit or confirm guesses.
+	oracles = map[string]bool{
+		"getbit": true, "bitcount": true, "bitpos": true, "bitfield": true, "bitfield_ro": true, "lcs": true,
+		"sismember": true, "smismember": true, "lpos": true, "zscore": true, "zmscore": true, "zrank": true,
+		"zrevrank": true, "sintercard": true, "zintercard": true,
+	}
+	// copiers write a key's value under another name, whose replies
+	// would not be masked unless it matches a pattern too.
+	copiers = map[string]bool{
+		"copy": true, "rename": true, "renamenx": true, "sinterstore": true, "sunionstore": true, "sdiffstore": true,
+		"zunionstore": true, "zinterstore": true, "zdiffstore": true, "lmove": true, "blmove": true, "rpoplpush": true,
+		"brpoplpush": true, "smove": true, "geosearchstore": true, "pfmerge": true, "bitop": true,
+	}
+	// storing copy only with a STORE option, whose key the server's
+	// legacy key positions do not show.
+	storing = map[string]bool{"sort": true, "georadius": true, "georadiusbymember": true}
+)
+
+// leaks says why a command on masked keys is refused, "" when it is not:
+// an oracle on any masked key, or a copy between masked and unmasked
+// names (a copy among masked names stays masked).
+func (ss *session) leaks(name, what string, args, keys [][]byte) string {
+	if len(ss.keys) == 0 {
+		return ""
+	}
+	masked, unmasked := "", false
+	for _, k := range keys {
+		if ss.maskedKey(k) {
+			if masked == "" {
+				masked = string(k)
+			}
+		} else {
+			unmasked = true
+		}
+	}
+	switch {
+	case masked == "":
+		return ""
+	case oracles[name]:
+		return fmt.Sprintf("warden: %s on masked key %s would give its value away; refused", what, masked)
+	case copiers[name] && unmasked, storing[name] && hasStore(args):
+		return fmt.Sprintf("warden: %s would copy masked key %s to a name that is not masked; refused", what, masked)
+	}
+	return ""
+}
+
+// hasStore reports whether a SORT or GEORADIUS stores its result.
+func hasStore(args [][]byte) bool {
+	for _, a := range args[1:] {
+		if s := string(a); equalFold(s, "store") || equalFold(s, "storedist") {
+			return true
+		}
+	}
+	return false
 }

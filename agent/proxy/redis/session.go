@@ -343,6 +343,9 @@ func (ss *session) command(ctx context.Context, cmd resp.Command) error {
 	if reason := ss.builtin(name, sub, cmd.Args); reason != "" {
 		return ss.refuse(payload, event.Decision{Action: event.Deny, Rule: ruleProtocol, Reason: reason}, "NOPERM "+reason)
 	}
+	if reason := ss.leaks(name, what, cmd.Args, keys); reason != "" {
+		return ss.refuse(payload, event.Decision{Action: event.Deny, Rule: ruleMasking, Reason: reason}, "NOPERM "+reason)
+	}
 
 	req := guard.Request{Commands: []string{name}, Text: requestText(what, payload.Keys), Exact: exact(cmd.Args)}
 	if sub != "" {

@@ -47,6 +47,7 @@ func init() {
 	for _, c := range []string{"blpop", "brpop", "bzpopmin", "bzpopmax"} {
 		keySpecs[c] = keySpec{1, -2, 1}
 	}
+	keySpecs["bitop"] = keySpec{2, -1, 1} // BITOP op destkey srckey...
 	for _, c := range []string{"mset", "msetnx"} {
 		keySpecs[c] = keySpec{1, -1, 2}
 	}
