@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wardenhq/warden/pkg/collectorclient"
 	"github.com/wardenhq/warden/pkg/devidp"
@@ -245,6 +246,32 @@ echo "elapsed=$(( $(date +%%s) - start ))"`, cli))
 		out = e.sh(t, e.alice, fmt.Sprintf(`%s -e "kill query 1"`, cli))
 		if !strings.Contains(out, `was not opened through Warden`) {
 			t.Fatalf("KILL of a foreign connection:\n%s", out)
+		}
+	})
+
+	// The agent ends the session's connections on logout: the client is
+	// told why, and the statement it was running is killed on the server,
+	// which would otherwise run it on to its end.
+	t.Run("logout ends a running statement", func(t *testing.T) {
+		out := e.sh(t, e.alice, fmt.Sprintf(`start=$(date +%%s)
+%s -e "select sleep(30) as warden_sleeper" & p=$!
+sleep 3; warden logout >/dev/null; wait $p
+echo "elapsed=$(( $(date +%%s) - start ))"`, cli))
+		var elapsed int
+		if !scanLine(out, "elapsed=%d", &elapsed) || elapsed >= 20 || !strings.Contains(out, "ERROR 1053") {
+			t.Fatalf("logout did not end the statement's connection with a reason:\n%s", out)
+		}
+		// Killed, it is gone at once; left alone, it would run for
+		// another 27 s.
+		for i := 0; ; i++ {
+			n := e.db.QueryInt("select count(*) from information_schema.processlist where info like '%warden_sleeper%' and info not like '%processlist%'")
+			if n == 0 {
+				break
+			}
+			if i == 50 {
+				t.Fatalf("the statement still runs on the server 5 s after the logout")
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	})
 
