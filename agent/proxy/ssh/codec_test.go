@@ -87,6 +87,7 @@ type target struct {
 	mu     sync.Mutex
 	execs  []string
 	keyIDs []string
+	users  []string
 	opened []string
 }
 
@@ -110,7 +111,15 @@ func (tg *target) serve(conn net.Conn) {
 	checker := &ssh.CertChecker{IsUserAuthority: func(k ssh.PublicKey) bool {
 		return bytes.Equal(k.Marshal(), tg.userCA.PublicKey().Marshal())
 	}}
-	cfg := &ssh.ServerConfig{PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+	cfg := &ssh.ServerConfig{PasswordCallback: func(meta ssh.ConnMetadata, pw []byte) (*ssh.Permissions, error) {
+		tg.mu.Lock()
+		tg.users = append(tg.users, meta.User())
+		tg.mu.Unlock()
+		if string(pw) != "person-secret" {
+			return nil, errors.New("wrong password")
+		}
+		return nil, nil
+	}, PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 		if c, ok := key.(*ssh.Certificate); ok {
 			tg.mu.Lock()
 			tg.keyIDs = append(tg.keyIDs, c.KeyId)
@@ -185,11 +194,19 @@ type harness struct {
 	client *ssh.Client
 	ca     *HostCA
 	done   chan error
+	// handshakeErr is the client's failed login; client is nil then.
+	handshakeErr error
 }
 
 const targetName = "app-1"
 
 func start(t *testing.T, tp policy.Target, rules []policy.Rule, clientCfg func(*ssh.ClientConfig)) *harness {
+	t.Helper()
+	return startRev(t, tp, rules, clientCfg, nil)
+}
+
+// startRev is start with rev deciding review rules.
+func startRev(t *testing.T, tp policy.Target, rules []policy.Rule, clientCfg func(*ssh.ClientConfig), rev guard.Reviewer) *harness {
 	t.Helper()
 	tg := newTarget(t)
 	if c := tp.Credentials; c != nil && c.UserCAKeyFile != "" {
@@ -236,7 +253,7 @@ func start(t *testing.T, tp policy.Target, rules []policy.Rule, clientCfg func(*
 	uc, us := tcpPair(t)
 	go tg.serve(us)
 	s := &proxy.Stream{Client: cs, Upstream: uc, Attribution: att, Log: zerolog.Nop(),
-		Guard: guard.New(p, targetName, []string{"engineering"}, nil),
+		Guard: guard.New(p, targetName, []string{"engineering"}, rev),
 		Audit: proxy.NewAudit(h.rec, att, proxy.FailClosed)}
 	codec := New(Options{HostCA: ca, Recordings: h.store})
 	go func() { h.done <- codec.Serve(context.Background(), s) }()
@@ -248,10 +265,22 @@ func start(t *testing.T, tp policy.Target, rules []policy.Rule, clientCfg func(*
 	}
 	conn, chans, reqs, err := ssh.NewClientConn(cc, "10.0.1.7:22", cfg)
 	if err != nil {
-		t.Fatalf("client handshake through the codec: %v", err)
+		h.handshakeErr = err
+		cc.Close()
+		<-h.done
+		return h
 	}
 	h.client = ssh.NewClient(conn, chans, reqs)
 	t.Cleanup(func() { h.client.Close(); <-h.done })
+	return h
+}
+
+// must fails the test if the client could not log in.
+func (h *harness) must() *harness {
+	h.t.Helper()
+	if h.handshakeErr != nil {
+		h.t.Fatalf("client handshake through the codec: %v", h.handshakeErr)
+	}
 	return h
 }
 
@@ -305,7 +334,7 @@ func (h *harness) run(cmd string) (string, string, int) {
 func startWithCA(t *testing.T, tp policy.Target, rules []policy.Rule) *harness {
 	t.Helper()
 	tp.Credentials = &policy.Credentials{Username: "deploy", UserCAKeyFile: filepath.Join(t.TempDir(), "user_ca")}
-	return start(t, tp, rules, nil)
+	return start(t, tp, rules, nil).must()
 }
 
 func TestExecGuardrails(t *testing.T) {
@@ -417,5 +446,143 @@ func TestWrongHostKeyRefused(t *testing.T) {
 	evs := h.rec.ofType(event.SSHSession)
 	if len(evs) != 1 || evs[0].Decision.Action != event.Deny || evs[0].Decision.Rule != "host_key" {
 		t.Fatalf("events %+v", evs)
+	}
+}
+
+// fakeReviewer answers every review with outcome.
+type fakeReviewer struct {
+	outcome guard.ReviewOutcome
+	asked   []guard.ReviewRequest
+}
+
+func (f *fakeReviewer) Review(_ context.Context, req guard.ReviewRequest) guard.ReviewResult {
+	f.asked = append(f.asked, req)
+	if req.Waiting != nil {
+		req.Waiting(guard.Waiting{ID: "R-1", Rule: req.Rule, Hold: req.Hold, Left: req.Hold})
+	}
+	return guard.ReviewResult{Outcome: f.outcome, ID: "R-1", By: "bob", Reason: "not now"}
+}
+
+func TestExecReview(t *testing.T) {
+	rule := policy.Rule{Name: "restarts", When: policy.Match{Commands: []string{"systemctl"}}, Action: policy.Review,
+		Review: &policy.ReviewSpec{Approvers: []string{"sre"}}}
+	for _, tc := range []struct {
+		outcome guard.ReviewOutcome
+		ran     bool
+		stderr  string
+	}{
+		{guard.ReviewApproved, true, "warden: review R-1 required by rule \"restarts\""},
+		{guard.ReviewDenied, false, "warden: review R-1 of rule \"restarts\" was denied by bob: not now"},
+		{guard.ReviewPending, false, "is still pending"},
+	} {
+		rev := &fakeReviewer{outcome: tc.outcome}
+		tp := policy.Target{Credentials: &policy.Credentials{Username: "deploy", UserCAKeyFile: filepath.Join(t.TempDir(), "ca")}}
+		h := startRev(t, tp, []policy.Rule{rule}, nil, rev).must()
+		out, errOut, code := h.run("sudo systemctl restart app")
+		if tc.ran != (out == "ran: sudo systemctl restart app\n") || !strings.Contains(errOut, tc.stderr) {
+			t.Errorf("%v: stdout %q stderr %q exit %d", tc.outcome, out, errOut, code)
+		}
+		if len(rev.asked) != 1 || rev.asked[0].Request.Exact != "sudo systemctl restart app" {
+			t.Errorf("%v: reviewer asked %+v", tc.outcome, rev.asked)
+		}
+		evs := h.rec.ofType(event.SSHExec)
+		want := event.Allow
+		if !tc.ran {
+			want = event.Review
+		}
+		if len(evs) != 1 || evs[0].Decision.Action != want || evs[0].Decision.Rule != "restarts" {
+			t.Errorf("%v: events %+v", tc.outcome, evs)
+		}
+	}
+}
+
+func TestPasswordPassthrough(t *testing.T) {
+	h := start(t, policy.Target{}, nil, func(c *ssh.ClientConfig) {
+		c.User = "bob"
+		c.Auth = []ssh.AuthMethod{ssh.Password("person-secret")}
+	}).must()
+	if out, _, _ := h.run("id -un"); out != "ran: id -un\n" {
+		t.Fatalf("exec with the user's own password: %q", out)
+	}
+	h.tg.mu.Lock()
+	users := append([]string(nil), h.tg.users...)
+	h.tg.mu.Unlock()
+	if len(users) != 1 || users[0] != "bob" {
+		t.Fatalf("the target saw logins as %q", users)
+	}
+	if evs := h.rec.ofType(event.SSHSession); len(evs) == 0 || evs[0].Data["auth"] != "passthrough" || evs[0].Data["remote_user"] != "bob" {
+		t.Fatalf("session events %+v", evs)
+	}
+	// A wrong password fails the login once; the target is not asked
+	// again on the same connection.
+	bad := start(t, policy.Target{}, nil, func(c *ssh.ClientConfig) {
+		c.User = "bob"
+		c.Auth = []ssh.AuthMethod{ssh.RetryableAuthMethod(ssh.Password("guess"), 3)}
+	})
+	if bad.handshakeErr == nil {
+		t.Fatal("a wrong password logged in")
+	}
+	bad.tg.mu.Lock()
+	defer bad.tg.mu.Unlock()
+	if len(bad.tg.users) != 1 {
+		t.Fatalf("the target was asked %d times", len(bad.tg.users))
+	}
+}
+
+func TestRecordInput(t *testing.T) {
+	tp := policy.Target{SSH: &policy.SSHTarget{RecordInput: true}}
+	h := startWithCA(t, tp, nil)
+	sess, err := h.client.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.RequestPty("xterm", 24, 80, nil)
+	in, _ := sess.StdinPipe()
+	if err := sess.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(in, "typed exit\n")
+	sess.Wait()
+	h.close()
+	ends := h.rec.ofType(event.SSHSession)
+	rec := ends[len(ends)-1].Data["recording"].(map[string]any)
+	data, _, err := recording.Read(context.Background(), h.store, ends[len(ends)-1].Data["ssh_session"].(string), rec["sha256"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, evs, _ := recording.ParseCast(data)
+	var input string
+	for _, e := range evs {
+		if e.Kind == "i" {
+			input += e.Data
+		}
+	}
+	if input != "typed exit\n" {
+		t.Fatalf("recorded input %q", input)
+	}
+}
+
+func TestRefuseBanner(t *testing.T) {
+	caKey, _ := newEd25519Signer()
+	ca, _ := NewHostCA(caKey)
+	cc, cs := tcpPair(t)
+	att := &proxy.Attribution{Target: event.Target{Name: targetName, Address: "10.0.1.7:22"},
+		Kernel:   loader.ConnInfo{OrigDst: netip.MustParseAddrPort("10.0.1.7:22")},
+		Decision: event.Decision{Action: event.Deny, Reason: "warden: no verified identity for this session; run 'warden login'"}}
+	done := make(chan error, 1)
+	go func() { done <- New(Options{HostCA: ca}).Refuse(context.Background(), cs, att) }()
+	var banner string
+	_, _, _, err := ssh.NewClientConn(cc, "10.0.1.7:22", &ssh.ClientConfig{User: "x",
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+		BannerCallback:  func(m string) error { banner = m; return nil },
+		Auth:            []ssh.AuthMethod{ssh.Password("x")}})
+	if err == nil {
+		t.Fatal("a refused client logged in")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(banner, "run 'warden login'") {
+		t.Fatalf("banner %q", banner)
 	}
 }
