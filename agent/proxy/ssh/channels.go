@@ -1,7 +1,6 @@
 package ssh
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -480,14 +479,9 @@ func (p *pair) decide(progs []string, cmd, shown string) event.Decision {
 	reqs := []guard.Request{{Commands: progs, Text: shown, Exact: cmd}}
 	v := ss.s.Guard.Check(reqs)
 	if v.Action == policy.Review {
-		ctx, cancel := context.WithCancel(ss.ctx)
-		defer cancel()
-		go func() {
-			// A client that goes away while held withdraws the command.
-			ss.client.Wait()
-			cancel()
-		}()
-		v = ss.s.Guard.Decide(ctx, reqs, guard.Hold{Waiting: func(w guard.Waiting) {
+		// ss.ctx ends with the client's connection: a client that goes
+		// away while held withdraws the command.
+		v = ss.s.Guard.Decide(ss.ctx, reqs, guard.Hold{Waiting: func(w guard.Waiting) {
 			fmt.Fprintf(p.a.Stderr(), "warden: review %s required by rule %q; waiting up to %s (approve: warden review approve %s)\r\n",
 				w.ID, w.Rule, w.Left.Round(1e9), w.ID)
 		}})

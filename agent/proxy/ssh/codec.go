@@ -232,6 +232,15 @@ func (c *Codec) Serve(ctx context.Context, s *proxy.Stream) error {
 	s.Client.SetDeadline(time.Time{})
 	defer cconn.Close()
 	sess.client = cconn
+	// The session's context ends with the client's connection, so a
+	// command held for review is withdrawn when the client goes away.
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		cconn.Wait()
+		cancel()
+	}()
+	sess.ctx = cctx
 	if creds != nil {
 		sess.auth = authName(creds)
 		auth, err := credentialAuth(creds, att.Identity, sessionName(att, sess.id), tp.SSH)
