@@ -586,3 +586,7 @@ func TestRefuseBanner(t *testing.T) {
 		t.Fatalf("banner %q", banner)
 	}
 }
+
+func eventTarget(name, addr string) event.Target {
+	return event.Target{Name: name, Protocol: policy.ProtocolSSH, Address: addr}
+}
