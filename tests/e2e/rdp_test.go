@@ -35,19 +35,24 @@ func TestRDP(t *testing.T) {
 access:
   - groups: [engineering]
     targets: [desk, desk-open]
+  - groups: [contractors]
+    targets: [desk-open]
+    review: { approvers: [engineering], grant: 1m }
 `, srv.Addr(), openPort))
 	alice := e.Token(devidp.IssueOptions{Sub: "alice"})
+	carol := e.Token(devidp.IssueOptions{Sub: "carol", Email: "carol@contractor.example", Groups: []string{"contractors"}})
 	// xfreerdp under timeout: 124 means the session was still open when
 	// the test gave up on it.
-	rdp := func(t *testing.T, port int, flags string) string {
+	rdpAs := func(t *testing.T, token string, port int, flags string) string {
 		t.Helper()
 		out, _ := e.Run(harness.Shell{UID: nobody, GID: nobody, Script: fmt.Sprintf(`warden login --token-file %s >/dev/null || exit 9
 export DISPLAY=%s
 start=$(date +%%s)
 timeout 60 xfreerdp /v:127.0.0.1:%d /u:carol /cert:ignore %s </dev/null
-echo "rc=$? took=$(( $(date +%%s) - start ))"`, alice, x.Display, port, flags)})
+echo "rc=$? took=$(( $(date +%%s) - start ))"`, token, x.Display, port, flags)})
 		return out
 	}
+	rdp := func(t *testing.T, port int, flags string) string { return rdpAs(t, alice, port, flags) }
 	q := collectorclient.Query{Type: string(event.RDPSession), Limit: 1000}
 
 	t.Run("max_duration disconnects", func(t *testing.T) {
@@ -108,6 +113,38 @@ echo "rc=$? took=$(( $(date +%%s) - start ))"`, alice, x.Display, port, flags)})
 		if len(req) < 2 || fmt.Sprint(req) != "[ssl hybrid]" && !strings.Contains(fmt.Sprint(req), "hybrid") {
 			t.Fatalf("requested protocols: %v", ev.Data)
 		}
+	})
+
+	t.Run("just-in-time access", func(t *testing.T) {
+		// carol (contractors) reaches desk-open only inside an approved
+		// window: her connect() is refused in the kernel before it.
+		if out := rdpAs(t, carol, openPort, "/sec:tls"); !strings.Contains(out, "rc=") || strings.Contains(out, "rc=124") {
+			t.Fatalf("carol before any review:\n%s", out)
+		}
+		e.WaitEvent(collectorclient.Query{Type: string(event.NetConnect), User: "carol"}, "carol's connect refused", func(ev *event.Event) bool {
+			return ev.Decision != nil && ev.Decision.Action == event.Deny
+		})
+		if evs := e.Events(collectorclient.Query{Type: string(event.RDPSession), User: "carol"}); len(evs) != 0 {
+			t.Fatalf("carol had an RDP session before any review: %+v", evs[0].Data)
+		}
+		out, _ := e.Run(harness.Shell{UID: nobody, GID: nobody, Script: fmt.Sprintf(
+			"warden login --token-file %s >/dev/null && warden access request desk-open --reason 'rdp incident' --for 1m", carol)})
+		id := regexp.MustCompile(`R-[0-9A-Z]{26}`).FindString(out)
+		if id == "" {
+			t.Fatalf("warden access request:\n%s", out)
+		}
+		if out, err := e.WardenEnv([]string{"WARDEN_TOKEN_FILE=" + alice}, "review", "approve", id, "--reason", "go ahead"); err != nil {
+			t.Fatalf("warden review approve: %v\n%s", err, out)
+		}
+		e.Eventually("carol's RDP session inside the window", func() error {
+			rdpAs(t, carol, openPort, "/sec:tls")
+			for _, ev := range e.Events(collectorclient.Query{Type: string(event.RDPSession), User: "carol"}) {
+				if ev.Data["phase"] == "end" && ev.Data["end_reason"] == "max_duration" {
+					return nil
+				}
+			}
+			return fmt.Errorf("no RDP session of carol's ended by max_duration yet")
+		})
 	})
 }
 
