@@ -73,24 +73,35 @@ func (s *Server) recording(w http.ResponseWriter, r *http.Request) {
 // recordingEnd finds the ssh.session end event of session id and returns
 // its event id and the recording's sha256 ("" when there is none).
 func (s *Server) recordingEnd(r *http.Request, id string) (string, string, error) {
-	rows, err := s.cfg.Store.Query(r.Context(), store.Filter{Types: []string{string(event.SSHSession)}, Desc: true})
-	if err != nil {
-		return "", "", fmt.Errorf("find the end of ssh session %s: %w", id, err)
-	}
-	for _, row := range rows {
-		e, err := row.Event()
+	// Newest first, a page at a time: the end of a session being
+	// replayed is usually recent, and memory stays bounded.
+	f := store.Filter{Types: []string{string(event.SSHSession)}, Desc: true, Limit: recordingPage}
+	for {
+		rows, err := s.cfg.Store.Query(r.Context(), f)
 		if err != nil {
-			continue
+			return "", "", fmt.Errorf("find the end of ssh session %s: %w", id, err)
 		}
-		if e.Data["ssh_session"] != id || e.Data["phase"] != "end" {
-			continue
+		for _, row := range rows {
+			e, err := row.Event()
+			if err != nil {
+				continue
+			}
+			if e.Data["ssh_session"] != id || e.Data["phase"] != "end" {
+				continue
+			}
+			rec, _ := e.Data["recording"].(map[string]any)
+			sum, _ := rec["sha256"].(string)
+			if sum == "" {
+				return "", "", fmt.Errorf("ssh session %s ended without a recording hash", id)
+			}
+			return e.ID, sum, nil
 		}
-		rec, _ := e.Data["recording"].(map[string]any)
-		sum, _ := rec["sha256"].(string)
-		if sum == "" {
-			return "", "", fmt.Errorf("ssh session %s ended without a recording hash", id)
+		if len(rows) < f.Limit {
+			return "", "", nil
 		}
-		return e.ID, sum, nil
+		f.AfterID = rows[len(rows)-1].ID
 	}
-	return "", "", nil
 }
+
+// recordingPage is how many ssh.session events recordingEnd reads at once.
+const recordingPage = 1000
