@@ -106,7 +106,7 @@ func maskResponse(resp *nethttp.Response, m *masking.Masker, maxBody int64, res 
 	if kind == bodyOpaque || resp.Body == nil || resp.Body == nethttp.NoBody {
 		return nil
 	}
-	body, decoded := resp.Body, true
+	body, decoded, length := resp.Body, true, resp.ContentLength
 	switch enc := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
 		decoded = false
@@ -144,12 +144,12 @@ func maskResponse(resp *nethttp.Response, m *masking.Masker, maxBody int64, res 
 		resp.Header.Set("Content-Length", fmt.Sprint(len(data)))
 		return nil
 	}
-	if !decoded && resp.ContentLength >= 0 && resp.ContentLength <= min(maxBody, smallBody) {
+	if !decoded && length >= 0 && length <= min(maxBody, smallBody) {
 		// A small body of known length is masked whole, so that the
 		// client gets a length too (an HTTP/1.0 client otherwise loses
 		// its keep-alive connection).
 		var out bytes.Buffer
-		err := maskJSON(&out, io.LimitReader(body, resp.ContentLength), m, res)
+		err := maskJSON(&out, io.LimitReader(body, length), m, res)
 		body.Close()
 		if err != nil {
 			return fmt.Errorf("warden: %w", err)

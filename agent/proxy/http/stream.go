@@ -48,12 +48,25 @@ type stream struct {
 	rp       *httputil.ReverseProxy
 	tr       *nethttp.Transport
 	upstream atomic.Pointer[net.Conn] // the proxy's connection, used by the first dial
+	// results carries http.response records to the stream's recording
+	// goroutine: the request was recorded before it went out, and its
+	// result need not hold the client's next request on a keep-alive
+	// connection while the spool syncs.
+	results  chan resultRecord
+	recorded chan struct{} // closed when the recording goroutine ends
+}
+
+// resultRecord is one http.response to record.
+type resultRecord struct {
+	receipt proxy.Receipt
+	data    event.HTTPResponseData
 }
 
 func newStream(c *Codec, s *proxy.Stream) (*stream, error) {
 	att := s.Attribution
 	st := &stream{c: c, s: s, target: att.TargetPolicy, scheme: "http", maxBody: att.TargetPolicy.HTTPSettings().MaxBody,
-		rules: map[string]policy.Rule{}}
+		rules: map[string]policy.Rule{}, results: make(chan resultRecord, 64), recorded: make(chan struct{})}
+	go st.recordResults()
 	if att.Policy != nil {
 		for _, r := range att.Policy.RulesFor(att.Target.Name) {
 			st.rules[r.Name] = r
@@ -135,7 +148,23 @@ func (st *stream) dial(ctx context.Context, network, _ string) (net.Conn, error)
 	return d.DialContext(ctx, "tcp", st.s.Attribution.Kernel.OrigDst.String())
 }
 
-func (st *stream) close() { st.tr.CloseIdleConnections() }
+// close releases the stream's upstream connections and waits until every
+// result is recorded.
+func (st *stream) close() {
+	st.tr.CloseIdleConnections()
+	close(st.results)
+	<-st.recorded
+}
+
+// recordResults records the stream's http.response events, in order.
+func (st *stream) recordResults() {
+	defer close(st.recorded)
+	for r := range st.results {
+		if err := st.s.Audit.Result(r.receipt, event.HTTPResponse, r.data); err != nil {
+			st.s.Log.Debug().Err(err).Msg("http.response not recorded")
+		}
+	}
+}
 
 // ServeHTTP decides one request and forwards it or refuses it.
 func (st *stream) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
@@ -212,7 +241,6 @@ func (st *stream) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 
 // forward sends an allowed request to the target and the response back.
 func (st *stream) forward(w nethttp.ResponseWriter, r *nethttp.Request, path string, receipt proxy.Receipt, start time.Time, upgrade string) {
-	res := event.HTTPResponseData{RequestID: receipt.ID}
 	mres := &maskResult{}
 	out := r.Clone(context.WithValue(r.Context(), maskKey{}, mres))
 	// The target gets the path that was judged, not one it might decode
@@ -250,8 +278,26 @@ func (st *stream) forward(w nethttp.ResponseWriter, r *nethttp.Request, path str
 		out.Body = body
 	}
 	cw := &countingWriter{ResponseWriter: w, status: nethttp.StatusOK}
+	// The result is recorded however the response ends: the reverse
+	// proxy aborts a response it cannot finish (a body that could not be
+	// masked) by panicking with http.ErrAbortHandler, which net/http
+	// expects back.
+	aborted := true
+	defer func() {
+		if aborted {
+			if _, _, merr := mres.get(); merr == nil {
+				mres.fail(errors.New("the response was cut short"))
+			}
+		}
+		st.results <- st.result(receipt, cw, body, mres, start)
+	}()
 	st.rp.ServeHTTP(cw, out)
+	aborted = false
+}
 
+// result is the http.response record of a forwarded request.
+func (st *stream) result(receipt proxy.Receipt, cw *countingWriter, body *countingBody, mres *maskResult, start time.Time) resultRecord {
+	res := event.HTTPResponseData{RequestID: receipt.ID}
 	res.Status, res.BytesIn, res.BytesOut = cw.status, body.n.Load(), cw.n.Load()
 	res.Upgraded = cw.status == nethttp.StatusSwitchingProtocols
 	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
@@ -263,9 +309,7 @@ func (st *stream) forward(w nethttp.ResponseWriter, r *nethttp.Request, path str
 	if e := cw.err(); e != "" && res.Error == "" {
 		res.Error = e
 	}
-	if err := st.s.Audit.Result(receipt, event.HTTPResponse, res); err != nil {
-		st.s.Log.Debug().Err(err).Msg("http.response not recorded")
-	}
+	return resultRecord{receipt, res}
 }
 
 // maskKey carries a request's maskResult to modifyResponse.
