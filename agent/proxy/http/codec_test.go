@@ -132,13 +132,20 @@ type harness struct {
 
 func start(t *testing.T, u *upstream, groups []string) *harness {
 	t.Helper()
+	return startWith(t, u, groups, nil, "")
+}
+
+// startWith is start with a reviewer and extra rules, put first.
+func startWith(t *testing.T, u *upstream, groups []string, rev guard.Reviewer, rules string) *harness {
+	t.Helper()
 	secret := filepath.Join(t.TempDir(), "secret")
 	if err := os.WriteFile(secret, []byte("Bearer s3cret-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	addr := netip.MustParseAddrPort(u.srv.Listener.Addr().String())
 	enf := policy.Enforcement{policy.ProtocolHTTP: New(Options{}).Enforces()}
-	pol, err := policy.Parse([]byte(fmt.Sprintf(testPolicy, addr, secret)), "policy.yaml", enf)
+	src := strings.Replace(fmt.Sprintf(testPolicy, addr, secret), "rules:\n", "rules:"+rules+"\n", 1)
+	pol, err := policy.Parse([]byte(src), "policy.yaml", enf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +187,7 @@ func start(t *testing.T, u *upstream, groups []string) *harness {
 				Decision:     event.Decision{Action: event.Allow},
 			}
 			s := &proxy.Stream{Client: c, Upstream: up, Attribution: att, Log: zerolog.Nop(),
-				Guard: guard.New(pol, "api", groups, nil), Audit: proxy.NewAudit(h.rec, att, proxy.FailClosed)}
+				Guard: guard.New(pol, "api", groups, rev), Audit: proxy.NewAudit(h.rec, att, proxy.FailClosed)}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -439,5 +446,140 @@ func TestUpgradeNeedsARule(t *testing.T) {
 	line, err := br.ReadString('\n')
 	if err != nil || line != "echo hello\n" {
 		t.Errorf("after the upgrade: %q %v", line, err)
+	}
+}
+
+// reviewer answers every review with outcome.
+type reviewer struct {
+	mu       sync.Mutex
+	outcome  guard.ReviewOutcome
+	asked    []guard.ReviewRequest
+	approved bool
+}
+
+func (r *reviewer) Review(ctx context.Context, req guard.ReviewRequest) guard.ReviewResult {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.asked = append(r.asked, req)
+	return guard.ReviewResult{Outcome: r.outcome, ID: "R-42", By: "bob", Reason: "not today"}
+}
+
+func TestReview(t *testing.T) {
+	u := newUpstream(t, func(w nethttp.ResponseWriter, r *nethttp.Request) { io.WriteString(w, "done") })
+	rev := &reviewer{}
+	h := startWith(t, u, []string{"eng"}, rev, `
+  - name: exports-need-review
+    targets: [api]
+    when: {methods: [POST], paths: ["/exports/**"]}
+    action: review
+    review: {approvers: [security], hold: 90s}
+`)
+	for _, tc := range []struct {
+		outcome guard.ReviewOutcome
+		status  int
+		want    string
+	}{
+		{guard.ReviewPending, 403, `requires review R-42 (rule \"exports-need-review\") and was not approved in time`},
+		{guard.ReviewDenied, 403, `review R-42 denied by bob: not today`},
+		{guard.ReviewApproved, 200, `done`},
+	} {
+		rev.mu.Lock()
+		rev.outcome = tc.outcome
+		rev.mu.Unlock()
+		resp, body := h.do("POST", "/exports/all?fmt=csv", strings.NewReader("x"))
+		if resp.StatusCode != tc.status || !strings.Contains(body, tc.want) {
+			t.Errorf("outcome %d: %d %s", tc.outcome, resp.StatusCode, body)
+		}
+		if tc.status == 403 && !strings.Contains(body, `"review":"R-42"`) {
+			t.Errorf("outcome %d: the denial does not name the review: %s", tc.outcome, body)
+		}
+	}
+	rev.mu.Lock()
+	defer rev.mu.Unlock()
+	if len(rev.asked) != 3 || rev.asked[0].Hold != 90*time.Second || rev.asked[0].Request.Exact != "POST /exports/all?fmt=csv" {
+		t.Errorf("review requests: %+v", rev.asked)
+	}
+	if n := len(u.requests()); n != 1 {
+		t.Errorf("target saw %d requests, want only the approved one", n)
+	}
+	reqs := h.rec.of(event.HTTPRequest)
+	if len(reqs) != 3 || reqs[0].Decision.Action != event.Review || reqs[0].Data["review_id"] != "R-42" || reqs[2].Decision.Action != event.Allow {
+		t.Errorf("records: %+v", reqs)
+	}
+}
+
+func TestChunkedAndContinue(t *testing.T) {
+	u := newUpstream(t, func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		fmt.Fprintf(w, "%s %v", r.Header.Get("X-Len"), r.TransferEncoding)
+	})
+	h := start(t, u, []string{"eng"})
+	// A chunked upload with a trailer, then a second request on the
+	// same connection: the re-chunked body ends where it should.
+	c := h.raw()
+	io.WriteString(c, "POST /up HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\nX-Len: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 1\r\n\r\n"+
+		"POST /up HTTP/1.1\r\nHost: api\r\nContent-Length: 3\r\nX-Len: 3\r\n\r\nabc")
+	br := bufio.NewReader(c)
+	for _, want := range []string{"chunked [chunked]", "3 []"} {
+		resp, err := nethttp.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(b) != want {
+			t.Errorf("got %d %q, want %q", resp.StatusCode, b, want)
+		}
+	}
+	// Expect: 100-continue: the client waits for 100 before its body.
+	c = h.raw()
+	io.WriteString(c, "PUT /up HTTP/1.1\r\nHost: api\r\nContent-Length: 4\r\nExpect: 100-continue\r\nX-Len: 4\r\n\r\n")
+	br = bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
+		t.Fatalf("interim response %q %v", line, err)
+	}
+	br.ReadString('\n')
+	io.WriteString(c, "body")
+	resp, err := nethttp.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "4 []" {
+		t.Errorf("after 100-continue: %d %q", resp.StatusCode, b)
+	}
+	if n := h.rec.wait(t, event.HTTPResponse, 3)[0].Data["bytes_in"]; n != int64(11) {
+		t.Errorf("bytes_in of the chunked upload = %v, want 11", n)
+	}
+}
+
+func TestRefuse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		att := &proxy.Attribution{Target: event.Target{Name: "api", Protocol: "http"},
+			Decision: event.Decision{Action: event.Deny, Rule: "identity", Reason: "warden: no verified identity for this session; run 'warden login'"}}
+		done <- New(Options{}).Refuse(context.Background(), c, att)
+	}()
+	resp, err := nethttp.Get("http://" + ln.Addr().String() + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 403 || !strings.Contains(string(b), `"error":"warden: no verified identity for this session; run 'warden login'"`) || !strings.Contains(string(b), `"rule":"identity"`) {
+		t.Errorf("refusal: %d %s", resp.StatusCode, b)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Refuse: %v", err)
 	}
 }
