@@ -196,6 +196,7 @@ type harness struct {
 	done   chan error
 	// handshakeErr is the client's failed login; client is nil then.
 	handshakeErr error
+	stream       *proxy.Stream
 }
 
 const targetName = "app-1"
@@ -255,6 +256,7 @@ func startRev(t *testing.T, tp policy.Target, rules []policy.Rule, clientCfg fun
 	s := &proxy.Stream{Client: cs, Upstream: uc, Attribution: att, Log: zerolog.Nop(),
 		Guard: guard.New(p, targetName, []string{"engineering"}, rev),
 		Audit: proxy.NewAudit(h.rec, att, proxy.FailClosed)}
+	h.stream = s
 	codec := New(Options{HostCA: ca, Recordings: h.store})
 	go func() { h.done <- codec.Serve(context.Background(), s) }()
 	cfg := &ssh.ClientConfig{User: "whoever", HostKeyCallback: (&ssh.CertChecker{
@@ -589,4 +591,24 @@ func TestRefuseBanner(t *testing.T) {
 
 func eventTarget(name, addr string) event.Target {
 	return event.Target{Name: name, Protocol: policy.ProtocolSSH, Address: addr}
+}
+
+func TestEndTellsTheClient(t *testing.T) {
+	h := startWithCA(t, policy.Target{}, nil)
+	sess, err := h.client.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errOut bytes.Buffer
+	sess.Stderr = &errOut
+	sess.StdinPipe() // an open stdin: the shell runs until the agent ends it
+	if err := sess.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	// The agent ends the stream (the person logged out).
+	h.stream.End(context.Background(), "warden: your session was logged out")
+	sess.Wait()
+	if !strings.Contains(errOut.String(), "warden: your session was logged out") {
+		t.Fatalf("stderr %q", errOut.String())
+	}
 }
