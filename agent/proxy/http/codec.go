@@ -19,9 +19,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	nethttp "net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -158,8 +160,8 @@ func serveConn(ctx context.Context, conn net.Conn, h nethttp.Handler, log zerolo
 			h.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: handshakeTimeout,
+		ErrorLog:          debugLog(log),
 		IdleTimeout:       idleTimeout,
-		ErrorLog:          nil,
 		ConnState: func(_ net.Conn, cs nethttp.ConnState) {
 			if cs == nethttp.StateClosed || cs == nethttp.StateHijacked {
 				ln.Close()
@@ -167,11 +169,10 @@ func serveConn(ctx context.Context, conn net.Conn, h nethttp.Handler, log zerolo
 		},
 		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
-	if tc, ok := conn.(*tls.Conn); ok && sc == nil {
+	if sc == nil {
 		// net/http speaks h2 on a *tls.Conn that negotiated it, when
 		// its TLS configuration offers h2.
 		srv.TLSConfig = &tls.Config{NextProtos: []string{"h2", "http/1.1"}}
-		_ = tc
 	}
 	stop := context.AfterFunc(ctx, func() {
 		srv.Close()
@@ -228,3 +229,17 @@ func (l *oneConnListener) Close() error {
 }
 
 func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
+
+// debugLog routes the standard library's HTTP log lines (a client's bad
+// request, a failed handshake) to the stream's log, at debug level: they
+// are about one client, and never carry its headers.
+func debugLog(l zerolog.Logger) *stdlog.Logger {
+	return stdlog.New(logWriter{l}, "", 0)
+}
+
+type logWriter struct{ l zerolog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.l.Debug().Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

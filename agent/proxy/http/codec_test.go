@@ -197,11 +197,9 @@ func startWith(t *testing.T, u *upstream, groups []string, rev guard.Reviewer, r
 			}()
 		}
 	}()
-	base := "http://" + ln.Addr().String()
 	h.client = &nethttp.Client{Transport: &nethttp.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return net.Dial("tcp", ln.Addr().String())
 	}}}
-	_ = base
 	h.raw = func() net.Conn {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
@@ -451,10 +449,9 @@ func TestUpgradeNeedsARule(t *testing.T) {
 
 // reviewer answers every review with outcome.
 type reviewer struct {
-	mu       sync.Mutex
-	outcome  guard.ReviewOutcome
-	asked    []guard.ReviewRequest
-	approved bool
+	mu      sync.Mutex
+	outcome guard.ReviewOutcome
+	asked   []guard.ReviewRequest
 }
 
 func (r *reviewer) Review(ctx context.Context, req guard.ReviewRequest) guard.ReviewResult {

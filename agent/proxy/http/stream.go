@@ -114,7 +114,7 @@ func newStream(c *Codec, s *proxy.Stream) (*stream, error) {
 		FlushInterval:  -1, // server-sent events and long polls pass at once
 		ModifyResponse: st.modifyResponse,
 		ErrorHandler:   st.upstreamError,
-		ErrorLog:       nil,
+		ErrorLog:       debugLog(s.Log),
 	}
 	return st, nil
 }
