@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -27,6 +28,7 @@ import (
 	"github.com/wardenhq/warden/collector/natsembed"
 	"github.com/wardenhq/warden/collector/reviews"
 	"github.com/wardenhq/warden/collector/store"
+	"github.com/wardenhq/warden/pkg/collectorclient"
 	"github.com/wardenhq/warden/pkg/event"
 	"github.com/wardenhq/warden/pkg/idtoken"
 	"github.com/wardenhq/warden/pkg/natsauth"
@@ -84,6 +86,13 @@ type Config struct {
 	// StreamReplicas is the replica count used if the collector creates
 	// the stream (3 on a 3-node cluster); an existing stream is kept.
 	StreamReplicas int
+	// ActiveStandby makes collectors sharing Consumer (and one
+	// PostgreSQL store) take turns: only the holder of the ingest lease
+	// consumes; another takes over when it stops renewing (lease.go).
+	ActiveStandby bool
+	// LeaseTTL is how long a lease outlives its last renewal; default
+	// DefaultLeaseTTL.
+	LeaseTTL time.Duration
 	// Name identifies this collector in the violations it raises; default
 	// the hostname.
 	Name string
@@ -108,12 +117,18 @@ type Config struct {
 
 // Collector is a running collector.
 type Collector struct {
-	cfg      Config
-	log      zerolog.Logger
-	ns       *natsembed.Server // nil with an external NATS
-	nc       *nats.Conn
-	st       *store.Store
-	ing      *ingest.Ingester
+	cfg Config
+	log zerolog.Logger
+	ns  *natsembed.Server // nil with an external NATS
+	nc  *nats.Conn
+	st  *store.Store
+	// ing is the running ingester: set by New, or with ActiveStandby
+	// while this collector holds the lease.
+	ing      atomic.Pointer[ingest.Ingester]
+	ingCfg   ingest.Config
+	stream   jetstream.Stream
+	leaseKV  jetstream.KeyValue
+	leaseRev uint64 // revision of the lease key this collector holds
 	rev      *reviews.Service
 	ln       net.Listener
 	tls      bool
@@ -221,13 +236,24 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 		return nil, err
 	}
 	kill := api.KillConfig{Killers: cfg.Killers, Commands: natsembed.CommandPublisher{JS: js}, Collector: cfg.Name}
-	c.ing, err = ingest.New(ctx, ingest.Config{
+	c.stream = stream
+	c.ingCfg = ingest.Config{
 		Stream: stream, Consumer: cfg.Consumer, FilterSubject: cfg.FilterSubject,
 		Store: c.st, Keys: keys, ChainCheck: cfg.ChainCheck, BatchSize: cfg.BatchSize,
 		Name: cfg.Name, Logger: cfg.Logger, OnStored: c.notifier.Notify,
-	})
-	if err != nil {
-		return nil, err
+	}
+	if cfg.ActiveStandby {
+		// The ingester is made when the lease is won: it resumes the
+		// verifier from the store as the previous holder left it.
+		if c.leaseKV, err = leaseBucket(ctx, js, cfg); err != nil {
+			return nil, err
+		}
+	} else {
+		ing, err := ingest.New(ctx, c.ingCfg)
+		if err != nil {
+			return nil, err
+		}
+		c.ing.Store(ing)
 	}
 	if c.rev, err = reviews.New(reviews.Config{Store: c.st, NATS: c.nc, Webhook: cfg.Webhook, Logger: cfg.Logger}); err != nil {
 		return nil, err
@@ -239,7 +265,7 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 		c.ln, c.tls = tls.NewListener(c.ln, tlsCfg), true
 	}
 	c.srv = &http.Server{
-		Handler: api.New(api.Config{Store: c.st, Notifier: c.notifier, Stats: c.ing.Stats, Verifier: verifier,
+		Handler: api.New(api.Config{Store: c.st, Notifier: c.notifier, Stats: c.ingestStats, Verifier: verifier,
 			Readers: cfg.Readers, Kill: kill, Reviews: c.rev, Logger: cfg.Logger, Recordings: recording.NewNATSStore(js)}),
 		// No write timeout: /v1/follow streams for as long as the client
 		// stays. Header and idle timeouts still bound slow or idle clients.
@@ -289,7 +315,16 @@ func (c *Collector) NATSURL() string { return c.nc.ConnectedUrl() }
 func (c *Collector) Store() *store.Store { return c.st }
 
 // Ingester returns the ingester, for its counters.
-func (c *Collector) Ingester() *ingest.Ingester { return c.ing }
+// With ActiveStandby it is nil while another collector holds the lease.
+func (c *Collector) Ingester() *ingest.Ingester { return c.ing.Load() }
+
+// ingestStats are the running ingester's counters, or a standby's.
+func (c *Collector) ingestStats() collectorclient.IngestStats {
+	if in := c.ing.Load(); in != nil {
+		return in.Stats()
+	}
+	return collectorclient.IngestStats{Consumer: c.cfg.Consumer, ChainCheck: string(c.cfg.ChainCheck), LastError: "standby: another collector holds the ingest lease"}
+}
 
 // Reviews returns the review service.
 func (c *Collector) Reviews() *reviews.Service { return c.rev }
@@ -304,7 +339,12 @@ func (c *Collector) Run(ctx context.Context) error {
 	errc := make(chan error, parts)
 	go func() { errc <- c.retain(ctx) }()
 	go func() {
-		err := c.ing.Run(ctx)
+		var err error
+		if c.cfg.ActiveStandby {
+			err = c.runStandby(ctx)
+		} else {
+			err = c.ing.Load().Run(ctx)
+		}
 		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			// Stopped while it was still binding its consumer: a stop,
 			// not a failure.

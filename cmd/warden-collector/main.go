@@ -57,6 +57,7 @@ func run(args []string, stderr io.Writer) int {
 		consumer   = fs.String("consumer", collector.DefaultConsumer, "durable consumer name; collectors sharing it split the stream")
 		filterSubj = fs.String("filter-subject", "", "consume only this subject filter (sharding), e.g. 'warden.events.db.>'")
 		chainCheck = fs.String("chain-check", string(ingest.ChainFull), "full: signatures, hashes and per-host order; signature: no order checks (for collectors sharing a consumer)")
+		standby    = fs.Bool("active-standby", false, "take turns with other collectors of the same --consumer and --store (PostgreSQL): only the holder of the ingest lease consumes, another takes over when it stops")
 		replicas   = fs.Int("stream-replicas", 1, "replicas of the WARDEN_EVENTS stream if the collector creates it (3 on a 3-node cluster)")
 		name       = fs.String("name", "", "collector name recorded in integrity violations (default: hostname)")
 		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -146,6 +147,7 @@ func run(args []string, stderr io.Writer) int {
 		FilterSubject:  *filterSubj,
 		ChainCheck:     cc,
 		StreamReplicas: *replicas,
+		ActiveStandby:  *standby,
 		Name:           *name,
 		OIDC:           idtoken.Config{Issuer: *issuer, ClientID: *clientID, CAFile: *caFile, GroupsClaim: *groupsClm},
 		Readers:        readerGroups,

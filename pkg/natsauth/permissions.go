@@ -90,6 +90,8 @@ func Permissions(r Role, name string) jwt.Permissions {
 			event.CommandStreamSubjects,
 			review.SubjectUpdates+".>",
 			"$O."+recordingsBucket+".>",
+			// Active/standby collectors' ingest lease (collector.LeaseBucket).
+			"$KV.WARDEN_COLLECTOR_LEASE.>",
 		)
 		// The collector never speaks for an agent.
 		p.Pub.Deny.Add(event.StreamSubjects)
