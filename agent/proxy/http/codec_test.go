@@ -313,6 +313,11 @@ func TestAmbiguousAndSmuggling(t *testing.T) {
 	if second.StatusCode != 400 || !strings.Contains(string(b), "both Content-Length and Transfer-Encoding") {
 		t.Errorf("smuggling pair: %d %s", second.StatusCode, b)
 	}
+	old := h.raw()
+	io.WriteString(old, "POST /x HTTP/1.0\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+	if resp, err := nethttp.ReadResponse(bufio.NewReader(old), nil); err != nil || resp.StatusCode != 400 {
+		t.Errorf("chunked HTTP/1.0: %v %v", resp, err)
+	}
 	dup := h.raw()
 	io.WriteString(dup, "POST /x HTTP/1.1\r\nHost: api\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc")
 	resp, err := nethttp.ReadResponse(bufio.NewReader(dup), nil)
@@ -578,5 +583,21 @@ func TestRefuse(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Errorf("Refuse: %v", err)
+	}
+}
+
+// A client cannot have Warden's headers removed by naming them in
+// Connection, which makes them hop-by-hop.
+func TestConnectionCannotDropWardenHeaders(t *testing.T) {
+	u := newUpstream(t, func(w nethttp.ResponseWriter, r *nethttp.Request) {})
+	h := start(t, u, []string{"pii-readers"})
+	c := h.raw()
+	io.WriteString(c, "GET /x HTTP/1.1\r\nHost: api\r\nConnection: X-Warden-Identity, X-Warden-User, Authorization\r\nX-Warden-User: mallory\r\n\r\n")
+	if resp, err := nethttp.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	seen := u.requests()[0]
+	if seen.Header.Get("X-Warden-Identity") == "" || seen.Header.Get("X-Warden-User") != "alice@example.com" || seen.Header.Get("Authorization") != "Bearer s3cret-token" {
+		t.Errorf("target got %v", seen.Header)
 	}
 }

@@ -126,6 +126,11 @@ func (sc *screen) loop() error {
 		if req.ProtoMajor != 1 {
 			return sc.refuse(head, &httpwire.AmbiguousError{Reason: "not an HTTP/1 request"})
 		}
+		if info.Chunked && req.ProtoMinor == 0 {
+			// HTTP/1.0 has no chunked encoding: net/http ignores the
+			// header, a server that honours it reads another body.
+			return sc.refuse(head, &httpwire.AmbiguousError{Reason: "Transfer-Encoding in an HTTP/1.0 request (request smuggling)"})
+		}
 		if _, err := sc.pw.Write(head); err != nil {
 			return err
 		}

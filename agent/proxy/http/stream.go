@@ -109,6 +109,16 @@ func newStream(c *Codec, s *proxy.Stream) (*stream, error) {
 			pr.Out.URL.Scheme = st.scheme
 			pr.Out.URL.Host = att.Kernel.OrigDst.String()
 			pr.Out.Host = pr.In.Host
+			for k := range pr.Out.Header {
+				if strings.HasPrefix(k, "X-Warden-") {
+					delete(pr.Out.Header, k)
+				}
+			}
+			if set, ok := pr.In.Context().Value(setKey{}).(nethttp.Header); ok {
+				for k, v := range set {
+					pr.Out.Header[k] = v
+				}
+			}
 		},
 		Transport:      st.tr,
 		FlushInterval:  -1, // server-sent events and long polls pass at once
@@ -249,12 +259,12 @@ func (st *stream) forward(w nethttp.ResponseWriter, r *nethttp.Request, path str
 	if path == "*" {
 		out.URL = &url.URL{Opaque: "*"}
 	}
-	for k := range out.Header {
-		if strings.HasPrefix(k, "X-Warden-") {
-			delete(out.Header, k)
-		}
-	}
-	if err := st.identityHeaders(out.Header); err != nil {
+	// Warden's headers are set in Rewrite, after the reverse proxy has
+	// removed the hop-by-hop ones: a client's "Connection:
+	// X-Warden-Identity" (or Authorization) must not take them off.
+	set := nethttp.Header{}
+	out = out.WithContext(context.WithValue(out.Context(), setKey{}, set))
+	if err := st.identityHeaders(set); err != nil {
 		st.s.Log.Error().Err(err).Msg("identity token not signed; request refused")
 		writeJSON(w, nethttp.StatusServiceUnavailable, denial{Error: "warden: cannot sign the identity token for this request", Rule: ruleAudit})
 		return
@@ -267,11 +277,11 @@ func (st *stream) forward(w nethttp.ResponseWriter, r *nethttp.Request, path str
 			writeJSON(w, nethttp.StatusBadGateway, denial{Error: fmt.Sprintf("warden: the credential for %s cannot be read; tell the Warden administrator", st.s.Attribution.Target.Name), Rule: "credentials"})
 			return
 		}
-		out.Header.Set(cr.Header, val)
+		set.Set(cr.Header, val)
 	}
 	if st.s.Guard.Masker() != nil {
 		// Bodies Warden must read are asked for unencoded.
-		out.Header.Set("Accept-Encoding", "identity")
+		set.Set("Accept-Encoding", "identity")
 	}
 	body := &countingBody{ReadCloser: out.Body}
 	if out.Body != nil && out.Body != nethttp.NoBody {
@@ -314,6 +324,10 @@ func (st *stream) result(receipt proxy.Receipt, cw *countingWriter, body *counti
 
 // maskKey carries a request's maskResult to modifyResponse.
 type maskKey struct{}
+
+// setKey carries the headers Warden sets on a forwarded request to the
+// reverse proxy's Rewrite.
+type setKey struct{}
 
 // modifyResponse masks the response body, when masking applies.
 func (st *stream) modifyResponse(resp *nethttp.Response) error {

@@ -45,6 +45,8 @@ type Head struct {
 	// Upgrade is set when the request asks for a protocol upgrade: what
 	// follows its head may not be HTTP.
 	Upgrade bool
+	// Chunked is set when the head has a Transfer-Encoding (chunked).
+	Chunked bool
 }
 
 // CheckHead refuses, with an *AmbiguousError, a request head whose
@@ -95,6 +97,7 @@ func CheckHead(head []byte) (Head, error) {
 	case len(te) == 1 && !strings.EqualFold(strings.TrimSpace(te[0]), "chunked"):
 		return h, ambiguous("Transfer-Encoding %q: only chunked is accepted (request smuggling)", clip(te[0]))
 	}
+	h.Chunked = len(te) == 1
 	for _, c := range hdr["Connection"] {
 		for _, tok := range strings.Split(c, ",") {
 			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
