@@ -58,7 +58,7 @@ bench: deps
 FUZZ := ./pkg/protocol/postgres/:FuzzMessages:160000x ./pkg/masking/:FuzzMask:140000x \
 	./pkg/protocol/postgres/:FuzzCopy:140000x ./pkg/redact/:FuzzRedact:120000x \
 	./pkg/sqlguard/:FuzzAnalyze:300000x ./pkg/sqlguard/:FuzzShape:350000x \
-	./pkg/protocol/mysql/:FuzzPackets:150000x ./pkg/mysqlguard/:FuzzAnalyze:150000x \
+	./pkg/protocol/mysql/:FuzzPackets:50000x ./pkg/mysqlguard/:FuzzAnalyze:150000x \
 	./pkg/protocol/http/:FuzzCanonical:200000x ./pkg/protocol/http/:FuzzCheckHead:100000x \
 	./pkg/protocol/redis/:FuzzRESP:150000x ./pkg/protocol/rdp/:FuzzX224:100000x \
 	./pkg/sshcmd/:FuzzPrograms:150000x ./agent/recording/:FuzzChunks:20000x ./agent/recording/:FuzzParseCast:100000x \
