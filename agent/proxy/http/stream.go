@@ -185,8 +185,9 @@ func (st *stream) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 		st.refuse(w, rec, nethttp.StatusBadRequest, ruleAmbiguous, "warden: request refused: "+rf.Reason, "", true)
 		return
 	}
+	// The request target as the client sent it (HTTP/2's :path).
 	raw := r.RequestURI
-	if r.ProtoMajor == 2 || raw == "" {
+	if raw == "" {
 		raw = r.URL.RequestURI()
 	}
 	rawP, rawQ, _ := strings.Cut(raw, "?")
