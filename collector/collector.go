@@ -266,7 +266,7 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 	}
 	c.srv = &http.Server{
 		Handler: api.New(api.Config{Store: c.st, Notifier: c.notifier, Stats: c.ingestStats, Verifier: verifier,
-			Readers: cfg.Readers, Kill: kill, Reviews: c.rev, Logger: cfg.Logger, Recordings: recording.NewNATSStore(js)}),
+			Readers: cfg.Readers, Kill: kill, Reviews: c.rev, Logger: cfg.Logger, Recordings: recording.NewNATSStore(js), Keys: keys}),
 		// No write timeout: /v1/follow streams for as long as the client
 		// stays. Header and idle timeouts still bound slow or idle clients.
 		ReadHeaderTimeout: 10 * time.Second,

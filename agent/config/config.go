@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -62,8 +63,13 @@ type Config struct {
 	// a connection) it cannot record: AuditDeny refuses it, AuditAllow
 	// lets it through and the loss is reported in an agent.loss event.
 	AuditFailure string
-	// KeyFile is the agent's ed25519 key for signing events.
+	// KeyFile is the agent's ed25519 key for signing checkpoints.
 	KeyFile string
+	// CheckpointInterval is how often the agent signs a checkpoint of its
+	// Merkle log when events were sealed since the last one: the window in
+	// which root on the bastion could still rewrite what it recorded
+	// (docs/integrity.md). A Go duration, 100ms to 1m; default 1s.
+	CheckpointInterval string
 	// MetricsListen is the host:port of the Prometheus endpoint; ""
 	// disables it.
 	MetricsListen string
@@ -174,21 +180,28 @@ type NATSTLS struct {
 // out. HostID is empty here; Load fills it from the hostname.
 func Default() Config {
 	return Config{
-		OIDC:          OIDC{GroupsClaim: "groups"},
-		ProxyListen:   "127.0.0.1:15001",
-		Socket:        "/run/warden/agent.sock",
-		PolicyFile:    "/etc/warden/policy.yaml",
-		NATS:          NATS{URL: "nats://127.0.0.1:4222"},
-		SpoolDir:      "/var/lib/warden/spool",
-		SpoolMaxBytes: spool.DefaultMaxBytes,
-		AuditFailure:  AuditDeny,
-		KeyFile:       "/var/lib/warden/agent.key",
-		MetricsListen: "127.0.0.1:9464",
-		LogLevel:      "info",
-		StateDir:      "/var/lib/warden",
-		BPFPinDir:     "/sys/fs/bpf/warden",
-		ClientTLS:     ClientTLS{Mode: ClientTLSOn},
+		OIDC:               OIDC{GroupsClaim: "groups"},
+		ProxyListen:        "127.0.0.1:15001",
+		Socket:             "/run/warden/agent.sock",
+		PolicyFile:         "/etc/warden/policy.yaml",
+		NATS:               NATS{URL: "nats://127.0.0.1:4222"},
+		SpoolDir:           "/var/lib/warden/spool",
+		SpoolMaxBytes:      spool.DefaultMaxBytes,
+		AuditFailure:       AuditDeny,
+		KeyFile:            "/var/lib/warden/agent.key",
+		CheckpointInterval: "1s",
+		MetricsListen:      "127.0.0.1:9464",
+		LogLevel:           "info",
+		StateDir:           "/var/lib/warden",
+		BPFPinDir:          "/sys/fs/bpf/warden",
+		ClientTLS:          ClientTLS{Mode: ClientTLSOn},
 	}
+}
+
+// CheckpointEvery is CheckpointInterval as a duration (validated by Load).
+func (c Config) CheckpointEvery() time.Duration {
+	d, _ := time.ParseDuration(c.CheckpointInterval)
+	return d
 }
 
 // Load reads the configuration at path over the defaults, fills in HostID
@@ -288,6 +301,9 @@ func (c Config) problems() []problem {
 	}
 	if c.AuditFailure != AuditDeny && c.AuditFailure != AuditAllow {
 		add("audit_failure", "%q is not %s or %s", c.AuditFailure, AuditDeny, AuditAllow)
+	}
+	if d, err := time.ParseDuration(c.CheckpointInterval); err != nil || d < 100*time.Millisecond || d > time.Minute {
+		add("checkpoint_interval", "%q is not a duration from 100ms to 1m", c.CheckpointInterval)
 	}
 	if c.SpoolMaxBytes < MinSpoolMaxBytes {
 		add("spool_max_bytes", "%d is below the minimum of %d (1MiB)", c.SpoolMaxBytes, MinSpoolMaxBytes)
@@ -470,15 +486,16 @@ func (d *decoder) decode(data []byte, c *Config) {
 				"key_file":  &c.NATS.TLS.KeyFile,
 			},
 		},
-		"spool_dir":       &c.SpoolDir,
-		"spool_max_bytes": &c.SpoolMaxBytes,
-		"audit_failure":   &c.AuditFailure,
-		"key_file":        &c.KeyFile,
-		"metrics_listen":  &c.MetricsListen,
-		"pprof":           &c.Pprof,
-		"log_level":       &c.LogLevel,
-		"state_dir":       &c.StateDir,
-		"bpf_pin_dir":     &c.BPFPinDir,
+		"spool_dir":           &c.SpoolDir,
+		"spool_max_bytes":     &c.SpoolMaxBytes,
+		"audit_failure":       &c.AuditFailure,
+		"key_file":            &c.KeyFile,
+		"checkpoint_interval": &c.CheckpointInterval,
+		"metrics_listen":      &c.MetricsListen,
+		"pprof":               &c.Pprof,
+		"log_level":           &c.LogLevel,
+		"state_dir":           &c.StateDir,
+		"bpf_pin_dir":         &c.BPFPinDir,
 		"client_tls": map[string]any{
 			"mode":    &c.ClientTLS.Mode,
 			"ca_cert": &c.ClientTLS.CACert,

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoadProductExample(t *testing.T) {
@@ -15,21 +16,22 @@ func TestLoadProductExample(t *testing.T) {
 		t.Fatalf("Load: %v", err)
 	}
 	want := Config{
-		HostID:        "bastion-1",
-		OIDC:          OIDC{Issuer: "https://idp.example.com", ClientID: "warden", GroupsClaim: "groups"},
-		ProxyListen:   "127.0.0.1:15001",
-		Socket:        "/run/warden/agent.sock",
-		PolicyFile:    "/etc/warden/policy.yaml",
-		NATS:          NATS{URL: "nats://127.0.0.1:4222"},
-		SpoolDir:      "/var/lib/warden/spool",
-		SpoolMaxBytes: 1 << 30,
-		AuditFailure:  "deny",
-		KeyFile:       "/var/lib/warden/agent.key",
-		MetricsListen: "127.0.0.1:9464",
-		LogLevel:      "info",
-		StateDir:      "/var/lib/warden",
-		BPFPinDir:     "/sys/fs/bpf/warden",
-		ClientTLS:     ClientTLS{Mode: "on"},
+		HostID:             "bastion-1",
+		OIDC:               OIDC{Issuer: "https://idp.example.com", ClientID: "warden", GroupsClaim: "groups"},
+		ProxyListen:        "127.0.0.1:15001",
+		Socket:             "/run/warden/agent.sock",
+		PolicyFile:         "/etc/warden/policy.yaml",
+		NATS:               NATS{URL: "nats://127.0.0.1:4222"},
+		SpoolDir:           "/var/lib/warden/spool",
+		SpoolMaxBytes:      1 << 30,
+		AuditFailure:       "deny",
+		KeyFile:            "/var/lib/warden/agent.key",
+		CheckpointInterval: "1s",
+		MetricsListen:      "127.0.0.1:9464",
+		LogLevel:           "info",
+		StateDir:           "/var/lib/warden",
+		BPFPinDir:          "/sys/fs/bpf/warden",
+		ClientTLS:          ClientTLS{Mode: "on"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load:\n got %+v\nwant %+v", c, want)
@@ -96,6 +98,7 @@ func TestLoadValid(t *testing.T) {
 		{"audit fails open", oidc + "audit_failure: allow\n", func(c Config) bool { return c.AuditFailure == AuditAllow }},
 		{"audit fails closed by default", oidc, func(c Config) bool { return c.AuditFailure == AuditDeny }},
 		{"spool size in bytes", oidc + "spool_max_bytes: 1048576\n", func(c Config) bool { return c.SpoolMaxBytes == 1<<20 }},
+		{"checkpoint interval", oidc + "checkpoint_interval: 250ms\n", func(c Config) bool { return c.CheckpointEvery() == 250*time.Millisecond }},
 		{"pprof off by default", oidc, func(c Config) bool { return !c.Pprof }},
 		{"pprof on", oidc + "pprof: true\n", func(c Config) bool { return c.Pprof }},
 		{"pprof off", oidc + "pprof: false\n", func(c Config) bool { return !c.Pprof }},
@@ -127,8 +130,11 @@ func TestLoadErrors(t *testing.T) {
 			`agent.yaml: oidc.issuer is required`,
 			`agent.yaml: oidc.client_id is required`,
 		}},
+		{"checkpoint interval too long", oidc + "checkpoint_interval: 5m\n", []string{
+			`agent.yaml:4:22: checkpoint_interval "5m" is not a duration from 100ms to 1m`,
+		}},
 		{"unknown key", oidc + "hots_id: b1\n", []string{
-			`agent.yaml:4:1: unknown key "hots_id" (want one of audit_failure, bpf_pin_dir, cgroup_root, client_tls, host_id,`,
+			`agent.yaml:4:1: unknown key "hots_id" (want one of audit_failure, bpf_pin_dir, cgroup_root, checkpoint_interval, client_tls, host_id,`,
 		}},
 		{"unknown nested key", "oidc:\n  isuer: https://idp.example.com\n  client_id: warden\n", []string{
 			`agent.yaml: oidc.issuer is required`,

@@ -233,7 +233,7 @@ func (p *Publisher) ensureStream(ctx context.Context, js jetstream.JetStream) er
 	}
 	_, err = js.CreateStream(ctx, jetstream.StreamConfig{
 		Name:        StreamName,
-		Description: "Warden audit events (warden.event/v1)",
+		Description: "Warden audit events (warden.event/v2) and checkpoints (warden.checkpoint/v1)",
 		Subjects:    []string{StreamSubject},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,

@@ -1,6 +1,7 @@
 package publish_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -80,7 +82,8 @@ func startAgent(t *testing.T, dir string, key ed25519.PrivateKey, url string) *a
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := recorder.New(recorder.Options{Host: host, Key: key, Spool: sp, Logger: log})
+	// Checkpoints only at Close: the tests count events.
+	rec, err := recorder.New(recorder.Options{Host: host, Key: key, Spool: sp, Logger: log, CheckpointInterval: time.Hour, CheckpointEvents: 1 << 30})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,16 +143,29 @@ func streamMsgs(t *testing.T, url string) uint64 {
 	if err != nil {
 		return 0
 	}
-	info, err := s.Info(ctx)
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(">"))
 	if err != nil {
 		return 0
 	}
-	return info.State.Msgs
+	// Events only: checkpoints are counted by the tests that want them.
+	var n uint64
+	for subj, c := range info.State.Subjects {
+		if !strings.HasSuffix(subj, "."+string(event.CheckpointType)) {
+			n += c
+		}
+	}
+	return n
 }
 
 // readStream returns every event in the stream in stream order and checks
 // subject and Nats-Msg-Id on each.
 func readStream(t *testing.T, url string) []*event.Event {
+	evs, _ := readStreamAll(t, url)
+	return evs
+}
+
+// readStreamAll is readStream returning the checkpoints too.
+func readStreamAll(t *testing.T, url string) ([]*event.Event, []*event.Checkpoint) {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -174,10 +190,18 @@ func readStream(t *testing.T, url string) []*event.Event {
 		t.Fatalf("stream config %+v", info.Config)
 	}
 	var evs []*event.Event
+	var cps []*event.Checkpoint
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
 		m, err := s.GetMsg(ctx, seq)
 		if err != nil {
 			t.Fatalf("get stream msg %d: %v", seq, err)
+		}
+		if cp, err := event.DecodeCheckpoint(m.Data); err == nil {
+			if m.Subject != cp.Subject() || m.Header.Get(jetstream.MsgIDHeader) != cp.ID {
+				t.Fatalf("stream msg %d: subject %s, msg id %s for checkpoint %s", seq, m.Subject, m.Header.Get(jetstream.MsgIDHeader), cp.ID)
+			}
+			cps = append(cps, cp)
+			continue
 		}
 		var e event.Event
 		if err := json.Unmarshal(m.Data, &e); err != nil {
@@ -188,7 +212,7 @@ func readStream(t *testing.T, url string) []*event.Event {
 		}
 		evs = append(evs, &e)
 	}
-	return evs
+	return evs, cps
 }
 
 // checkChain asserts the stream holds one unbroken, verifying chain of
@@ -243,6 +267,36 @@ func TestPublishInOrder(t *testing.T) {
 	st := a.pub.Stats()
 	if st.Published != n || !st.Connected {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// The recorder's checkpoints reach the stream on the host's checkpoint
+// subject, behind the events they cover, and verify.
+func TestCheckpointsPublished(t *testing.T) {
+	pubKey, key := newKey(t)
+	ns := startNATS(t, -1, t.TempDir())
+	url := ns.ClientURL()
+	a := startAgent(t, t.TempDir(), key, url)
+	a.emit(10, 0)
+	waitFor(t, "10 events published", func() bool { return streamMsgs(t, url) == 10 })
+	a.rec.Close() // signs the checkpoint; the publisher still runs
+	waitFor(t, "the checkpoint published", func() bool {
+		_, cps := readStreamAll(t, url)
+		return len(cps) == 1
+	})
+	evs, cps := readStreamAll(t, url)
+	checkChain(t, pubKey, evs, 10)
+	head, err := cps[0].Verify(pubKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaves [][]byte
+	for _, e := range evs {
+		l, _ := event.LeafHash(e.Hash)
+		leaves = append(leaves, l)
+	}
+	if head.Size != 10 || !bytes.Equal(head.Root, event.RootOf(leaves)) {
+		t.Fatalf("checkpoint size %d does not cover the 10 events", head.Size)
 	}
 }
 

@@ -1,6 +1,12 @@
 // Package recorder is the one place the agent emits events. It stamps each
-// event (schema, ULID, time, host), links it into the host's signed hash
-// chain and stores it in the spool, from where the publisher ships it.
+// event (schema, ULID, time, host), links it into the host's hash chain and
+// Merkle log and stores it in the spool, from where the publisher ships it.
+//
+// Every CheckpointInterval (when events were sealed since the last one),
+// every CheckpointEvents events and at Close, the recorder signs the tree
+// head with the agent's key as a C2SP checkpoint and stores it in the spool
+// behind the events it covers, so it is published in order with them. The
+// tree survives restarts in a state file beside the spool (tree.go).
 //
 // Nothing is dropped silently: an event that cannot be stored is counted by
 // source and reason, and as soon as the spool accepts records again the
@@ -17,10 +23,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -29,6 +37,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/wardenhq/warden/agent/spool"
 	"github.com/wardenhq/warden/pkg/event"
@@ -74,10 +83,21 @@ var (
 
 // Options configure a Recorder.
 type Options struct {
-	// Host is stamped on every event; Host.ID names the chain.
+	// Host is stamped on every event; Host.ID names the chain and is the
+	// origin of its checkpoints.
 	Host event.Host
-	// Key signs the chain.
+	// Key signs the checkpoints.
 	Key ed25519.PrivateKey
+	// CheckpointInterval is how often a checkpoint is signed when events
+	// were sealed since the last one (agent.yaml checkpoint_interval);
+	// default event.DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
+	// CheckpointEvents is the most events sealed between two checkpoints;
+	// default event.DefaultCheckpointEvents.
+	CheckpointEvents int
+	// TreePath is the Merkle tree state file; default TreeFileName in the
+	// spool's directory.
+	TreePath string
 	// Spool stores sealed events. The recorder must be its only writer.
 	Spool *spool.Spool
 	// Logger receives loss and failure reports. Events are never logged:
@@ -101,19 +121,28 @@ type loss struct {
 // Recorder stamps, seals and spools events. It is safe for concurrent use.
 type Recorder struct {
 	host    event.Host
-	key     ed25519.PrivateKey
 	spool   *spool.Spool
 	log     zerolog.Logger
 	entropy io.Reader // monotonic ULID entropy; used under mu
+
+	noteSigner note.Signer
+	interval   time.Duration
+	every      uint64
 
 	// mu orders sealing and spooling: seq order in the spool is chain order,
 	// and a failed append never consumes a seq.
 	mu       sync.Mutex
 	lastSeq  uint64
 	lastHash string
-	pending  map[LossKey]*loss // counted, not yet reported in an agent.loss
-	corrupt  uint64            // spool corrupt count already taken into pending
-	closed   bool
+	// tree is the Merkle log of the chain, marked at the last stored
+	// checkpoint; treeFile persists it.
+	tree     *event.MerkleLog
+	treeFile *treeFile
+	// checkpoints counts checkpoints stored since New.
+	checkpoints uint64
+	pending     map[LossKey]*loss // counted, not yet reported in an agent.loss
+	corrupt     uint64            // spool corrupt count already taken into pending
+	closed      bool
 	// pressured is set once an agent.spool_pressure event is stored for
 	// the current crossing, and cleared when the spool falls below
 	// RelievedPercent.
@@ -140,17 +169,32 @@ func New(opts Options) (*Recorder, error) {
 	if opts.Host.ID == "" {
 		return nil, errors.New("recorder: empty host id")
 	}
-	r := &Recorder{
-		host:    opts.Host,
-		key:     opts.Key,
-		spool:   opts.Spool,
-		log:     opts.Logger.With().Str("component", "recorder").Logger(),
-		entropy: ulid.Monotonic(rand.Reader, 0),
-		pending: make(map[LossKey]*loss),
-		total:   make(map[LossKey]uint64),
-		stop:    make(chan struct{}),
+	signer, err := event.NewNoteSigner(opts.Host.ID, opts.Key)
+	if err != nil {
+		return nil, fmt.Errorf("recorder: host id %q cannot name a checkpoint key: %w", opts.Host.ID, err)
 	}
-	if err := r.recoverHead(); err != nil {
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = event.DefaultCheckpointInterval
+	}
+	if opts.CheckpointEvents <= 0 {
+		opts.CheckpointEvents = event.DefaultCheckpointEvents
+	}
+	if opts.TreePath == "" {
+		opts.TreePath = filepath.Join(opts.Spool.Dir(), TreeFileName)
+	}
+	r := &Recorder{
+		host:       opts.Host,
+		spool:      opts.Spool,
+		log:        opts.Logger.With().Str("component", "recorder").Logger(),
+		entropy:    ulid.Monotonic(rand.Reader, 0),
+		noteSigner: signer,
+		interval:   opts.CheckpointInterval,
+		every:      uint64(opts.CheckpointEvents),
+		pending:    make(map[LossKey]*loss),
+		total:      make(map[LossKey]uint64),
+		stop:       make(chan struct{}),
+	}
+	if err := r.recoverHead(opts.TreePath); err != nil {
 		return nil, err
 	}
 	if rc := opts.Spool.Recovered(); rc.TornBytes > 0 {
@@ -161,33 +205,112 @@ func New(opts Options) (*Recorder, error) {
 		r.countLoss(LossKey{SourceSpool, ReasonTornWrite}, 1, "", time.Now())
 	}
 	r.corrupt = opts.Spool.Stats().Corrupt
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go r.retryLoop()
+	go r.checkpointLoop()
 	return r, nil
 }
 
-// recoverHead reads the chain head from the spool's newest record.
-func (r *Recorder) recoverHead() error {
+// recordHead is what recovery reads of the spool's newest record: an
+// event, or a checkpoint (Size is then the seq it covers).
+type recordHead struct {
+	Schema string     `json:"schema"`
+	Type   event.Type `json:"type"`
+	Host   event.Host `json:"host"`
+	Seq    uint64     `json:"seq"`
+	Hash   string     `json:"hash"`
+	Size   uint64     `json:"size"`
+}
+
+// recoverHead finds the chain head and the Merkle log from the tree state
+// and the spool's newest record, so seq, prev_hash and the tree carry on
+// across restarts and crashes.
+//
+// The tree state is appended after the spool, unsynced, so after a crash
+// of the agent it can lack the newest event, which the spool supplies.
+// After a power loss either can be behind: the tree (what checkpoints may
+// already have covered) wins if it is ahead; if it is more than one event
+// behind, the tree cannot be rebuilt and a new chain starts, which the
+// collector reports.
+func (r *Recorder) recoverHead(treePath string) error {
+	st, haveTree, err := readTree(treePath)
+	if err != nil {
+		r.log.Error().Err(err).Msg("tree state unreadable; starting a new chain")
+		st, haveTree = treeState{}, false
+	}
+	var spoolSeq uint64
+	var spoolHash string
 	rec, ok, err := r.spool.LastRecord()
 	if err != nil {
 		return fmt.Errorf("recorder: read chain head from spool: %w", err)
 	}
-	if !ok {
-		return nil // a new chain
+	if ok {
+		var last recordHead
+		if err := json.Unmarshal(rec.Data, &last); err != nil {
+			return fmt.Errorf("recorder: decode spool record %d: %w", rec.Pos, err)
+		}
+		switch {
+		case last.Host.ID != r.host.ID:
+			// The host was renamed: chains are per host id, so a new one
+			// starts, and so does its tree.
+			r.log.Warn().Str("old_host", last.Host.ID).Str("host", r.host.ID).
+				Msg("spool holds another host's chain; starting a new chain")
+			haveTree = false
+			st = treeState{}
+		case last.Type == event.CheckpointType:
+			spoolSeq = last.Size
+		default:
+			spoolSeq, spoolHash = last.Seq, last.Hash
+		}
 	}
-	var last event.Event
-	if err := json.Unmarshal(rec.Data, &last); err != nil {
-		return fmt.Errorf("recorder: decode spool record %d: %w", rec.Pos, err)
+	treeSeq, treeHash := st.head()
+	switch {
+	case !haveTree && spoolSeq == 0:
+		// A new chain.
+	case !haveTree:
+		r.log.Error().Uint64("seq", spoolSeq).Msg("no Merkle tree state for the chain in the spool (an agent older than warden.event/v2, or the file was removed); starting a new chain")
+		st = treeState{}
+	case spoolSeq == treeSeq && spoolHash != "" && spoolHash != treeHash:
+		r.log.Error().Uint64("seq", spoolSeq).Msg("Merkle tree state and spool disagree on the newest event; starting a new chain")
+		st = treeState{}
+	case spoolSeq == treeSeq+1 && spoolHash != "":
+		raw, err := hexHash(spoolHash)
+		if err != nil {
+			return fmt.Errorf("recorder: spool record %d: %w", rec.Pos, err)
+		}
+		st.since = append(st.since, raw)
+	case spoolSeq > treeSeq:
+		r.log.Error().Uint64("spool_seq", spoolSeq).Uint64("tree_seq", treeSeq).
+			Msg("Merkle tree state is behind the spool (power loss?); starting a new chain")
+		st = treeState{}
+	case spoolSeq < treeSeq:
+		r.log.Warn().Uint64("spool_seq", spoolSeq).Uint64("tree_seq", treeSeq).
+			Msg("spool lost events the tree holds (power loss?); continuing the tree")
 	}
-	if last.Host.ID != r.host.ID {
-		// The host was renamed: chains are per host id, so a new one starts.
-		r.log.Warn().Str("old_host", last.Host.ID).Str("host", r.host.ID).
-			Msg("spool holds another host's chain; starting a new chain")
-		return nil
+	tree, err := st.log()
+	if err != nil {
+		r.log.Error().Err(err).Msg("tree state inconsistent; starting a new chain")
+		st = treeState{}
+		tree = event.NewMerkleLog()
 	}
-	r.lastSeq, r.lastHash = last.Seq, last.Hash
-	r.log.Info().Uint64("seq", last.Seq).Msg("chain head recovered from spool")
+	tf, err := openTree(treePath, st)
+	if err != nil {
+		return fmt.Errorf("recorder: %w", err)
+	}
+	r.tree, r.treeFile = tree, tf
+	r.lastSeq, r.lastHash = st.head()
+	if r.lastSeq > 0 {
+		r.log.Info().Uint64("seq", r.lastSeq).Uint64("checkpointed", tree.MarkSize()).Msg("chain head recovered")
+	}
 	return nil
+}
+
+func hexHash(h string) ([]byte, error) {
+	raw, err := hex.DecodeString(h)
+	if err != nil || len(raw) != 32 {
+		return nil, fmt.Errorf("event hash %q is not 64 hex digits", h)
+	}
+	return raw, nil
 }
 
 // Emit stamps, seals and spools e. It takes ownership of e: it sets Schema,
@@ -312,11 +435,12 @@ func (r *Recorder) storeLocked(e *event.Event, prep *event.Prepared, perr error)
 		}
 		e.ID = id.String()
 	}
-	signer := event.NewSigner(r.key, r.lastSeq, r.lastHash)
+	signer := event.NewSigner(nil, r.lastSeq, r.lastHash)
 	p, err := r.spool.Enqueue(signer.SealPrepared(e, prep))
 	switch {
 	case err == nil:
 		r.lastSeq, r.lastHash = e.Seq, e.Hash
+		r.addLeafLocked(e.Hash)
 		return LossKey{}, p, nil
 	case errors.Is(err, spool.ErrFull):
 		return LossKey{SourceRecorder, ReasonSpoolFull}, spool.Pending{}, err
@@ -325,6 +449,100 @@ func (r *Recorder) storeLocked(e *event.Event, prep *event.Prepared, perr error)
 	default:
 		return LossKey{SourceRecorder, ReasonSpoolError}, spool.Pending{}, err
 	}
+}
+
+// addLeafLocked adds a stored event to the Merkle log, and signs a
+// checkpoint when CheckpointEvents are uncovered.
+func (r *Recorder) addLeafLocked(hash string) {
+	raw, err := hexHash(hash)
+	if err != nil {
+		panic(fmt.Sprintf("recorder: sealed event hash: %v", err)) // SealPrepared writes 64 hex digits
+	}
+	r.tree.Append(event.Hasher.HashLeaf(raw))
+	if err := r.treeFile.appendHash(raw); err != nil {
+		// The next checkpoint rewrites the whole file from memory.
+		r.log.Error().Err(err).Msg("tree state append failed")
+	}
+	if r.tree.Size()-r.tree.MarkSize() >= r.every {
+		r.checkpointLocked(time.Now())
+	}
+}
+
+// checkpointLocked signs the tree head and stores the checkpoint in the
+// spool, behind the events it covers. It does nothing when no event was
+// sealed since the last one. A checkpoint that cannot be stored (a full
+// spool) is retried at the next tick, covering more.
+func (r *Recorder) checkpointLocked(now time.Time) {
+	size := r.tree.Size()
+	if size == r.tree.MarkSize() {
+		return
+	}
+	proof, err := r.tree.Consistency()
+	if err != nil {
+		r.log.Error().Err(err).Msg("consistency proof")
+		return
+	}
+	head := event.TreeHead{Origin: r.host.ID, Size: size, Root: r.tree.Root()}
+	signed, err := event.SignTreeHead(r.noteSigner, head)
+	if err != nil {
+		r.log.Error().Err(err).Msg("sign checkpoint")
+		return
+	}
+	id, err := ulid.New(ulid.Timestamp(now), r.entropy)
+	if err != nil {
+		r.log.Error().Err(err).Msg("checkpoint id")
+		return
+	}
+	cp := event.Checkpoint{Schema: event.CheckpointSchema, ID: id.String(), Time: now.UTC(), Type: event.CheckpointType,
+		Host: r.host, Size: size, Root: event.EncodeHashes([][]byte{head.Root})[0], PrevSize: r.tree.MarkSize(),
+		Consistency: event.EncodeHashes(proof), IntervalMS: r.interval.Milliseconds(), Note: signed}
+	b, err := json.Marshal(&cp)
+	if err != nil {
+		r.log.Error().Err(err).Msg("encode checkpoint")
+		return
+	}
+	if _, err := r.spool.Enqueue(b); err != nil {
+		r.log.Debug().Err(err).Uint64("size", size).Msg("checkpoint not stored; will retry")
+		return
+	}
+	if err := r.tree.MarkAt(size); err != nil {
+		panic(fmt.Sprintf("recorder: mark tree: %v", err)) // size is the tree's own
+	}
+	r.checkpoints++
+	lastRaw, _ := hexHash(r.lastHash)
+	if err := r.treeFile.rewrite(treeState{size: size, lastHash: lastRaw, frontier: r.tree.Frontier()}); err != nil {
+		// Appends continue to the old file, which still holds every
+		// hash since its header: recovery stays possible.
+		r.log.Error().Err(err).Msg("tree state not saved")
+	}
+}
+
+// checkpointLoop signs a checkpoint every interval when events were
+// sealed since the last one.
+func (r *Recorder) checkpointLoop() {
+	defer r.wg.Done()
+	t := time.NewTicker(r.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		if !r.closed {
+			r.checkpointLocked(time.Now())
+		}
+		r.mu.Unlock()
+	}
+}
+
+// Checkpoints returns how many checkpoints were stored since New, and the
+// current tree size.
+func (r *Recorder) Checkpoints() (stored uint64, treeSize uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.checkpoints, r.tree.Size()
 }
 
 // Lost records that another component of the agent lost n events (for
@@ -456,9 +674,9 @@ func (r *Recorder) Head() (seq uint64, hash string) {
 	return r.lastSeq, r.lastHash
 }
 
-// Close makes one last attempt to report pending losses, then stops the
-// retry goroutine. Events emitted after Close are counted as lost. It does
-// not close the spool.
+// Close makes one last attempt to report pending losses, signs a last
+// checkpoint, then stops the recorder's goroutines. Events emitted after
+// Close are counted as lost. It does not close the spool.
 func (r *Recorder) Close() {
 	r.mu.Lock()
 	if r.closed {
@@ -467,7 +685,9 @@ func (r *Recorder) Close() {
 	}
 	r.takeSpoolCorruption(time.Now())
 	r.reportLossesLocked(time.Now())
+	r.checkpointLocked(time.Now())
 	r.closed = true
+	r.treeFile.close()
 	r.mu.Unlock()
 	close(r.stop)
 	r.wg.Wait()

@@ -1,6 +1,7 @@
 package recorder
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -62,29 +63,78 @@ func query(i int) *event.Event {
 }
 
 // drain reads every durable record from r until want events are read, and
-// acknowledges them.
+// acknowledges them. Checkpoints are skipped.
 func drain(t *testing.T, sp *spool.Spool, r *spool.Reader, want int) []*event.Event {
+	evs, _ := drainAll(t, sp, r, want)
+	return evs
+}
+
+// drainAll is drain returning the checkpoints read too.
+func drainAll(t *testing.T, sp *spool.Spool, r *spool.Reader, want int) ([]*event.Event, []*event.Checkpoint) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	var evs []*event.Event
+	var cps []*event.Checkpoint
 	var last uint64
 	for len(evs) < want {
 		rec, err := r.Next(ctx)
 		if err != nil {
 			t.Fatalf("after %d of %d events: %v", len(evs), want, err)
 		}
+		last = rec.Pos
+		if cp, err := event.DecodeCheckpoint(rec.Data); err == nil {
+			cps = append(cps, cp)
+			continue
+		}
 		var e event.Event
 		if err := json.Unmarshal(rec.Data, &e); err != nil {
 			t.Fatal(err)
 		}
 		evs = append(evs, &e)
-		last = rec.Pos
 	}
 	if err := sp.Ack(last); err != nil {
 		t.Fatal(err)
 	}
-	return evs
+	return evs, cps
+}
+
+// verifyCheckpoints checks that each checkpoint is signed by the host's key,
+// covers exactly the events before it with its root, and extends the
+// previous one by its consistency proof.
+func verifyCheckpoints(t *testing.T, pub ed25519.PublicKey, evs []*event.Event, cps []*event.Checkpoint) {
+	t.Helper()
+	var leaves [][]byte
+	for _, e := range evs {
+		h, err := event.LeafHash(e.Hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaves = append(leaves, h)
+	}
+	var prev *event.TreeHead
+	for _, cp := range cps {
+		head, err := cp.Verify(pub)
+		if err != nil {
+			t.Fatalf("checkpoint %d: %v", cp.Size, err)
+		}
+		if head.Size > uint64(len(leaves)) || !bytes.Equal(head.Root, event.RootOf(leaves[:head.Size])) {
+			t.Fatalf("checkpoint %d: root does not cover the events", cp.Size)
+		}
+		if prev != nil {
+			if cp.PrevSize != prev.Size {
+				t.Fatalf("checkpoint %d: prev_size %d, previous checkpoint %d", cp.Size, cp.PrevSize, prev.Size)
+			}
+			p, err := cp.ConsistencyProof()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := event.VerifyConsistency(prev.Size, head.Size, p, prev.Root, head.Root); err != nil {
+				t.Fatalf("checkpoint %d does not extend %d: %v", cp.Size, prev.Size, err)
+			}
+		}
+		prev = &head
+	}
 }
 
 func verifyAll(t *testing.T, v *event.Verifier, evs []*event.Event) {
@@ -248,10 +298,26 @@ func TestChainContinuesAfterRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	rec.Close() // signs the last checkpoint
 	r := sp.NewReader()
 	defer r.Close()
-	evs := drain(t, sp, r, 20)
+	evs, cps := drainAll(t, sp, r, 20)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	if rec, err := r.Next(ctx); err != nil {
+		t.Fatalf("no record after the events: %v", err)
+	} else if cp, err := event.DecodeCheckpoint(rec.Data); err != nil {
+		t.Fatalf("the record after the events is not a checkpoint: %v", err)
+	} else {
+		cps = append(cps, cp)
+	}
 	verifyAll(t, event.NewVerifier(event.StaticKeys{host.ID: pub}), evs)
+	// One checkpoint at each Close, the second extending the first
+	// across the restart.
+	if len(cps) != 2 || cps[0].Size != 10 || cps[1].Size != 20 {
+		t.Fatalf("checkpoints %v, want sizes 10 and 20", cps)
+	}
+	verifyCheckpoints(t, pub, evs, cps)
 
 	// Emitting after Close is a counted loss.
 	rec.Close()
@@ -261,8 +327,6 @@ func TestChainContinuesAfterRestart(t *testing.T) {
 	if rec.Losses()[LossKey{SourceRecorder, ReasonClosed}] != 1 {
 		t.Fatalf("losses %v", rec.Losses())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
-	defer cancel()
 	if err := rec.EmitSync(ctx, query(100)); err == nil || errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("EmitSync after close: %v", err)
 	}

@@ -403,6 +403,11 @@ func (s *Spool) newSegment(first uint64) error {
 	return nil
 }
 
+// Dir returns the spool's directory. Files in it other than segments,
+// the cursor and the lock are not the spool's: the recorder keeps its
+// Merkle tree state there.
+func (s *Spool) Dir() string { return s.dir }
+
 // Recovered reports what Open repaired.
 func (s *Spool) Recovered() Recovery { return s.recovery }
 

@@ -11,6 +11,7 @@
 //	warden locks                         people refused new logins
 //	warden access request TARGET ...     ask for just-in-time access
 //	warden review list|show|approve|deny held statements and access requests
+//	warden verify EVENT_ID | --bundle F  prove an event is in its agent's signed log
 package main
 
 import (
@@ -39,6 +40,9 @@ commands:
   replay SSH_SESSION [--speed N] [--idle-limit 2s] [--cast]
                                 play an SSH session's recording (--cast:
                                 the asciicast v2 file, for asciinema)
+  verify EVENT_ID [--key FILE] [--export FILE] | verify --bundle FILE
+                                prove the event is in its agent's signed
+                                Merkle log (exit 1 if it is not)
 
 The agent socket is $WARDEN_AGENT_SOCKET or /run/warden/agent.sock.
 The collector is --collector URL or $WARDEN_COLLECTOR (an https collector
@@ -64,6 +68,7 @@ func main() {
 		"access":   runAccess,
 		"review":   runReview,
 		"replay":   runReplay,
+		"verify":   runVerify,
 	}
 	cmd, ok := commands[os.Args[1]]
 	if !ok {

@@ -179,7 +179,8 @@ func run(configPath string, stderr io.Writer) error {
 		log.Warn().Int64("bytes", r.TornBytes).Str("segment", r.TornSegment).Str("detail", r.Detail).Msg("spool repaired after a crash")
 	}
 	hostname, _ := os.Hostname()
-	rec, err := recorder.New(recorder.Options{Host: event.Host{ID: cfg.HostID, Name: hostname}, Key: key, Spool: sp, Logger: log})
+	rec, err := recorder.New(recorder.Options{Host: event.Host{ID: cfg.HostID, Name: hostname}, Key: key, Spool: sp, Logger: log,
+		CheckpointInterval: cfg.CheckpointEvery()})
 	if err != nil {
 		return fmt.Errorf("event recorder (spool_dir %s): %w", cfg.SpoolDir, err)
 	}

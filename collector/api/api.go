@@ -87,7 +87,9 @@ type Config struct {
 	Reviews *reviews.Service
 	// Recordings serves /v1/recordings (SSH sessions); nil answers 503.
 	Recordings recording.Store
-	Logger     zerolog.Logger
+	// Keys are the agents' public keys, named in proof bundles; may be nil.
+	Keys   event.KeyRing
+	Logger zerolog.Logger
 }
 
 // Server is the API's HTTP handler.
@@ -124,6 +126,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/follow", accessReaders, s.follow},
 		{"GET /v1/locks", accessReaders, s.locks},
 		{"GET /v1/recordings/{id}", accessReaders, s.recording},
+		{"GET /v1/proofs/{id}", accessReaders, s.proof},
 		{"POST /v1/sessions/kill", accessHandler, s.kill}, // killers
 		{"GET /healthz", accessPublic, s.health},
 	}, s.reviewRoutes()...)

@@ -1,8 +1,10 @@
-// Package ingest consumes Warden events from JetStream, verifies their
-// signatures and hash chains, and stores them. Nothing that arrives on the
-// stream is dropped: an event that fails verification is stored with its
-// problems marked, and every problem (including messages that are not
-// events at all) becomes an integrity.violation event of its own.
+// Package ingest consumes Warden events and checkpoints from JetStream,
+// verifies their hash chains, the agents' signed checkpoints over their
+// Merkle logs (and the signatures of v1 events), and stores them. Nothing
+// that arrives on the stream is dropped: an event that fails verification
+// is stored with its problems marked, and every problem (including
+// messages that are not events at all) becomes an integrity.violation
+// event of its own.
 package ingest
 
 import (
@@ -12,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,7 +31,7 @@ import (
 
 // Problem kinds the collector raises besides the verifier's.
 const (
-	// Malformed: the message is not a decodable warden.event/v1 event.
+	// Malformed: the message is not a decodable event (warden.event/v2 or v1).
 	Malformed event.ProblemKind = "malformed"
 	// SubjectMismatch: the event was published on another type's subject.
 	SubjectMismatch event.ProblemKind = "subject_mismatch"
@@ -90,6 +93,9 @@ type Ingester struct {
 	verifier *event.Verifier
 	log      zerolog.Logger
 
+	// trees checks checkpoints against the stored events (ChainFull only).
+	trees *trees
+
 	mu    sync.Mutex
 	stats collectorclient.IngestStats
 }
@@ -119,7 +125,7 @@ func New(ctx context.Context, cfg Config) (*Ingester, error) {
 	}
 	log := cfg.Logger.With().Str("component", "ingest").Str("consumer", cfg.Consumer).Logger()
 	log.Info().Int("hosts", len(heads)).Str("chain_check", string(cfg.ChainCheck)).Msg("verifier resumed from store")
-	in := &Ingester{cfg: cfg, verifier: v, log: log}
+	in := &Ingester{cfg: cfg, verifier: v, log: log, trees: newTrees(cfg.Store)}
 	in.stats.Consumer = cfg.Consumer
 	in.stats.ChainCheck = string(cfg.ChainCheck)
 	return in, nil
@@ -187,10 +193,20 @@ func (in *Ingester) Run(ctx context.Context) error {
 	}()
 
 	batch := make([]jetstream.Msg, 0, in.cfg.BatchSize)
+	late := time.NewTicker(lateCheckEvery)
+	defer late.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-late.C:
+			if err := in.checkLate(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			continue
 		case m := <-msgs:
 			batch = append(batch[:0], m)
 		}
@@ -217,6 +233,10 @@ func (in *Ingester) Run(ctx context.Context) error {
 	}
 }
 
+// lateCheckEvery is how often the ingester looks for hosts whose events
+// stayed uncovered by a checkpoint too long.
+const lateCheckEvery = 250 * time.Millisecond
+
 // decoded is one message after parsing.
 type decoded struct {
 	msg       jetstream.Msg
@@ -224,8 +244,16 @@ type decoded struct {
 	streamSeq uint64
 	msgTime   time.Time
 	ev        *event.Event
-	err       error           // decode problem
-	auth      []event.Problem // what Authenticate found
+	cp        *event.Checkpoint // a checkpoint message instead of an event
+	isCP      bool              // published on a checkpoint subject
+	err       error             // decode problem
+	auth      []event.Problem   // what Authenticate found
+}
+
+// isCheckpointSubject reports whether a subject is a host's checkpoint
+// subject: no event type is the single token "checkpoint".
+func isCheckpointSubject(subject string) bool {
+	return strings.HasSuffix(subject, "."+string(event.CheckpointType))
 }
 
 // process verifies and stores one batch, then acks it.
@@ -233,7 +261,7 @@ func (in *Ingester) process(ctx context.Context, msgs []jetstream.Msg) error {
 	ds := in.decodeAll(msgs)
 	ids := make([]string, 0, len(msgs))
 	for _, d := range ds {
-		if d.err == nil {
+		if d.err == nil && d.ev != nil {
 			ids = append(ids, d.ev.ID)
 		}
 	}
@@ -243,14 +271,46 @@ func (in *Ingester) process(ctx context.Context, msgs []jetstream.Msg) error {
 	}
 
 	var recs []store.Record
+	var cps []store.Checkpoint
+	var covs []covered
+	var notCovered []treeProblem
 	var received, redelivered, violations uint64
+	treeProblems := func(d decoded, e *event.Event, ps []treeProblem, cs []covered) {
+		covs = append(covs, cs...)
+		for _, p := range ps {
+			recs = append(recs, in.treeViolation(p, &d, e))
+			violations++
+			if p.Kind == event.NotCovered {
+				notCovered = append(notCovered, p)
+			}
+			in.log.Warn().Str("host_id", p.HostID).Str("checkpoint_id", p.CheckpointID).Str("problem", string(p.Kind)).
+				Str("detail", p.Detail).Msg("integrity violation")
+		}
+	}
 	for _, d := range ds {
 		received++
 		if d.err != nil {
-			p := event.Problem{Kind: Malformed, Detail: fmt.Sprintf("subject %s, stream seq %d: %v", d.subject, d.streamSeq, d.err)}
+			kind := Malformed
+			if d.isCP {
+				kind = event.CheckpointMalformed
+			}
+			p := event.Problem{Kind: kind, Detail: fmt.Sprintf("subject %s, stream seq %d: %v", d.subject, d.streamSeq, d.err)}
 			recs = append(recs, in.violation(d, nil, p, true))
 			violations++
 			in.log.Warn().Str("subject", d.subject).Uint64("stream_seq", d.streamSeq).Err(d.err).Msg("malformed message")
+			continue
+		}
+		if d.cp != nil {
+			row, ps, cs, dup, err := in.checkpoint(ctx, d)
+			if err != nil {
+				return fmt.Errorf("ingest: checkpoint %s: %w", d.cp.ID, err)
+			}
+			if dup {
+				redelivered++
+				continue
+			}
+			cps = append(cps, row)
+			treeProblems(d, nil, ps, cs)
 			continue
 		}
 		e := d.ev
@@ -265,7 +325,16 @@ func (in *Ingester) process(ctx context.Context, msgs []jetstream.Msg) error {
 		seqBefore, hashBefore, _ := in.verifier.Head(e.Host.ID)
 		probs := in.chain(e, d.auth)
 		seqAfter, hashAfter, _ := in.verifier.Head(e.Host.ID)
-		head := seqAfter != seqBefore || hashAfter != hashBefore
+		// The chain took the event at its seq (a late one too): it is the
+		// leaf at that seq of the host's Merkle log.
+		head := seqAfter != seqBefore || hashAfter != hashBefore || hasKind(probs, event.Reorder)
+		if head && !seen && e.Schema == event.Schema && in.cfg.ChainCheck == ChainFull {
+			ps, cs, err := in.trees.leaf(ctx, e, time.Now())
+			if err != nil {
+				return fmt.Errorf("ingest: %w", err)
+			}
+			treeProblems(d, e, ps, cs)
+		}
 		if want := e.Subject(); d.subject != want {
 			probs = append(probs, event.Problem{Kind: SubjectMismatch, Detail: fmt.Sprintf("event of type %s published on %s, want %s", e.Type, d.subject, want)})
 		}
@@ -290,6 +359,9 @@ func (in *Ingester) process(ctx context.Context, msgs []jetstream.Msg) error {
 
 	stored, err := in.insert(ctx, recs)
 	if err != nil {
+		return err
+	}
+	if err := in.storeTrees(ctx, cps, covs, notCovered); err != nil {
 		return err
 	}
 	for _, m := range msgs {
@@ -357,7 +429,9 @@ func (in *Ingester) decodeAll(msgs []jetstream.Msg) []decoded {
 				} else {
 					d.msgTime = time.Now()
 				}
-				if d.ev, d.err = decode(m.Data()); d.err == nil {
+				if d.isCP = isCheckpointSubject(d.subject); d.isCP {
+					d.cp, d.err = event.DecodeCheckpoint(m.Data())
+				} else if d.ev, d.err = decode(m.Data()); d.err == nil {
 					d.auth = in.verifier.Authenticate(d.ev)
 				}
 				ds[i] = d
@@ -394,8 +468,8 @@ func decode(data []byte) (*event.Event, error) {
 		return nil, fmt.Errorf("not a JSON event: %w", err)
 	}
 	switch {
-	case e.Schema != event.Schema:
-		return nil, fmt.Errorf("schema %q, want %q", e.Schema, event.Schema)
+	case e.Schema != event.Schema && e.Schema != event.SchemaV1:
+		return nil, fmt.Errorf("schema %q, want %q (or %q)", e.Schema, event.Schema, event.SchemaV1)
 	case e.ID == "":
 		return nil, errors.New("event has no id")
 	case e.Type == "":

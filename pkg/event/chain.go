@@ -100,7 +100,8 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 
 // Signer extends one agent's hash chain. It is safe for concurrent use, but
 // callers that must store events in chain order (the recorder) seal and store
-// under their own lock.
+// under their own lock. Despite its name it signs only warden.event/v1
+// events: from v2 the agent signs checkpoints of its Merkle log instead.
 type Signer struct {
 	key ed25519.PrivateKey
 
@@ -110,15 +111,16 @@ type Signer struct {
 }
 
 // NewSigner returns a Signer that continues a chain whose head is
-// (lastSeq, lastHash). A new chain starts with NewSigner(key, 0, "").
+// (lastSeq, lastHash). A new chain starts with NewSigner(key, 0, ""). key
+// is used only for v1 events and may be nil otherwise.
 func NewSigner(key ed25519.PrivateKey, lastSeq uint64, lastHash string) *Signer {
 	return &Signer{key: key, lastSeq: lastSeq, lastHash: lastHash}
 }
 
-// Seal links e to the chain and signs it: Seq is the previous seq plus one,
-// PrevHash the previous hash, Hash e.ComputeHash() and Sig the standard
-// base64 ed25519 signature of the ASCII hex Hash. The first event of a chain
-// has seq 1 and an empty prev_hash.
+// Seal links e to the chain: Seq is the previous seq plus one, PrevHash the
+// previous hash and Hash e.ComputeHash(). The first event of a chain has
+// seq 1 and an empty prev_hash. A v1 event (Schema SchemaV1) is also signed:
+// Sig is the standard base64 ed25519 signature of the ASCII hex Hash.
 //
 // If e cannot be encoded (see ComputeHash) Seal leaves the chain where it was
 // and e with Seq 0 and empty Hash and Sig; callers check e.Hash != "".
@@ -134,7 +136,9 @@ func (s *Signer) Seal(e *Event) {
 		return
 	}
 	e.Hash = h
-	e.Sig = base64.StdEncoding.EncodeToString(ed25519.Sign(s.key, []byte(h)))
+	if e.Schema == SchemaV1 && len(s.key) == ed25519.PrivateKeySize {
+		e.Sig = base64.StdEncoding.EncodeToString(ed25519.Sign(s.key, []byte(h)))
+	}
 	s.lastSeq, s.lastHash = e.Seq, e.Hash
 }
 
@@ -166,9 +170,11 @@ type ProblemKind string
 const (
 	// UnknownKey: no public key for the event's host; nothing about the
 	// event can be trusted, so it does not move the host's chain.
+	// (A v2 event is authenticated by the checkpoints covering it, which
+	// the host's key signs; an unknown host can sign none.)
 	UnknownKey ProblemKind = "unknown_key"
-	// BadSignature: sig is not a valid signature of hash by the host's key.
-	// The event is forged; it does not move the chain.
+	// BadSignature: a v1 event's sig is not a valid signature of hash by
+	// the host's key. The event is forged; it does not move the chain.
 	BadSignature ProblemKind = "bad_signature"
 	// BadHash: the event's content does not match its (validly signed) hash:
 	// it was modified after sealing.
@@ -266,18 +272,22 @@ func (v *Verifier) Check(e *Event) []Problem {
 	return v.Chain(e, v.Authenticate(e))
 }
 
-// Authenticate checks what one event shows on its own: a known key, a
-// signature over its hash, and a hash over its content. It touches no chain
-// state, so a consumer can authenticate a batch concurrently (the costly
-// part: ed25519 and canonical JSON) and then Chain the events in order.
+// Authenticate checks what one event shows on its own: a known key, for a
+// v1 event a signature over its hash, and a hash over its content. It
+// touches no chain state, so a consumer can authenticate a batch
+// concurrently (the costly part: canonical JSON, and ed25519 for v1) and
+// then Chain the events in order. A v2 event is authenticated later, by the
+// signed checkpoint whose tree covers it.
 func (v *Verifier) Authenticate(e *Event) []Problem {
 	pub, ok := v.keys.PublicKey(e.Host.ID)
 	if !ok {
 		return []Problem{{Kind: UnknownKey, Detail: fmt.Sprintf("no public key for host %q", e.Host.ID)}}
 	}
-	sig, err := base64.StdEncoding.DecodeString(e.Sig)
-	if err != nil || !ed25519.Verify(pub, []byte(e.Hash), sig) {
-		return []Problem{{Kind: BadSignature, Detail: fmt.Sprintf("seq %d: signature does not match hash under host %q key", e.Seq, e.Host.ID)}}
+	if e.Schema == SchemaV1 {
+		sig, err := base64.StdEncoding.DecodeString(e.Sig)
+		if err != nil || !ed25519.Verify(pub, []byte(e.Hash), sig) {
+			return []Problem{{Kind: BadSignature, Detail: fmt.Sprintf("seq %d: signature does not match hash under host %q key", e.Seq, e.Host.ID)}}
+		}
 	}
 	if got := e.ComputeHash(); got != e.Hash {
 		return []Problem{{Kind: BadHash, Detail: fmt.Sprintf("seq %d: content hashes to %s, event claims %s", e.Seq, got, e.Hash)}}

@@ -165,11 +165,21 @@ func TestVerifierProblems(t *testing.T) {
 		}
 	})
 	t.Run("bad signature", func(t *testing.T) {
-		evs, keys := chain(t, 3)
+		// v1 events carry a signature each.
+		pub, priv := testKey(t)
+		s := NewSigner(priv, 0, "")
+		evs := make([]*Event, 3)
+		for i := range evs {
+			evs[i] = sampleEvent(i)
+			evs[i].Schema = SchemaV1
+			s.Seal(evs[i])
+		}
+		keys := StaticKeys{"bastion-1": pub}
 		_, other := testKey(t)
 		// A forger re-seals event 2 with another key: hash is consistent but
 		// the signature is not the host's.
 		forged := sampleEvent(99)
+		forged.Schema = SchemaV1
 		NewSigner(other, 1, evs[0].Hash).Seal(forged)
 		v := NewVerifier(keys)
 		wantKinds(t, "e1", v.Check(evs[0]))

@@ -1,6 +1,7 @@
-// Package event defines the warden.event/v1 schema shared by the agent, the
-// collector and the CLI, and the per-agent hash chain that makes the event log
-// tamper-evident.
+// Package event defines the warden.event/v2 schema shared by the agent, the
+// collector and the CLI, the per-agent hash chain and Merkle log, and the
+// signed checkpoints that make the event log tamper-evident. Events of
+// warden.event/v1 (signed one by one) still decode and verify.
 package event
 
 import (
@@ -8,7 +9,13 @@ import (
 )
 
 // Schema is the value of Event.Schema for every event of this version.
-const Schema = "warden.event/v1"
+// From v2 an event carries no signature of its own: the agent signs
+// checkpoints of its Merkle log instead (see checkpoint.go).
+const Schema = "warden.event/v2"
+
+// SchemaV1 is the previous schema, whose events carry an ed25519 signature
+// each (Sig). Stored v1 events, and v1 agents, are still verified.
+const SchemaV1 = "warden.event/v1"
 
 // Type names an event kind. Subjects on NATS are "warden.events.<host>.<type>".
 type Type string
@@ -63,11 +70,12 @@ type Event struct {
 	// Data carries the type-specific payload (see docs/events.md).
 	Data map[string]any `json:"data,omitempty"`
 
-	// Chain fields, set by the agent's signer.
+	// Chain fields, set by the agent's sealer.
 	Seq      uint64 `json:"seq"`
 	PrevHash string `json:"prev_hash"`
 	Hash     string `json:"hash"`
-	Sig      string `json:"sig"`
+	// Sig is the v1 per-event signature; absent from v2 events.
+	Sig string `json:"sig,omitempty"`
 }
 
 // Host identifies the agent that produced an event.

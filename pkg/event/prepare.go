@@ -2,8 +2,6 @@ package event
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -130,19 +128,16 @@ func (p *Prepared) Canonical(id string, seq uint64, prevHash string) []byte {
 }
 
 // SealPrepared seals e like Seal, from its prepared encoding and e.ID, and
-// returns the sealed event's wire encoding: its canonical form plus hash and
-// sig.
+// returns the sealed event's wire encoding: its canonical form plus hash.
+// Prepared events are of the current schema, which carries no signature.
 func (s *Signer) SealPrepared(e *Event, p *Prepared) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e.Seq, e.PrevHash = s.lastSeq+1, s.lastHash
-	e.Hash = hashBytes(p.Canonical(e.ID, e.Seq, e.PrevHash))
-	e.Sig = base64.StdEncoding.EncodeToString(ed25519.Sign(s.key, []byte(e.Hash)))
+	e.Hash, e.Sig = hashBytes(p.Canonical(e.ID, e.Seq, e.PrevHash)), ""
 	s.lastSeq, s.lastHash = e.Seq, e.Hash
 	return p.assemble(append(chainMembers(e.ID, e.Seq, e.PrevHash),
-		member{key: "hash", value: strconv.AppendQuote(nil, e.Hash)},
-		member{key: "sig", value: strconv.AppendQuote(nil, e.Sig)}, // base64: nothing to escape
-	)...)
+		member{key: "hash", value: strconv.AppendQuote(nil, e.Hash)})...)
 }
 
 // errGeneric tells Prepare that prepareDirect met a value it does not

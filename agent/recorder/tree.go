@@ -1,0 +1,184 @@
+package recorder
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/wardenhq/warden/pkg/event"
+)
+
+// TreeFileName is the name of the Merkle tree state file in the spool
+// directory.
+const TreeFileName = "tree"
+
+// treeMagic starts a tree state file.
+var treeMagic = []byte("WTREE01\n")
+
+// treeFile persists the agent's Merkle log across restarts and crashes,
+// since the spool forgets events once they are published.
+//
+// Layout: magic; uint64 LE size at the last checkpoint; the 32-byte hash of
+// the event at that seq (zeros at size 0); uint32 LE count and that many
+// 32-byte hashes of the compact range at that size; then the raw 32-byte
+// hash of every event sealed since, appended one by one. At each checkpoint
+// the file is replaced (write, fsync, rename) by one holding only the new
+// header. A record torn by a crash is cut off when the file is read.
+type treeFile struct {
+	path string
+	f    *os.File // open for appending
+}
+
+// treeState is what a tree file holds.
+type treeState struct {
+	size     uint64   // at the last checkpoint
+	lastHash []byte   // event hash at seq size, nil at 0
+	frontier [][]byte // compact range at size
+	since    [][]byte // raw event hashes after size
+}
+
+// head is the seq and hex hash of the newest event in the state.
+func (st *treeState) head() (uint64, string) {
+	n := st.size + uint64(len(st.since))
+	switch {
+	case len(st.since) > 0:
+		return n, hex.EncodeToString(st.since[len(st.since)-1])
+	case st.size > 0:
+		return n, hex.EncodeToString(st.lastHash)
+	}
+	return 0, ""
+}
+
+// log rebuilds the Merkle log, marked at the last checkpoint.
+func (st *treeState) log() (*event.MerkleLog, error) {
+	leaves := make([][]byte, len(st.since))
+	for i, h := range st.since {
+		leaves[i] = event.Hasher.HashLeaf(h)
+	}
+	return event.ResumeMerkleLog(st.size, st.frontier, leaves)
+}
+
+// readTree reads the state at path; ok is false if there is none.
+func readTree(path string) (st treeState, ok bool, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return treeState{}, false, nil
+	}
+	if err != nil {
+		return treeState{}, false, fmt.Errorf("read tree state %s: %w", path, err)
+	}
+	bad := func(what string) error { return fmt.Errorf("tree state %s: %s", path, what) }
+	if !bytes.HasPrefix(b, treeMagic) {
+		return treeState{}, false, bad("no WTREE01 header")
+	}
+	b = b[len(treeMagic):]
+	if len(b) < 8+32+4 {
+		return treeState{}, false, bad("header cut short")
+	}
+	st.size = binary.LittleEndian.Uint64(b)
+	if st.size > 0 {
+		st.lastHash = bytes.Clone(b[8:40])
+	}
+	n := int(binary.LittleEndian.Uint32(b[40:44]))
+	b = b[44:]
+	if n > 64 || len(b) < 32*n {
+		return treeState{}, false, bad("frontier cut short")
+	}
+	for i := 0; i < n; i++ {
+		st.frontier = append(st.frontier, bytes.Clone(b[32*i:32*i+32]))
+	}
+	b = b[32*n:]
+	for len(b) >= 32 {
+		st.since = append(st.since, bytes.Clone(b[:32]))
+		b = b[32:]
+	}
+	return st, true, nil
+}
+
+// openTree writes st as the whole file (see rewrite) and opens it for
+// appending.
+func openTree(path string, st treeState) (*treeFile, error) {
+	t := &treeFile{path: path}
+	if err := t.rewrite(st); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// rewrite replaces the file with st, durably, and reopens it for appends.
+func (t *treeFile) rewrite(st treeState) error {
+	var b bytes.Buffer
+	b.Write(treeMagic)
+	_ = binary.Write(&b, binary.LittleEndian, st.size)
+	last := st.lastHash
+	if last == nil {
+		last = make([]byte, 32)
+	}
+	b.Write(last)
+	_ = binary.Write(&b, binary.LittleEndian, uint32(len(st.frontier)))
+	for _, h := range st.frontier {
+		b.Write(h)
+	}
+	for _, h := range st.since {
+		b.Write(h)
+	}
+	dir := filepath.Dir(t.path)
+	tmp, err := os.CreateTemp(dir, "."+TreeFileName+".tmp*")
+	if err != nil {
+		return fmt.Errorf("tree state: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	_, err = tmp.Write(b.Bytes())
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if err != nil {
+		tmp.Close()
+		return fmt.Errorf("write tree state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), t.path); err != nil {
+		tmp.Close()
+		return fmt.Errorf("replace tree state: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	if t.f != nil {
+		t.f.Close()
+	}
+	// The renamed temporary file is the new state: keep appending to it.
+	if _, err := tmp.Seek(0, io.SeekEnd); err != nil {
+		tmp.Close()
+		t.f = nil
+		return fmt.Errorf("tree state: %w", err)
+	}
+	t.f = tmp
+	return nil
+}
+
+// appendHash records one sealed event's raw hash. It is not synced: a
+// crash of the agent keeps it (the page cache survives), and recovery
+// copes with the one event a crash can cut off (see Recorder.recoverTree).
+func (t *treeFile) appendHash(h []byte) error {
+	if t.f == nil {
+		return errors.New("tree state file is not open")
+	}
+	if _, err := t.f.Write(h); err != nil {
+		return fmt.Errorf("append to tree state: %w", err)
+	}
+	return nil
+}
+
+func (t *treeFile) close() {
+	if t.f != nil {
+		t.f.Close()
+		t.f = nil
+	}
+}

@@ -1,0 +1,194 @@
+package ingest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/wardenhq/warden/collector/store"
+	"github.com/wardenhq/warden/pkg/event"
+)
+
+// checkpoint verifies one checkpoint message and returns its row and what
+// it revealed. dup is true for a checkpoint already processed (a
+// redelivery, or the agent signing the same head twice).
+func (in *Ingester) checkpoint(ctx context.Context, d decoded) (store.Checkpoint, []treeProblem, []covered, bool, error) {
+	cp := d.cp
+	row := store.Checkpoint{ID: cp.ID, HostID: cp.Host.ID, Size: cp.Size, Time: cp.Time, StreamSeq: d.streamSeq, Raw: d.msg.Data()}
+	row.Root, _ = base64.StdEncoding.DecodeString(cp.Root)
+	pub, ok := in.cfg.Keys.PublicKey(cp.Host.ID)
+	if !ok {
+		p := treeProblem{Problem: event.Problem{Kind: event.UnknownKey, Detail: fmt.Sprintf("checkpoint %s: no public key for host %q", cp.ID, cp.Host.ID)},
+			HostID: cp.Host.ID, CheckpointID: cp.ID, To: cp.Size}
+		row.Integrity = []string{string(p.Kind)}
+		return row, []treeProblem{p}, nil, false, nil
+	}
+	if want := cp.Subject(); d.subject != want {
+		p := treeProblem{Problem: event.Problem{Kind: SubjectMismatch, Detail: fmt.Sprintf("checkpoint of host %s published on %s, want %s", cp.Host.ID, d.subject, want)},
+			HostID: cp.Host.ID, CheckpointID: cp.ID, To: cp.Size}
+		row.Integrity = []string{string(p.Kind)}
+		return row, []treeProblem{p}, nil, false, nil
+	}
+	if in.cfg.ChainCheck != ChainFull {
+		// A share of the stream: only what the checkpoint shows alone.
+		if _, err := cp.Verify(pub); err != nil {
+			p := treeProblem{Problem: event.Problem{Kind: event.CheckpointBadSignature, Detail: fmt.Sprintf("checkpoint %s for host %q: %v", cp.ID, cp.Host.ID, err)},
+				HostID: cp.Host.ID, CheckpointID: cp.ID, To: cp.Size}
+			row.Integrity = []string{string(p.Kind)}
+			return row, []treeProblem{p}, nil, false, nil
+		}
+		row.Accepted = true
+		return row, nil, nil, false, nil
+	}
+	probs, covs, accepted, dup, err := in.trees.checkpoint(ctx, cp, pub, time.Now())
+	if err != nil || dup {
+		return row, nil, nil, dup, err
+	}
+	row.Accepted = accepted
+	for _, p := range probs {
+		if p.CheckpointID == cp.ID {
+			row.Integrity = append(row.Integrity, string(p.Kind))
+		}
+	}
+	for _, c := range covs {
+		if c.id == cp.ID {
+			row.Covered, row.Frontier = true, c.frontier
+		}
+	}
+	return row, probs, covs, false, nil
+}
+
+// storeTrees stores the batch's checkpoints, then records coverage found
+// for earlier ones and marks the events that a checkpoint does not cover.
+// It runs after the batch's events are stored, so the marks reach them.
+func (in *Ingester) storeTrees(ctx context.Context, cps []store.Checkpoint, covs []covered, notCovered []treeProblem) error {
+	inBatch := map[string]bool{}
+	for _, c := range cps {
+		inBatch[c.ID] = c.Covered
+	}
+	return in.retry(ctx, "store checkpoints", func() error {
+		if err := in.cfg.Store.InsertCheckpoints(ctx, cps); err != nil {
+			return err
+		}
+		for _, c := range covs {
+			if inBatch[c.id] {
+				continue
+			}
+			if err := in.cfg.Store.MarkCovered(ctx, c.id, c.frontier); err != nil {
+				return err
+			}
+		}
+		for _, p := range notCovered {
+			if err := in.cfg.Store.MarkEvents(ctx, p.HostID, p.From, p.To, string(p.Kind)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// retry runs fn until it succeeds or ctx ends, like insert.
+func (in *Ingester) retry(ctx context.Context, what string, fn func() error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		in.mu.Lock()
+		in.stats.LastError = err.Error()
+		in.mu.Unlock()
+		in.log.Error().Err(err).Dur("retry_in", backoff).Msg(what)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ingest: %s: %w", what, err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// checkLate raises checkpoint_late for hosts whose events stayed
+// uncovered too long.
+func (in *Ingester) checkLate(ctx context.Context) error {
+	if in.cfg.ChainCheck != ChainFull {
+		return nil
+	}
+	ps := in.trees.overdue(time.Now())
+	if len(ps) == 0 {
+		return nil
+	}
+	recs := make([]store.Record, 0, len(ps))
+	for _, p := range ps {
+		recs = append(recs, in.treeViolation(p, nil, nil))
+		in.log.Warn().Str("host_id", p.HostID).Str("problem", string(p.Kind)).Str("detail", p.Detail).Msg("integrity violation")
+	}
+	n, err := in.insert(ctx, recs)
+	if err != nil {
+		return err
+	}
+	in.mu.Lock()
+	in.stats.Violations += uint64(len(ps))
+	in.stats.Stored += uint64(n)
+	in.mu.Unlock()
+	if in.cfg.OnStored != nil && n > 0 {
+		in.cfg.OnStored()
+	}
+	return nil
+}
+
+// treeViolation builds the integrity.violation record of a tree problem,
+// raised by message d (nil for a late check) about event e or a
+// checkpoint. Its id is derived from what it reports, so a redelivery
+// yields the same id.
+func (in *Ingester) treeViolation(p treeProblem, d *decoded, e *event.Event) store.Record {
+	data := map[string]any{
+		"problem":   string(p.Kind),
+		"detail":    p.Detail,
+		"event_id":  p.CheckpointID,
+		"host_id":   p.HostID,
+		"seq":       p.To,
+		"collector": in.cfg.Name,
+	}
+	if p.From != 0 || p.To != 0 {
+		data["from_seq"], data["to_seq"] = p.From, p.To
+	}
+	if p.CheckpointID != "" {
+		data["checkpoint_id"] = p.CheckpointID
+	}
+	when := time.Now()
+	key := fmt.Sprintf("%s/%s/%s/%d/%d", p.HostID, p.Kind, p.CheckpointID, p.From, p.To)
+	if d != nil {
+		data["subject"], data["stream_seq"] = d.subject, d.streamSeq
+		when = d.msgTime
+		key += fmt.Sprintf("/%s/%d", d.subject, d.streamSeq)
+	}
+	if e != nil && p.CheckpointID == "" {
+		data["event_id"] = e.ID
+	}
+	v := &event.Event{Schema: event.Schema, Type: event.IntegrityViolation, Time: time.Now().UTC(), Host: event.Host{ID: p.HostID}, Data: data}
+	if e != nil {
+		v.Host = e.Host
+	} else if d != nil && d.cp != nil {
+		v.Host = d.cp.Host
+	}
+	sum := sha256.Sum256([]byte(key))
+	var id ulid.ULID
+	_ = id.SetTime(ulid.Timestamp(when))
+	_ = id.SetEntropy(sum[:10])
+	v.ID = id.String()
+	raw, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("ingest: encode violation: %v", err)) // we built Data
+	}
+	var sseq uint64
+	if d != nil {
+		sseq = d.streamSeq
+	}
+	return store.Record{Event: v, Raw: raw, StreamSeq: sseq}
+}
