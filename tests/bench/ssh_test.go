@@ -106,8 +106,8 @@ echo "ns=$((end-start))"`, token, script)})
 	bulkDirect := measure("direct bulk", bulk(direct))
 	bulkWarden := measure("warden bulk", bulk(warden))
 	mibps := func(ns float64) float64 { return float64(mib) / (ns / 1e9) }
-	t.Logf("ssh true, connection set-up: direct %.1f ms, through Warden %.1f ms: %.2fx", connDirect/1e6, connWarden/1e6, connWarden/connDirect)
-	t.Logf("ssh cat %d MiB: direct %.0f MiB/s, through Warden %.0f MiB/s: %.2fx the throughput", mib, mibps(bulkDirect), mibps(bulkWarden), bulkDirect/bulkWarden)
-	fmt.Printf("BENCH ssh connect_ms direct=%.2f warden=%.2f ratio=%.2f\n", connDirect/1e6, connWarden/1e6, connWarden/connDirect)
-	fmt.Printf("BENCH ssh cat_mibps direct=%.1f warden=%.1f ratio=%.2f\n", mibps(bulkDirect), mibps(bulkWarden), bulkDirect/bulkWarden)
+	t.Logf("ssh true, connection set-up: direct %.1f ms, through Warden %.1f ms (%.2fx the time)", connDirect/1e6, connWarden/1e6, connWarden/connDirect)
+	t.Logf("ssh cat %d MiB: direct %.0f MiB/s, through Warden %.0f MiB/s (%.2fx the throughput)", mib, mibps(bulkDirect), mibps(bulkWarden), bulkDirect/bulkWarden)
+	fmt.Printf("BENCH ssh connect_ms direct=%.2f warden=%.2f warden/direct=%.2f\n", connDirect/1e6, connWarden/1e6, connWarden/connDirect)
+	fmt.Printf("BENCH ssh cat_mibps direct=%.1f warden=%.1f warden/direct=%.2f\n", mibps(bulkDirect), mibps(bulkWarden), bulkDirect/bulkWarden)
 }
