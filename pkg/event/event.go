@@ -35,6 +35,7 @@ const (
 	SSHExec         Type = "ssh.exec"
 	HTTPRequest     Type = "http.request"
 	RedisCommand    Type = "redis.command"
+	RDPSession      Type = "rdp.session"
 	ReviewRequested Type = "review.requested"
 	ReviewDecided   Type = "review.decided"
 	AgentStart      Type = "agent.start"

@@ -2,10 +2,6 @@ package event
 
 import "time"
 
-// RDPSession reports an RDP session through the proxy: one event when it
-// starts (with the decision on it) and one when it ends.
-const RDPSession Type = "rdp.session"
-
 // RDP is the data of an rdp.session event. What the proxy sees of an RDP
 // session is its first exchange and its byte counts: the rest is TLS it
 // does not open, so nothing of the screen, keyboard or clipboard is

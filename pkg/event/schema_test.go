@@ -39,6 +39,7 @@ func examples() []*Event {
 	ssh := &Target{Name: "build-host", Protocol: "ssh", Address: "10.0.1.7:22"}
 	api := &Target{Name: "billing-api", Protocol: "http", Address: "billing.internal:443"}
 	cache := &Target{Name: "sessions-cache", Protocol: "redis", Address: "10.0.2.9:6379"}
+	desk := &Target{Name: "win-jump", Protocol: "rdp", Address: "10.0.3.4:3389"}
 	allow := func(rule string) *Decision { return &Decision{Action: Allow, Rule: rule} }
 	// The db.result names the db.query's id, known once ids are assigned
 	// below.
@@ -67,7 +68,10 @@ func examples() []*Event {
 			Data: map[string]any{"phase": "start", "remote_user": "deploy", "channel": "session"}},
 		{Type: SSHExec, Identity: alice, Target: ssh, Decision: allow(""), Data: map[string]any{"command": "systemctl restart build-agent", "remote_user": "deploy", "exit_status": 0}},
 		{Type: HTTPRequest, Identity: alice, Target: api, Decision: allow(""), Data: map[string]any{"method": "GET", "host": "billing.internal", "path": "/v1/invoices/991", "status": 200, "duration_ms": 31.7, "bytes_in": 0, "bytes_out": 1834}},
-		{Type: RedisCommand, Identity: alice, Target: cache, Decision: &Decision{Action: Deny, Rule: "no-flush", Reason: "warden: FLUSHALL is not allowed on sessions-cache"}, Data: map[string]any{"command": "FLUSHALL", "args": []string{}}},
+		{Type: RedisCommand, Identity: alice, Target: cache, Decision: &Decision{Action: Deny, Rule: "no-flush", Reason: `warden: FLUSHALL denied by rule "no-flush"`}, Data: Redis{Command: "FLUSHALL"}.Data()},
+		{Type: RDPSession, Identity: alice, Target: desk, Decision: allow("access"),
+			Data: RDP{Phase: "end", Cookie: "alice", Requested: []string{"ssl", "hybrid", "hybrid_ex"}, Selected: "hybrid_ex",
+				BytesFromClient: 1843211, BytesFromServer: 48211933, Duration: 42*time.Minute + 7*time.Second, EndReason: "client closed"}.Data()},
 		{Type: NetConnect, Identity: nil, Process: &Process{ExecID: "bastion-1:6001:1741944700000000000", PID: 6001, UID: 998, Binary: "/usr/bin/python3", Args: []string{"python3", "exfil.py"}, ParentExecID: "bastion-1:1:0", Ancestors: []Ancestor{{ExecID: "bastion-1:1:0", PID: 1, Binary: "/usr/lib/systemd/systemd"}}}, Target: db,
 			Decision: &Decision{Action: Deny, Rule: "identity", Reason: "warden: no verified identity for this session; run 'warden login'"},
 			Data:     map[string]any{"original_dst": "10.0.0.5:5432", "verdict": "unbound", "via": "kernel", "errno": "EPERM"}},
