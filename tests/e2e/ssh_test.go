@@ -233,8 +233,11 @@ func TestSSHL7(t *testing.T) {
 		if !strings.Contains(out, "administratively prohibited") || !strings.Contains(out, "local_forward is not allowed") {
 			t.Fatalf("ssh -W was not refused:\n%s", out)
 		}
-		jump := fmt.Sprintf("ssh -F /dev/null -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=%s -o BatchMode=yes -o ConnectTimeout=20 -o %s -p %d root@127.0.0.2 true; echo rc=$?",
-			e.knownHosts, shq(fmt.Sprintf("ProxyCommand=%s -W %%h:%%p", e.ssh(port, ""))), port)
+		// ssh -J hands its config file (-F) to the jump's own ssh, so
+		// the options go in one.
+		cfg := filepath.Join(e.sftpDir, "ssh_config")
+		os.WriteFile(cfg, []byte(fmt.Sprintf("Host *\n  StrictHostKeyChecking yes\n  UserKnownHostsFile /dev/null\n  GlobalKnownHostsFile %s\n  BatchMode yes\n  ConnectTimeout 20\n", e.knownHosts)), 0o644)
+		jump := fmt.Sprintf("ssh -F %s -J root@127.0.0.1:%d -p %d root@127.0.0.2 true; echo rc=$?", cfg, port, port)
 		out = e.sh(t, e.alice, jump)
 		if !strings.Contains(out, "local_forward is not allowed") || !strings.Contains(out, "rc=255") {
 			t.Fatalf("a jump through app-1 was not refused:\n%s", out)
