@@ -601,3 +601,25 @@ func TestConnectionCannotDropWardenHeaders(t *testing.T) {
 		t.Errorf("target got %v", seen.Header)
 	}
 }
+
+// An upgrade the target declines ends the connection after its answer:
+// the screen stopped reading requests there, so none may follow unscreened.
+func TestDeclinedUpgradeClosesTheConnection(t *testing.T) {
+	u := newUpstream(t, func(w nethttp.ResponseWriter, r *nethttp.Request) { io.WriteString(w, "no") })
+	h := start(t, u, []string{"eng"})
+	c := h.raw()
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"+
+		"POST /x HTTP/1.1\r\nHost: api\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := nethttp.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 || !resp.Close {
+		t.Fatalf("declined upgrade: %+v %v; want 200 and Connection: close", resp, err)
+	}
+	io.ReadAll(resp.Body)
+	if resp, err := nethttp.ReadResponse(br, nil); err == nil {
+		t.Errorf("a second response on the connection: %d", resp.StatusCode)
+	}
+	if n := len(u.requests()); n != 1 {
+		t.Errorf("target saw %d requests, want 1", n)
+	}
+}

@@ -30,6 +30,9 @@ const (
 	bodyJSON
 	// bodyText is held (up to max_body) and masked by the detectors.
 	bodyText
+	// bodyLines is a text stream that never ends (server-sent events):
+	// masked line by line as it streams.
+	bodyLines
 )
 
 // kindOf says how a body of content type ct is masked. A body without a
@@ -44,6 +47,8 @@ func kindOf(ct string) bodyKind {
 		return bodyText
 	}
 	switch {
+	case mt == "text/event-stream":
+		return bodyLines
 	case mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == "application/x-ndjson":
 		return bodyJSON
 	case strings.HasPrefix(mt, "text/"), mt == "application/xml", strings.HasSuffix(mt, "+xml"),
@@ -126,6 +131,10 @@ func maskResponse(resp *nethttp.Response, m *masking.Masker, maxBody int64, res 
 	resp.Header.Del("Etag") // the representation changed
 	resp.ContentLength = -1
 
+	if kind == bodyLines {
+		resp.Body = streamMasked(body, func(w io.Writer) error { return maskLines(w, body, m, maxBody, res) }, res)
+		return nil
+	}
 	if kind == bodyText {
 		data, err := io.ReadAll(io.LimitReader(body, maxBody+1))
 		body.Close()
@@ -159,11 +168,18 @@ func maskResponse(resp *nethttp.Response, m *masking.Masker, maxBody int64, res 
 		resp.Header.Set("Content-Length", fmt.Sprint(out.Len()))
 		return nil
 	}
+	resp.Body = streamMasked(body, func(w io.Writer) error { return maskJSON(w, body, m, res) }, res)
+	return nil
+}
+
+// streamMasked returns a body that mask writes, from src, in a goroutine
+// that closing the body stops.
+func streamMasked(src io.Closer, mask func(io.Writer) error, res *maskResult) io.ReadCloser {
 	pr, pw := io.Pipe()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		err := maskJSON(pw, body, m, res)
+		err := mask(pw)
 		if err != nil {
 			res.fail(err)
 		}
@@ -171,8 +187,40 @@ func maskResponse(resp *nethttp.Response, m *masking.Masker, maxBody int64, res 
 		// proxy aborts it rather than send what could not be masked.
 		pw.CloseWithError(err)
 	}()
-	resp.Body = &maskedBody{pr: pr, src: body, done: done}
-	return nil
+	return &maskedBody{pr: pr, src: src, done: done}
+}
+
+// maskLines copies src to dst line by line, masking each line with the
+// detectors; a line longer than maxBody is refused.
+func maskLines(dst io.Writer, src io.Reader, m *masking.Masker, maxBody int64, res *maskResult) error {
+	br := bufio.NewReaderSize(src, 64<<10)
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		line = append(line, chunk...)
+		if errors.Is(err, bufio.ErrBufferFull) {
+			if int64(len(line)) > maxBody {
+				return errMaxBody{maxBody}
+			}
+			continue
+		}
+		if len(line) > 0 {
+			out, hit := m.Redact(line)
+			if hit {
+				res.hit()
+			}
+			if _, werr := dst.Write(out); werr != nil {
+				return werr
+			}
+			line = line[:0]
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 type readCloser struct {

@@ -1,6 +1,7 @@
 package http
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"io"
@@ -115,4 +116,22 @@ func TestMaskResponse(t *testing.T) {
 	if _, _, err := res.get(); err == nil {
 		t.Error("the truncated body's error was not kept for the record")
 	}
+}
+
+// Server-sent events never end: they are masked line by line as they
+// come, not held.
+func TestMaskEventStream(t *testing.T) {
+	pr, pw := io.Pipe()
+	resp := &nethttp.Response{StatusCode: 200, Header: nethttp.Header{"Content-Type": {"text/event-stream"}}, Body: pr, ContentLength: -1}
+	if err := maskResponse(resp, testMasker(), 1<<20, &maskResult{}); err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	go io.WriteString(pw, "data: from al@example.com\n\n")
+	br := bufio.NewReader(resp.Body)
+	line, err := br.ReadString('\n')
+	if err != nil || line != "data: from [masked:email]\n" {
+		t.Errorf("first event %q %v", line, err)
+	}
+	pw.Close()
 }

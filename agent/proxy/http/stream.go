@@ -337,6 +337,12 @@ func (st *stream) modifyResponse(resp *nethttp.Response) error {
 	if cr := st.target.Credentials; cr != nil && cr.Header != "" {
 		resp.Header.Del(cr.Header)
 	}
+	if upgradeOf(resp.Request) != "" && resp.StatusCode != nethttp.StatusSwitchingProtocols {
+		// The target declined the upgrade. The screen has stopped reading
+		// requests on this connection (it expected another protocol), so
+		// no further request may follow on it.
+		resp.Header.Set("Connection", "close")
+	}
 	m := st.s.Guard.Masker()
 	if m == nil || resp.StatusCode == nethttp.StatusSwitchingProtocols {
 		return nil

@@ -92,6 +92,11 @@ func TestCheckHead(t *testing.T) {
 	if err != nil || !h.Upgrade {
 		t.Errorf("upgrade head: %+v, %v; want Upgrade", h, err)
 	}
+	// Without Connection: upgrade nothing is upgraded, as net/http sees it.
+	h, err = CheckHead([]byte("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n"))
+	if err != nil || h.Upgrade {
+		t.Errorf("Upgrade without Connection: %+v, %v; want no upgrade", h, err)
+	}
 }
 
 func TestHeadEnd(t *testing.T) {

@@ -98,15 +98,15 @@ func CheckHead(head []byte) (Head, error) {
 		return h, ambiguous("Transfer-Encoding %q: only chunked is accepted (request smuggling)", clip(te[0]))
 	}
 	h.Chunked = len(te) == 1
+	// An upgrade needs both headers, as net/http and the reverse proxy
+	// read it: the connection is then no longer HTTP if the server
+	// agrees.
 	for _, c := range hdr["Connection"] {
 		for _, tok := range strings.Split(c, ",") {
-			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") && len(hdr["Upgrade"]) > 0 {
 				h.Upgrade = true
 			}
 		}
-	}
-	if len(hdr["Upgrade"]) > 0 {
-		h.Upgrade = true
 	}
 	return h, nil
 }
