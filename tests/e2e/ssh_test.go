@@ -25,13 +25,13 @@ import (
 // host key the server does not have.
 type sshEnv struct {
 	*harness.Env
-	sshd        *harness.VaultedSSHD
-	keyPort     int
-	badPort     int
-	alice       string
-	knownHosts  string // the agent's @cert-authority line
-	victimDir   string // where the guardrail tests' files live
-	sftpDir     string
+	sshd       *harness.VaultedSSHD
+	keyPort    int
+	badPort    int
+	alice      string
+	knownHosts string // the agent's @cert-authority line
+	victimDir  string // where the guardrail tests' files live
+	sftpDir    string
 }
 
 func newSSHEnv(t *testing.T) *sshEnv {
