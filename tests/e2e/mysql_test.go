@@ -42,6 +42,7 @@ CREATE USER person@'%%' IDENTIFIED BY 'person-secret';
 GRANT ALL ON shop.* TO app@'%%', app_ed@'%%';
 GRANT SELECT ON shop.* TO person@'%%';
 GRANT PROCESS ON *.* TO app@'%%';
+GRANT SELECT ON performance_schema.* TO app@'%%';
 CREATE TABLE shop.customers (id int PRIMARY KEY, email varchar(100), ssn varchar(20), card varchar(20), note text);
 INSERT INTO shop.customers VALUES
   (1, '%s', '%s', '%s', 'call +14155552671'),
@@ -125,9 +126,14 @@ func TestMariaDBL7(t *testing.T) {
 	tableCount := func() int64 { return e.db.QueryInt("select count(*) from shop.customers") }
 
 	t.Run("credential injection", func(t *testing.T) {
-		out := e.sh(t, e.alice, fmt.Sprintf(`%s -N -e "select concat('user=', current_user()), concat('conn=', connection_id())" </dev/null`, cli))
-		if !strings.Contains(out, "user=app@%") {
-			t.Fatalf("upstream login not app:\n%s", out)
+		out := e.sh(t, e.alice, fmt.Sprintf(`%s -N -e "select concat('user=', current_user()); select concat('person=', attr_value) from performance_schema.session_connect_attrs where processlist_id = connection_id() and attr_name = 'warden'; use information_schema; select concat('db=', database())" </dev/null`, cli))
+		// The server sees the vaulted account, and the person behind it
+		// beside the client's own name, as application_name does on
+		// PostgreSQL; COM_INIT_DB (the client's use) goes through.
+		for _, want := range []string{"user=app@%", "person=mysql [warden:alice]", "db=information_schema"} {
+			if !strings.Contains(out, want) {
+				t.Fatalf("output lacks %q:\n%s", want, out)
+			}
 		}
 		out = e.sh(t, e.alice, fmt.Sprintf(`%s -N -e "select concat('user=', current_user())" </dev/null`, e.cli(e.edPort)))
 		if !strings.Contains(out, "user=app_ed@%") {

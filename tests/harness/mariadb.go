@@ -85,6 +85,9 @@ func (e *Env) StartMariaDBWith(opts MariaDBOptions) *MariaDB {
 		"--bind-address=127.0.0.1", "--pid-file=" + filepath.Join(dir, "mariadbd.pid"),
 		"--skip-name-resolve", "--skip-log-bin", "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
 		"--innodb-flush-log-at-trx-commit=0", "--max-connections=200", "--plugin-load-add=auth_ed25519",
+		// Connection attributes (Warden names the person in one) are
+		// kept only with the performance schema on.
+		"--performance-schema=ON", "--performance-schema-session-connect-attrs-size=2048",
 		"--log-error=" + filepath.Join(dir, "error.log")}
 	if opts.TLS != nil {
 		crt, key := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
