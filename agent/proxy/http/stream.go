@@ -244,6 +244,7 @@ func (st *stream) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 		}
 		st.s.Log.Warn().Err(err).Msg("http request refused: the audit log cannot record it")
 		w.Header().Set("Retry-After", "5")
+		closeIfUpgrade(w, r)
 		writeJSON(w, nethttp.StatusServiceUnavailable, denial{Error: fmt.Sprintf("warden: the audit log cannot record this request (%s); refusing", cause), Rule: ruleAudit})
 		return
 	}
@@ -267,6 +268,7 @@ func (st *stream) forward(w nethttp.ResponseWriter, r *nethttp.Request, path str
 	out = out.WithContext(context.WithValue(out.Context(), setKey{}, set))
 	if err := st.identityHeaders(set); err != nil {
 		st.s.Log.Error().Err(err).Msg("identity token not signed; request refused")
+		closeIfUpgrade(w, r)
 		writeJSON(w, nethttp.StatusServiceUnavailable, denial{Error: "warden: cannot sign the identity token for this request", Rule: ruleAudit})
 		return
 	}
@@ -275,6 +277,7 @@ func (st *stream) forward(w nethttp.ResponseWriter, r *nethttp.Request, path str
 		if err != nil {
 			// The file's name only: never its content.
 			st.s.Log.Error().Err(err).Str("value_file", cr.ValueFile).Msg("credential not read; request refused")
+			closeIfUpgrade(w, r)
 			writeJSON(w, nethttp.StatusBadGateway, denial{Error: fmt.Sprintf("warden: the credential for %s cannot be read; tell the Warden administrator", st.s.Attribution.Target.Name), Rule: "credentials"})
 			return
 		}
@@ -371,6 +374,7 @@ func (st *stream) upstreamError(w nethttp.ResponseWriter, r *nethttp.Request, er
 		res.fail(errors.New(msg))
 	}
 	st.s.Log.Debug().Err(err).Msg("upstream error")
+	closeIfUpgrade(w, r)
 	writeJSON(w, nethttp.StatusBadGateway, denial{Error: msg, Rule: ""})
 }
 
@@ -568,5 +572,14 @@ func (w *countingWriter) Unwrap() nethttp.ResponseWriter { return w.ResponseWrit
 func (w *countingWriter) Flush() {
 	if f, ok := w.ResponseWriter.(nethttp.Flusher); ok {
 		f.Flush()
+	}
+}
+
+// closeIfUpgrade ends the connection after this answer when r asked to
+// switch protocols: the screen passed what followed r on as another
+// protocol, so no request may be read after it.
+func closeIfUpgrade(w nethttp.ResponseWriter, r *nethttp.Request) {
+	if upgradeOf(r) != "" {
+		w.Header().Set("Connection", "close")
 	}
 }
