@@ -624,3 +624,87 @@ func TestPassthroughFullAuthEncryptsForTheServer(t *testing.T) {
 	}
 	r.end()
 }
+
+// With CLIENT_DEPRECATE_EOF, no EOF follows the column definitions and an
+// OK with the EOF header ends the rows; a text holding two statements
+// gets two results, each recorded, and rows of both masked.
+func TestDeprecateEOFAndMultiResults(t *testing.T) {
+	caps := clientCaps | wire.ClientDeprecateEOF
+	rec := &fakeRecorder{}
+	p := testPolicy(nil, []policy.Masking{{Name: "pii", Columns: []string{"ssn"}}})
+	col := &wire.Column{Name: "ssn", OrgName: "ssn", Type: wire.TypeVarString}
+	end := func(more bool) []byte {
+		st := wire.StatusAutocommit
+		if more {
+			st |= wire.StatusMoreResultsExists
+		}
+		return (&wire.OK{Status: st}).Encode(wire.HeaderEOF, caps)
+	}
+	r := serve(t, New(Options{}), attribution("alice", p, withCreds(t)), rec, func(s *fakeServer) error {
+		s.caps = wire.ClientDeprecateEOF
+		resp, err := s.handshake(wire.PluginNative, []byte("abcdefghijklmnopqrst"))
+		if err != nil {
+			return err
+		}
+		if resp.Capabilities&wire.ClientDeprecateEOF == 0 {
+			return errors.New("server: CLIENT_DEPRECATE_EOF not forwarded")
+		}
+		if err := s.ok(); err != nil {
+			return err
+		}
+		// Warden's own question, answered without EOF packets.
+		if err := s.expectQuery("SELECT @@SESSION.sql_mode, @@SESSION.character_set_client"); err != nil {
+			return err
+		}
+		c1 := &wire.Column{Name: "a", Type: wire.TypeVarString}
+		if err := s.send([]byte{2}, c1.Encode(), c1.Encode(), wire.AppendTextRow(nil, [][]byte{[]byte(""), []byte("utf8mb4")}), end(false)); err != nil {
+			return err
+		}
+		if err := s.expectQuery("select ssn from t; select ssn from t where id = 1"); err != nil {
+			return err
+		}
+		row := wire.AppendTextRow(nil, [][]byte{[]byte("078-05-1120")})
+		if err := s.send([]byte{1}, col.Encode(), row, row, end(true), []byte{1}, col.Encode(), row, end(false)); err != nil {
+			return err
+		}
+		return s.quit()
+	})
+	// The scripted client, with CLIENT_DEPRECATE_EOF.
+	c := r.c
+	p0, err := c.next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, _ := wire.ParseHandshake(p0)
+	login := &wire.HandshakeResponse{Capabilities: caps, MaxPacket: 1 << 24, Charset: 45, User: "x", AuthResponse: []byte("x"), AuthPlugin: hs.AuthPlugin}
+	c.w.Seq = 1
+	c.send(login.Encode())
+	if p, err := c.next(); err != nil || p[0] != wire.HeaderOK {
+		t.Fatalf("login: %q %v", p, err)
+	}
+	c.w.Seq = 0
+	c.send(query("select ssn from t; select ssn from t where id = 1"))
+	var got []string
+	for results := 0; results < 2; {
+		p, err := c.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case wire.IsEOF(p):
+			results++
+		case len(p) > 1 && p[0] != 3: // a row, not the count or a column
+			if v, err := wire.DecodeTextRow(p, 1); err == nil {
+				got = append(got, string(v[0]))
+			}
+		}
+	}
+	if strings.Join(got, ",") != "****,****,****" {
+		t.Fatalf("rows %q", got)
+	}
+	r.end()
+	res := rec.ofType(event.DBResult)
+	if len(res) != 2 || fmt.Sprint(res[0].Data["rows_returned"]) != "2" || fmt.Sprint(res[1].Data["rows_returned"]) != "1" {
+		t.Fatalf("results %+v", res)
+	}
+}

@@ -159,13 +159,14 @@ func (p *peer) next() ([]byte, error) {
 type fakeServer struct {
 	*peer
 	connID uint32
+	caps   uint32 // offered beside serverCaps
 }
 
 // handshake sends the server's greeting with plugin and scramble and
 // reads the login.
 func (s *fakeServer) handshake(plugin string, scramble []byte) (*wire.HandshakeResponse, error) {
 	hs := &wire.Handshake{ServerVersion: "5.5.5-10.11.6-MariaDB", ConnectionID: s.connID, AuthData: scramble,
-		Capabilities: serverCaps, Charset: 45, Status: wire.StatusAutocommit, AuthPlugin: plugin}
+		Capabilities: serverCaps | s.caps, Charset: 45, Status: wire.StatusAutocommit, AuthPlugin: plugin}
 	s.w.Seq = 0
 	if err := s.send(hs.Encode()); err != nil {
 		return nil, err
