@@ -132,7 +132,7 @@ func TestBenchPipeline(t *testing.T) {
 		rec.Emit(e)
 	}
 	pubCtx, stopPub := context.WithCancel(context.Background())
-	pub := publish.New(sp, publish.Options{URL: ns.ClientURL(), Logger: zerolog.Nop()})
+	pub := publish.New(sp, publish.Options{URL: ns.ClientURL(), HostID: "bench-agent", Logger: zerolog.Nop()})
 	pubDone := make(chan error, 1)
 	start = time.Now()
 	go func() { pubDone <- pub.Run(pubCtx) }()

@@ -146,6 +146,19 @@ func startStoreServer(t testing.TB) error {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return fmt.Errorf("initdb: %v\n%s", err, out)
 	}
+	// fsync off in the config file, not on the command line, so that a
+	// benchmark can turn it on with ALTER SYSTEM.
+	conf, err := os.OpenFile(filepath.Join(dir, "data", "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = conf.WriteString("\nfsync = off\n")
+	if cerr := conf.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("postgresql.conf: %w", err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -158,7 +171,7 @@ func startStoreServer(t testing.TB) error {
 		// this one never does.
 		runtime.LockOSThread()
 		cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", filepath.Join(dir, "data"), "-p", strconv.Itoa(port),
-			"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+dir, "-c", "fsync=off",
+			"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+dir,
 			"-c", "max_connections=200", "-c", "log_min_messages=warning")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT}
 		cmd.Dir = dir
