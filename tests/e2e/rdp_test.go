@@ -82,6 +82,7 @@ echo "rc=$? took=$(( $(date +%%s) - start ))"`, token, x.Display, port, flags)})
 				t.Fatalf("%s = %v: the TLS session did not cross", k, end.Data[k])
 			}
 		}
+		conformsToSchema(t, []event.Event{*start, *end})
 		if !strings.Contains(srv.Log(), "TLS connection established") {
 			t.Fatalf("xrdp saw no TLS session:\n%s", srv.Log())
 		}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/wardenhq/warden/pkg/collectorclient"
 	"github.com/wardenhq/warden/pkg/devidp"
@@ -228,6 +231,7 @@ timeout 3 cat <&3`, e.rd.Port))
 		e.WaitEvent(q, "EVAL refused as scripting", func(ev *event.Event) bool {
 			return ev.Data["command"] == "EVAL" && ev.Decision != nil && ev.Decision.Rule == "scripting"
 		})
+		conformsToSchema(t, e.Events(q))
 		// Never values: no password, script, or stored value in any
 		// event's data. (The process's own command lines are recorded,
 		// as for every event, and hold the test's scripts.)
@@ -240,4 +244,32 @@ timeout 3 cat <&3`, e.rd.Port))
 			}
 		}
 	})
+}
+
+// conformsToSchema checks events, as the collector returns them, against
+// the event schema in force.
+func conformsToSchema(t *testing.T, evs []event.Event) {
+	t.Helper()
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(event.JSONSchema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource(event.JSONSchemaID, doc); err != nil {
+		t.Fatal(err)
+	}
+	sch, err := c.Compile(event.JSONSchemaID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		b, _ := json.Marshal(ev)
+		v, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+		if err == nil {
+			err = sch.Validate(v)
+		}
+		if err != nil {
+			t.Errorf("%s event does not conform to the schema: %v\n%s", ev.Type, err, b)
+		}
+	}
 }
