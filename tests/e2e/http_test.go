@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -31,6 +32,7 @@ type httpEnv struct {
 	nginx  *harness.Nginx
 	alice  string // token files
 	reader string // alice, also in pii-readers: nothing masked
+	bob    string // a dba: approves reviews
 }
 
 func newHTTPEnv(t *testing.T) *httpEnv {
@@ -60,6 +62,11 @@ rules:
     targets: [api, api-tls]
     when: {methods: [POST, PUT, DELETE], paths: ["/admin/**", "/api/v1/users/*"]}
     action: deny
+  - name: exports-need-review
+    targets: [api]
+    when: {methods: [POST], paths: ["/exports/**"]}
+    action: review
+    review: {approvers: [dba], hold: 0s}
 masking:
   - name: pii
     targets: [api, api-tls]
@@ -69,6 +76,7 @@ masking:
 `, e.nginx.Port, secret, e.nginx.TLSPort, caFile))
 	e.alice = e.Token(devidp.IssueOptions{Sub: "alice"})
 	e.reader = e.Token(devidp.IssueOptions{Sub: "alice", Email: "alice@corp.example", Groups: []string{"engineering", "pii-readers"}})
+	e.bob = e.Token(devidp.IssueOptions{Sub: "bob"})
 	return e
 }
 
@@ -233,6 +241,34 @@ func TestHTTPL7(t *testing.T) {
 		}
 		if !strings.Contains(out, "HTTP/2 403") || !strings.Contains(out, `"rule":"no-admin-writes"`) {
 			t.Fatalf("https DELETE /admin/y:\n%s", out)
+		}
+	})
+
+	t.Run("review: 403 naming it, then the approved request once", func(t *testing.T) {
+		post := fmt.Sprintf("curl -sS -i -X POST -d '{}' '%s/exports/all?fmt=csv'", base)
+		out := e.sh(t, post)
+		m := regexp.MustCompile(`"review":"(R-[^"]+)"`).FindStringSubmatch(out)
+		if !strings.Contains(out, "HTTP/1.1 403") || m == nil || !strings.Contains(out, `"rule":"exports-need-review"`) {
+			t.Fatalf("POST /exports/all:\n%s", out)
+		}
+		if e.logged("/exports") {
+			t.Fatalf("nginx saw the held request: %q", e.nginx.AccessLog())
+		}
+		if out, err := e.WardenEnv([]string{"WARDEN_TOKEN_FILE=" + e.bob}, "review", "approve", m[1], "--reason", "monthly export"); err != nil {
+			t.Fatalf("warden review approve: %v\n%s", err, out)
+		}
+		e.Eventually("the approved request goes through", func() error {
+			if out := e.sh(t, post); !strings.Contains(out, "HTTP/1.1 200") {
+				return fmt.Errorf("not yet:\n%s", out)
+			}
+			return nil
+		})
+		if !e.logged("POST /exports/all?fmt=csv 200") {
+			t.Fatalf("nginx did not get the approved request: %q", e.nginx.AccessLog())
+		}
+		// grant: once (the default): the next one needs a review again.
+		if out := e.sh(t, post); !strings.Contains(out, "HTTP/1.1 403") {
+			t.Fatalf("a second POST after a one-time approval:\n%s", out)
 		}
 	})
 
