@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/wardenhq/warden/collector"
 	"github.com/wardenhq/warden/pkg/event"
@@ -164,8 +165,9 @@ func issueCreds(role natsauth.Role, cmd string, args []string, _, stderr io.Writ
 
 // revoke revokes every creds issued so far to a user.
 func revoke(args []string, _, stderr io.Writer) int {
-	fs, authDir := subFlags("revoke", "[--role agent|soc|collector] NAME", stderr)
+	fs, authDir := subFlags("revoke", "[--role agent|soc|collector] [--previous] NAME", stderr)
 	role := fs.String("role", string(natsauth.RoleAgent), "role of the user: agent (NAME is the host id), soc or collector")
+	previous := fs.Bool("previous", false, "revoke only the keys issued before the current one (after a rotation)")
 	name, code := parseSub(fs, args, "NAME", stderr)
 	if code >= 0 {
 		return code
@@ -175,12 +177,12 @@ func revoke(args []string, _, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "warden-collector revoke %s: %v\n", name, err)
 		return 1
 	}
-	u, err := a.Revoke(natsauth.Role(*role), name)
+	u, keys, err := a.Revoke(natsauth.Role(*role), name, *previous)
 	if err != nil {
 		fmt.Fprintf(stderr, "warden-collector revoke %s: %v\n", name, err)
 		return 1
 	}
-	fmt.Fprintf(stderr, "revoked %s user %s (%s): restart the collector with embedded NATS, or redeploy warden-collector nats-config and reload every NATS server\n", u.Role, u.Name, u.PublicKey)
+	fmt.Fprintf(stderr, "revoked %s user %s (%s): restart the collector with embedded NATS, or redeploy warden-collector nats-config and reload every NATS server\n", u.Role, u.Name, strings.Join(keys, ", "))
 	return 0
 }
 

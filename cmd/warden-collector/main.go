@@ -55,7 +55,7 @@ func run(args []string, stderr io.Writer) int {
 		natsCert   = fs.String("nats-tls-cert", "", "PEM certificate `FILE`: the embedded server's (clients must then use TLS), or the collector's client certificate for --nats-url")
 		natsKey    = fs.String("nats-tls-key", "", "PEM private key `FILE` of --nats-tls-cert")
 		consumer   = fs.String("consumer", collector.DefaultConsumer, "durable consumer name; collectors sharing it split the stream")
-		filterSubj = fs.String("filter-subject", "", "consume only this subject filter (sharding), e.g. 'warden.events.db.>'")
+		filterSubj = fs.String("filter-subject", "", "consume only this subject filter (sharding), e.g. 'warden.events.bastion-1.>' (whole chains of one host)")
 		chainCheck = fs.String("chain-check", string(ingest.ChainFull), "full: signatures, hashes and per-host order; signature: no order checks (for collectors sharing a consumer)")
 		standby    = fs.Bool("active-standby", false, "take turns with other collectors of the same --consumer and --store (PostgreSQL): only the holder of the ingest lease consumes, another takes over when it stops")
 		replicas   = fs.Int("stream-replicas", 1, "replicas of the WARDEN_EVENTS stream if the collector creates it (3 on a 3-node cluster)")

@@ -233,7 +233,7 @@ func TestRevokedAgentRefused(t *testing.T) {
 	if err := os.WriteFile(creds, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := auth.Revoke(natsauth.RoleAgent, "bastion-1"); err != nil {
+	if _, _, err := auth.Revoke(natsauth.RoleAgent, "bastion-1", false); err != nil {
 		t.Fatal(err)
 	}
 	// A server started after the revocation, from the same directory.
@@ -453,4 +453,48 @@ func mustJS(t *testing.T, nc *nats.Conn) jetstream.JetStream {
 		t.Fatal(err)
 	}
 	return js
+}
+
+// Rotation: a bastion enrolled again holds two valid creds until the
+// previous ones are revoked; then only the new ones connect.
+func TestRotationRevokesPreviousOnly(t *testing.T) {
+	dir := t.TempDir()
+	auth, err := natsauth.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string) string {
+		b, _, err := auth.Issue(natsauth.RoleAgent, "bastion-1", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	oldCreds, newCreds := write("old.creds"), write("new.creds")
+	_, keys, err := auth.Revoke(natsauth.RoleAgent, "bastion-1", true)
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("revoke previous: %v %v", keys, err)
+	}
+	reopened, err := natsauth.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop(), Auth: reopened})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	if nc, err := nats.Connect(ns.ClientURL(), nats.UserCredentials(oldCreds)); err == nil {
+		nc.Close()
+		t.Fatal("the previous creds connected after their revocation")
+	}
+	nc, err := nats.Connect(ns.ClientURL(), nats.UserCredentials(newCreds))
+	if err != nil {
+		t.Fatalf("the current creds: %v", err)
+	}
+	nc.Close()
 }

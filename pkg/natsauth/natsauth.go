@@ -289,6 +289,9 @@ type User struct {
 	// AgentKey is an agent's event-signing public key (base64), when
 	// enroll was given it.
 	AgentKey string `json:"agent_key,omitempty"`
+	// Previous are the public keys issued to the same role and name
+	// before PublicKey, oldest first: still valid until revoked.
+	Previous []string `json:"previous,omitempty"`
 }
 
 // JWTName is the name claim of a user's JWT: role and name, so that a
@@ -324,12 +327,15 @@ func (a *Authority) Issue(r Role, name string, agentKey string) ([]byte, User, e
 		return nil, User{}, fmt.Errorf("creds of %s user %s: %w", r, name, err)
 	}
 	u := User{Role: r, Name: name, PublicKey: pub(kp), Issued: time.Now().UTC(), AgentKey: agentKey}
-	b, _ := json.MarshalIndent(u, "", "  ")
 	unlock, err := lock(a.dir)
 	if err != nil {
 		return nil, User{}, err
 	}
 	defer unlock()
+	if old, err := a.Lookup(r, name); err == nil {
+		u.Previous = append(old.Previous, old.PublicKey)
+	}
+	b, _ := json.MarshalIndent(u, "", "  ")
 	if err := writeFile(a.userFile(r, name), append(b, '\n'), 0o644); err != nil {
 		return nil, User{}, fmt.Errorf("record %s user %s: %w", r, name, err)
 	}
@@ -356,32 +362,44 @@ func (a *Authority) Lookup(r Role, name string) (User, error) {
 	return u, nil
 }
 
-// Revoke revokes every JWT of the user of role r named name issued up to
-// now, and re-signs the account JWT. Servers apply it when they load the
-// new account JWT: the embedded server on the collector's next start, a
-// cluster after ServerConfig is redeployed and reloaded.
-func (a *Authority) Revoke(r Role, name string) (User, error) {
-	u, err := a.Lookup(r, name)
-	if err != nil {
-		return u, err
-	}
+// Revoke revokes the keys issued to the user of role r named name: all of
+// them, or with previousOnly those before the current one (the end of a
+// rotation). It re-signs the account JWT; servers apply it when they load
+// it: the embedded server on the collector's next start, a cluster after
+// ServerConfig is redeployed and reloaded. It returns the user and the
+// keys it revoked.
+func (a *Authority) Revoke(r Role, name string, previousOnly bool) (User, []string, error) {
 	unlock, err := lock(a.dir)
 	if err != nil {
-		return u, err
+		return User{}, nil, err
 	}
 	defer unlock()
+	u, err := a.Lookup(r, name)
+	if err != nil {
+		return u, nil, err
+	}
+	keys := append([]string(nil), u.Previous...)
+	if !previousOnly {
+		keys = append(keys, u.PublicKey)
+	}
+	if len(keys) == 0 {
+		return u, nil, fmt.Errorf("%s user %q has no key before its current one", r, name)
+	}
 	// Another process may have revoked someone since Open: start from
 	// the file.
 	ac, err := a.loadAccount()
 	if err != nil {
-		return u, err
+		return u, nil, err
 	}
-	// Revocations are by issue time, in seconds; one second later covers
-	// a JWT issued in this very second.
-	ac.RevokeAt(u.PublicKey, time.Now().Add(time.Second))
+	// Each key is a user of its own, so revoking it for every JWT
+	// issued up to now (plus a second: issue times are in seconds)
+	// touches no other key.
+	for _, k := range keys {
+		ac.RevokeAt(k, time.Now().Add(time.Second))
+	}
 	if err := a.writeAccount(ac); err != nil {
-		return u, err
+		return u, nil, err
 	}
 	a.accountClaims = ac
-	return u, nil
+	return u, keys, nil
 }
