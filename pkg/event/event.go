@@ -30,9 +30,11 @@ const (
 	NetConnect     Type = "net.connect"
 	DBQuery        Type = "db.query"
 	// DBResult is how a statement recorded by a db.query event ended.
-	DBResult        Type = "db.result"
-	SSHSession      Type = "ssh.session"
-	SSHExec         Type = "ssh.exec"
+	DBResult   Type = "db.result"
+	SSHSession Type = "ssh.session"
+	SSHExec    Type = "ssh.exec"
+	// SSHSFTP is one file operation of an SFTP session through the SSH codec.
+	SSHSFTP         Type = "ssh.sftp"
 	HTTPRequest     Type = "http.request"
 	RedisCommand    Type = "redis.command"
 	RDPSession      Type = "rdp.session"

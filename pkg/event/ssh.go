@@ -1,8 +1,5 @@
 package event
 
-// SSHSFTP is one file operation in an SFTP session through the SSH codec.
-const SSHSFTP Type = "ssh.sftp"
-
 // SSHSessionData is the data of an ssh.session event. The codec emits one at
 // the start of an SSH connection through the proxy (Phase "start", or a
 // refused one with a deny decision) and one at its end, which carries the
