@@ -199,6 +199,29 @@ timeout 3 cat <&3`, e.rd.Port))
 		}
 	})
 
+	t.Run("Pub/Sub", func(t *testing.T) {
+		cmd := e.Command(harness.Shell{UID: nobody, GID: nobody, Script: fmt.Sprintf(
+			"warden login --token-file %s >/dev/null || exit 9\ntimeout 6 %s SUBSCRIBE news", e.alice, e.cli())})
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Publish until the subscriber has heard (it subscribes once
+		// logged in), then let its timeout end it.
+		e.Eventually("a subscriber", func() error {
+			if n := e.rd.MustAdmin("PUBLISH", "news", "paid with "+redisCard); n != "1" {
+				return fmt.Errorf("%s subscribers", n)
+			}
+			return nil
+		})
+		cmd.Wait()
+		if !strings.Contains(out.String(), "subscribe\nnews\n1") || !strings.Contains(out.String(), "message\nnews\npaid with [masked:credit_card]") ||
+			strings.Contains(out.String(), redisCard) {
+			t.Fatalf("subscriber saw:\n%s", out.String())
+		}
+	})
+
 	t.Run("go-redis", func(t *testing.T) {
 		// go-redis asks for RESP3 first and falls back on NOPROTO.
 		out := e.sh(t, fmt.Sprintf("%s 127.0.0.1:%d basic", e.client, e.rd.Port))
