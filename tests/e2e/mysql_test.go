@@ -144,6 +144,15 @@ func TestMariaDBL7(t *testing.T) {
 		}
 	})
 
+	// A shell without warden login reaches the proxy too, to read why it
+	// cannot go on, in the protocol's own terms.
+	t.Run("unbound client refused with the reason", func(t *testing.T) {
+		out, _ := e.Run(harness.Shell{UID: nobody, GID: nobody, Script: cli + ` -e "select 1"; echo "rc=$?"`})
+		if !strings.Contains(out, "ERROR 1045 (28000): warden: no verified identity for this session; run 'warden login'") || !strings.Contains(out, "rc=1") {
+			t.Fatalf("unbound client:\n%s", out)
+		}
+	})
+
 	t.Run("masking in the mariadb client", func(t *testing.T) {
 		out := e.sh(t, e.alice, fmt.Sprintf(`%s -e "select id, email, ssn, card, note from customers order by id; select ssn as x, lower(ssn) as y from customers"`, cli))
 		noRaw(t, "mariadb", out)

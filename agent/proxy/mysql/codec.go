@@ -71,13 +71,48 @@ func (p *Codec) Enforces() []policy.Capability {
 	}
 }
 
-// Refuse answers in the server's place with an ERR packet instead of the
-// handshake, which every client reports as the reason it could not
-// connect. No TLS is needed to read it.
+// Refuse tells the client why it cannot go on, in an ERR packet. Where
+// the codec offers TLS, it gives a greeting of its own first, so that a
+// client that asks for TLS (as the mariadb and mysql clients do by
+// default) reads the reason over TLS from the certificate it may verify,
+// instead of an error "whose authenticity cannot be verified". Otherwise
+// the ERR comes in the greeting's place, which every client prints.
 func (p *Codec) Refuse(ctx context.Context, client net.Conn, att *proxy.Attribution) error {
 	client.SetDeadline(time.Now().Add(30 * time.Second))
+	refusal := (&wire.ERR{Code: erAccessDenied, State: "28000", Message: att.Decision.Reason}).Encode()
 	w := wire.NewWriter(client)
-	w.WriteSeq(0, (&wire.ERR{Code: erAccessDenied, State: "28000", Message: att.Decision.Reason}).Encode())
+	cfg := p.clientTLS(att)
+	if cfg == nil {
+		w.WriteSeq(0, refusal)
+		return w.Flush()
+	}
+	sc, err := scramble()
+	if err != nil {
+		return err
+	}
+	hs := &wire.Handshake{ServerVersion: "5.5.5-10.11.0-warden", AuthData: sc, Charset: 45, Status: wire.StatusAutocommit,
+		AuthPlugin: wire.PluginNative, Capabilities: wire.ClientLongPassword | wire.ClientProtocol41 | wire.ClientSecureConnection |
+			wire.ClientPluginAuth | wire.ClientSSL | wire.ClientConnectWithDB | wire.ClientTransactions}
+	w.WriteSeq(0, hs.Encode())
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	r := wire.NewReader(client)
+	seq, pkt, err := r.Next()
+	if err != nil {
+		return fmt.Errorf("read client response: %w", err)
+	}
+	if resp, err := wire.ParseHandshakeResponse(pkt); err == nil && resp.SSLRequest {
+		tc := tls.Server(&prefixConn{Conn: client, pre: r.Detach()}, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return fmt.Errorf("client TLS handshake: %w", err)
+		}
+		w, r = wire.NewWriter(tc), wire.NewReader(tc)
+		if seq, _, err = r.Next(); err != nil {
+			return fmt.Errorf("read client response: %w", err)
+		}
+	}
+	w.WriteSeq(seq+1, refusal)
 	return w.Flush()
 }
 

@@ -708,3 +708,52 @@ func TestDeprecateEOFAndMultiResults(t *testing.T) {
 		t.Fatalf("results %+v", res)
 	}
 }
+
+func TestRefuse(t *testing.T) {
+	att := attribution("alice", testPolicy(nil, nil), policy.Target{})
+	att.Decision = event.Decision{Action: event.Deny, Rule: "identity", Reason: "warden: no verified identity for this session; run 'warden login'"}
+	for _, withTLS := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", withTLS), func(t *testing.T) {
+			opts := Options{}
+			if withTLS {
+				cfg := selfSigned(t)
+				opts.ClientTLS = func(netip.Addr) *tls.Config { return cfg }
+			}
+			clientEnd, proxyEnd := net.Pipe()
+			clientEnd.SetDeadline(time.Now().Add(hang))
+			done := make(chan error, 1)
+			go func() {
+				done <- New(opts).Refuse(context.Background(), proxyEnd, att)
+				proxyEnd.Close()
+			}()
+			c := newPeer(clientEnd)
+			p, err := c.next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if withTLS {
+				hs, err := wire.ParseHandshake(p)
+				if err != nil || hs.Capabilities&wire.ClientSSL == 0 {
+					t.Fatalf("greeting %+v %v", hs, err)
+				}
+				resp := &wire.HandshakeResponse{Capabilities: clientCaps | wire.ClientSSL, Charset: 45, User: "x"}
+				c.w.Seq = 1
+				c.send(wire.SSLRequestFor(resp))
+				tc := tls.Client(clientEnd, &tls.Config{InsecureSkipVerify: true})
+				c = newPeer(tc)
+				c.w.Seq = 2
+				c.send(resp.Encode())
+				if p, err = c.next(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e, err := wire.ParseERR(p, clientCaps)
+			if err != nil || e.Code != erAccessDenied || e.Message != att.Decision.Reason {
+				t.Fatalf("refusal %q %v", p, err)
+			}
+			if err := waitFor(t, done); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
