@@ -90,6 +90,10 @@ func TestLoadValid(t *testing.T) {
 		{"nats cluster", oidc + "nats: {url: \"nats://a:4222, tls://b:4222\"}\n",
 			func(c Config) bool { return c.NATS.URL == "nats://a:4222, tls://b:4222" }},
 		{"nats null keeps default", oidc + "nats:\n", func(c Config) bool { return c.NATS.URL == Default().NATS.URL }},
+		{"nats creds and tls", oidc + "nats:\n  url: tls://n1:4222\n  creds_file: /etc/warden/nats.creds\n  tls: {ca_file: /etc/warden/ca.pem, cert_file: /etc/warden/c.pem, key_file: /etc/warden/c.key}\n",
+			func(c Config) bool {
+				return c.NATS.CredsFile == "/etc/warden/nats.creds" && c.NATS.TLS == NATSTLS{CAFile: "/etc/warden/ca.pem", CertFile: "/etc/warden/c.pem", KeyFile: "/etc/warden/c.key"}
+			}},
 		{"metrics on all interfaces", oidc + "metrics_listen: \":9464\"\n", func(c Config) bool { return c.MetricsListen == ":9464" }},
 		{"ipv6 proxy", oidc + "proxy_listen: \"[::1]:15001\"\n", func(c Config) bool { return c.ProxyListen == "[::1]:15001" }},
 		{"cgroup subtree", oidc + "cgroup_root: /sys/fs/cgroup/unified/warden-test\n",
@@ -185,6 +189,9 @@ func TestLoadErrors(t *testing.T) {
 		{"metrics bad port", oidc + "metrics_listen: 127.0.0.1:http\n", []string{`agent.yaml:4:17: metrics_listen "127.0.0.1:http": port must be a number`}},
 		{"nats bad scheme", oidc + "nats:\n  url: http://127.0.0.1:4222\n", []string{`agent.yaml:5:8: nats.url each comma-separated server must be a URL with scheme nats, tls, ws, wss`}},
 		{"nats empty", oidc + "nats:\n  url: \"\"\n", []string{`agent.yaml:5:8: nats.url is required`}},
+		{"nats relative creds", oidc + "nats:\n  creds_file: nats.creds\n", []string{`agent.yaml:5:15: nats.creds_file "nats.creds" must be an absolute path`}},
+		{"nats cert without key", oidc + "nats:\n  tls: {cert_file: /etc/warden/c.pem}\n", []string{`agent.yaml: nats.tls.key_file and nats.tls.cert_file must be set together, or both left out`}},
+		{"nats unknown key", oidc + "nats:\n  password: x\n", []string{`agent.yaml:5:3: unknown key "nats.password" (want one of creds_file, tls, url)`}},
 		{"log level", oidc + "log_level: verbose\n", []string{`agent.yaml:4:12: log_level "verbose" is not one of trace, debug, info, warn, error`}},
 		{"audit failure", oidc + "audit_failure: warn\n", []string{`agent.yaml:4:16: audit_failure "warn" is not deny or allow`}},
 		{"audit failure empty", oidc + "audit_failure:\n", []string{`agent.yaml:4:15: audit_failure "" is not deny or allow`}},
