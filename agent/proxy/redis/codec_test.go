@@ -173,6 +173,11 @@ rules:
     when: { commands: [scripting] }
     action: allow
     except_groups: [contractors]
+  - name: review-del
+    targets: [cache]
+    when: { commands: [del] }
+    action: review
+    review: { approvers: [dba] }
 masking:
   - name: pii
     targets: [cache]
@@ -181,7 +186,7 @@ masking:
     except_groups: [pii-readers]
 `
 
-func newRig(t *testing.T, groups []string, creds bool, data map[string]string) *rig {
+func newRig(t *testing.T, groups []string, creds bool, data map[string]string, rev ...guard.Reviewer) *rig {
 	t.Helper()
 	p, err := policy.Parse([]byte(policyText), "policy.yaml", policy.Enforcement{policy.ProtocolRedis: New().Enforces()})
 	if err != nil {
@@ -201,7 +206,7 @@ func newRig(t *testing.T, groups []string, creds bool, data map[string]string) *
 	att := &proxy.Attribution{Target: event.Target{Name: "cache", Protocol: "redis"}, Policy: p, TargetPolicy: tp,
 		Identity: &event.Identity{Sub: "alice", Groups: groups}, Decision: event.Decision{Action: event.Allow}}
 	s := &proxy.Stream{Client: cp, Upstream: uc, Attribution: att, Log: zerolog.Nop(),
-		Guard: guard.New(p, "cache", groups, nil), Audit: proxy.NewAudit(rec, att, proxy.FailClosed)}
+		Guard: guard.New(p, "cache", groups, reviewer(rev)), Audit: proxy.NewAudit(rec, att, proxy.FailClosed)}
 	r := &rig{rd: resp.NewReader(cc), conn: cc, srv: srv, rec: rec, done: make(chan error, 1)}
 	go func() { r.done <- New().Serve(context.Background(), s) }()
 	t.Cleanup(func() {
@@ -437,4 +442,60 @@ func TestMaskedKeyLeaksRefused(t *testing.T) {
 	r = newRig(t, []string{"engineering", "pii-readers"}, false, nil)
 	r.send(t, "GETBIT user:1:email 7\r\n")
 	r.expect(t, "-ERR unknown command\r\n")
+}
+
+func reviewer(rev []guard.Reviewer) guard.Reviewer {
+	if len(rev) == 0 {
+		return nil
+	}
+	return rev[0]
+}
+
+func TestReviewApproved(t *testing.T) {
+	approve := guard.ReviewerFunc(func(ctx context.Context, req guard.ReviewRequest) guard.ReviewResult {
+		if req.Request.Text != "DEL k" || req.Rule != "review-del" {
+			return guard.ReviewResult{Outcome: guard.ReviewDenied, ID: "R-1", By: "test", Reason: "wrong request " + req.Request.Text}
+		}
+		return guard.ReviewResult{Outcome: guard.ReviewApproved, ID: "R-1"}
+	})
+	r := newRig(t, []string{"engineering"}, false, nil, approve)
+	r.send(t, "DEL k\r\n")
+	r.expect(t, "-ERR unknown command\r\n") // reached the (fake) server
+	if ev := r.rec.all()[0]; ev.Decision.Reason != "approved in review R-1" {
+		t.Fatalf("decision %+v", ev.Decision)
+	}
+}
+
+// Hanging up while held withdraws the command from the review.
+func TestReviewWithdrawnWhenClientHangsUp(t *testing.T) {
+	held, withdrawn := make(chan struct{}), make(chan struct{})
+	wait := guard.ReviewerFunc(func(ctx context.Context, req guard.ReviewRequest) guard.ReviewResult {
+		close(held)
+		<-ctx.Done()
+		close(withdrawn)
+		return guard.ReviewResult{Outcome: guard.ReviewCancelled, ID: "R-2"}
+	})
+	r := newRig(t, []string{"engineering"}, false, nil, wait)
+	r.send(t, "DEL k\r\n")
+	<-held
+	r.conn.Close()
+	select {
+	case <-withdrawn:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the review hold went on after the client hung up")
+	}
+	if got := r.srv.commands(); len(got) != 0 {
+		t.Fatalf("the server ran %q", got)
+	}
+}
+
+// A held command does not stop the session: once decided, the commands
+// that came in meanwhile are read as usual.
+func TestReviewDeniedThenNextCommand(t *testing.T) {
+	deny := guard.ReviewerFunc(func(ctx context.Context, req guard.ReviewRequest) guard.ReviewResult {
+		return guard.ReviewResult{Outcome: guard.ReviewDenied, ID: "R-3", By: "bob", Reason: "not now"}
+	})
+	r := newRig(t, []string{"engineering"}, false, nil, deny)
+	r.send(t, "DEL k\r\nPING\r\n")
+	r.expect(t, "-NOPERM warden: DEL: review R-3 denied by bob: not now\r\n", "+PONG\r\n")
 }

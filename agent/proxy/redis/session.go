@@ -361,7 +361,7 @@ func (ss *session) command(ctx context.Context, cmd resp.Command) error {
 		if err := ss.uw.Flush(); err != nil {
 			return err
 		}
-		v = ss.s.Guard.Decide(ctx, []guard.Request{req}, guard.Hold{Off: ss.inTx})
+		v = ss.hold(ctx, req)
 	}
 	dec := event.Decision{Action: event.Allow, Rule: v.Rule}
 	switch {
@@ -566,4 +566,26 @@ func stripHelloAuth(args [][]byte) [][]byte {
 		out = append(out, args[i])
 	}
 	return out
+}
+
+// hold asks the review for req, and withdraws it if the client hangs up
+// meanwhile (Ctrl-C in redis-cli): Redis has no cancel request, but the
+// client's end of the connection says it all. The client loop is blocked
+// here, so the watcher may use its reader; it only peeks, and is stopped
+// (by a read deadline in the past) before the loop reads again.
+func (ss *session) hold(ctx context.Context, req guard.Request) guard.Verdict {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		if _, err := ss.cr.Peek(); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			cancel() // the client is gone
+		}
+	}()
+	v := ss.s.Guard.Decide(ctx, []guard.Request{req}, guard.Hold{Off: ss.inTx})
+	ss.s.Client.SetReadDeadline(time.Unix(1, 0))
+	<-watched
+	ss.s.Client.SetReadDeadline(time.Time{})
+	return v
 }

@@ -72,6 +72,17 @@ func NewReader(r io.Reader) *Reader {
 // consumed: more pipelined commands (or replies) already here.
 func (r *Reader) Buffered() int { return r.br.Buffered() }
 
+// Peek waits until at least one byte can be read, without consuming it,
+// and returns the connection's error otherwise (io.EOF once the peer has
+// closed). A deadline error is not kept: reading may go on after it.
+func (r *Reader) Peek() (byte, error) {
+	b, err := r.br.Peek(1)
+	if err != nil {
+		return 0, err
+	}
+	return b[0], nil
+}
+
 // ReadCommand reads the next command, skipping empty ones (a blank inline
 // line, "*0"), as the server does. Errors are *ProtocolError for malformed
 // input, else the connection's.
