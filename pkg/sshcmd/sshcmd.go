@@ -4,7 +4,8 @@
 // "true; rm -rf /tmp/x" runs rm. Programs parses it with a real shell
 // parser (mvdan.cc/sh, bash dialect) and walks everything the shell would
 // execute: pipelines, lists, subshells, functions, command and process
-// substitutions, and the scripts handed to sh -c, bash -c and eval. It
+// substitutions, and the scripts handed to sh -c, bash -c and eval, or
+// fed to a shell's stdin by a here-document, a here-string or echo. It
 // looks through the wrappers that run another program (sudo, env, nice,
 // xargs, ...), and reduces absolute paths to program names.
 //
@@ -35,7 +36,7 @@ const MaxLen = 256 << 10
 // ErrDynamic marks a line whose programs are only known when it runs.
 var ErrDynamic = errors.New("program name computed at run time")
 
-// Programs returns the programs line would run, in order of appearance,
+// Programs returns the programs line would run, in the order found,
 // without duplicates, each as the last element of its path ("/bin/rm" is
 // "rm"). Wrappers are listed too ("sudo", then what it runs), so a rule
 // may name either. An error means the line must be refused: it does not
@@ -77,8 +78,17 @@ func (w *walker) script(src string, depth int) error {
 			return false
 		}
 		switch n := n.(type) {
-		case *syntax.CallExpr:
-			w.err = w.call(n.Args, depth)
+		case *syntax.Stmt:
+			// Every simple command is a statement's; its redirections
+			// tell what a shell reading stdin reads (<<EOF, <<<).
+			if c, ok := n.Cmd.(*syntax.CallExpr); ok {
+				w.err = w.call(c.Args, stdinScript(n.Redirs), depth)
+			}
+		case *syntax.BinaryCmd:
+			// echo 'script' | sh: the shell reads what echo prints.
+			if n.Op == syntax.Pipe {
+				w.err = w.pipeIntoShell(n, depth)
+			}
 		case *syntax.DeclClause:
 			// declare/export/local/readonly/typeset: builtins, but
 			// their name is a program a rule may name too.
@@ -97,7 +107,7 @@ func (w *walker) script(src string, depth int) error {
 // call handles one simple command: its program, and whatever program it
 // runs in turn. Assignments (VAR=x cmd) are not programs; their values,
 // like every other word, are walked by syntax.Walk for substitutions.
-func (w *walker) call(args []*syntax.Word, depth int) error {
+func (w *walker) call(args []*syntax.Word, stdin *syntax.Word, depth int) error {
 	for len(args) > 0 {
 		name, ok := literal(args[0])
 		if !ok {
@@ -116,7 +126,7 @@ func (w *walker) call(args []*syntax.Word, depth int) error {
 		rest := args[1:]
 		switch {
 		case shells[prog]:
-			return w.shell(rest, depth)
+			return w.shell(rest, stdin, depth)
 		case prog == "eval":
 			return w.eval(rest, depth)
 		case prog == "find":
@@ -139,15 +149,18 @@ func (w *walker) call(args []*syntax.Word, depth int) error {
 var shells = map[string]bool{"sh": true, "bash": true, "dash": true, "zsh": true, "ksh": true, "mksh": true, "ash": true, "busybox-sh": true, "rbash": true}
 
 // shell finds -c SCRIPT among a shell's arguments and walks SCRIPT. A
-// shell without -c reads its program from a file or stdin, which the line
-// does not show: only the shell itself is listed (see docs/ssh.md).
-func (w *walker) shell(args []*syntax.Word, depth int) error {
+// shell without -c and without a script file reads its program from
+// stdin: stdin, when the line shows it (a here-document or here-string),
+// is walked too. Otherwise only the shell itself is listed (see
+// docs/ssh.md).
+func (w *walker) shell(args []*syntax.Word, stdin *syntax.Word, depth int) error {
 	for i := 0; i < len(args); i++ {
-		s, ok := literal(args[i])
+		s, ok := optionWord(args[i])
 		if !ok {
 			return fmt.Errorf("%w: shell option %q", ErrDynamic, wordText(args[i]))
 		}
 		if s == "--" || !strings.HasPrefix(s, "-") && !strings.HasPrefix(s, "+") {
+			// A script file: stdin is its data, not its program.
 			return nil
 		}
 		if strings.HasPrefix(s, "-") && !strings.HasPrefix(s, "--") && strings.Contains(s, "c") {
@@ -164,7 +177,116 @@ func (w *walker) shell(args []*syntax.Word, depth int) error {
 			i++ // the option's value
 		}
 	}
-	return nil
+	if stdin == nil {
+		return nil
+	}
+	script, ok := heredocLiteral(stdin)
+	if !ok {
+		return fmt.Errorf("%w: shell script on stdin %q", ErrDynamic, wordText(stdin))
+	}
+	return w.script(script, depth+1)
+}
+
+// stdinScript returns the here-document or here-string a statement feeds
+// its stdin, nil when there is none.
+func stdinScript(redirs []*syntax.Redirect) *syntax.Word {
+	var in *syntax.Word
+	for _, r := range redirs {
+		if r.N != nil && r.N.Value != "0" {
+			continue
+		}
+		switch r.Op {
+		case syntax.Hdoc, syntax.DashHdoc:
+			in = r.Hdoc
+		case syntax.WordHdoc:
+			in = r.Word
+		case syntax.RdrIn, syntax.RdrInOut:
+			in = nil // a file: unknown content, the shell alone is listed
+		}
+	}
+	return in
+}
+
+// pipeIntoShell walks what echo prints into a shell: echo 'rm x' | sh.
+// Anything else piped into a shell is unknown content, and only the shell
+// is listed.
+func (w *walker) pipeIntoShell(b *syntax.BinaryCmd, depth int) error {
+	left, ok := b.X.Cmd.(*syntax.CallExpr)
+	if !ok || len(left.Args) == 0 {
+		return nil
+	}
+	if name, ok := literal(left.Args[0]); !ok || path.Base(name) != "echo" {
+		return nil
+	}
+	right, ok := b.Y.Cmd.(*syntax.CallExpr)
+	if !ok || len(right.Args) == 0 {
+		return nil
+	}
+	name, ok := literal(right.Args[0])
+	if !ok || !shells[path.Base(name)] {
+		return nil
+	}
+	for _, a := range right.Args[1:] {
+		if s, ok := optionWord(a); !ok || !strings.HasPrefix(s, "-") || strings.Contains(s, "c") && !strings.HasPrefix(s, "--") {
+			return nil // a script file or -c: stdin is not the program
+		}
+	}
+	var parts []string
+	for _, a := range left.Args[1:] {
+		s, ok := literal(a)
+		if !ok {
+			return fmt.Errorf("%w: echoed into a shell: %q", ErrDynamic, wordText(a))
+		}
+		if len(parts) == 0 && (s == "-n" || s == "-e" || s == "-E") {
+			continue
+		}
+		parts = append(parts, s)
+	}
+	return w.script(strings.Join(parts, " "), depth+1)
+}
+
+// heredocLiteral returns the text of a here-document or here-string that
+// the shell does not expand: plain text, or quoted for a here-string. ok
+// is false when it holds parameters or substitutions.
+func heredocLiteral(word *syntax.Word) (string, bool) {
+	var b strings.Builder
+	for _, p := range word.Parts {
+		switch p := p.(type) {
+		case *syntax.Lit:
+			b.WriteString(dquoteLit(p.Value))
+		case *syntax.SglQuoted:
+			if p.Dollar {
+				return "", false
+			}
+			b.WriteString(p.Value)
+		case *syntax.DblQuoted:
+			for _, q := range p.Parts {
+				l, ok := q.(*syntax.Lit)
+				if !ok {
+					return "", false
+				}
+				b.WriteString(dquoteLit(l.Value))
+			}
+		default:
+			return "", false
+		}
+	}
+	return b.String(), true
+}
+
+// optionWord is literal for a word scanned as a possible option: a word
+// whose leading text is a plain "-..." is an option even if the rest has
+// glob or brace characters (xargs -I{}), since only its name matters.
+func optionWord(word *syntax.Word) (string, bool) {
+	if s, ok := literal(word); ok {
+		return s, true
+	}
+	if word != nil && len(word.Parts) > 0 {
+		if l, ok := word.Parts[0].(*syntax.Lit); ok && strings.HasPrefix(l.Value, "-") {
+			return l.Value, true
+		}
+	}
+	return "", false
 }
 
 // eval joins its arguments with spaces, as the shell does, and walks them
@@ -199,7 +321,7 @@ func (w *walker) find(args []*syntax.Word, depth int) error {
 			}
 			end++
 		}
-		if err := w.call(args[i+1:end], depth); err != nil {
+		if err := w.call(args[i+1:end], nil, depth); err != nil {
 			return err
 		}
 	}
@@ -253,7 +375,7 @@ func positional(n int, withValue ...string) skipper {
 	return func(args []*syntax.Word) ([]*syntax.Word, error) {
 		i := 0
 		for i < len(args) {
-			s, ok := literal(args[i])
+			s, ok := optionWord(args[i])
 			if !ok {
 				return nil, fmt.Errorf("%w: option %q", ErrDynamic, wordText(args[i]))
 			}

@@ -45,6 +45,15 @@ func TestPrograms(t *testing.T) {
 		{"scp -t /tmp", []string{"scp"}},
 		{"rsync --server -vlogDtpre.iLsfxCIvu . /tmp/", []string{"rsync"}},
 		{"export A=1; rm x", []string{"export", "rm"}},
+		{"bash <<'EOF'\nrm -rf /tmp/*\nEOF", []string{"bash", "rm"}},
+		{"sh <<EOF\necho \\$HOME; rm x\nEOF", []string{"sh", "echo", "rm"}},
+		{"sudo bash -s <<< 'rm -rf x'", []string{"sudo", "bash", "rm"}},
+		{"bash script.sh <<< 'rm x'", []string{"bash"}},
+		{"bash < local.sh", []string{"bash"}},
+		{"echo 'rm -rf x' | sh", []string{"rm", "echo", "sh"}},
+		{"echo -n rm x | bash -s", []string{"rm", "echo", "bash"}},
+		{"echo rm x | sh script.sh", []string{"echo", "sh"}},
+		{"ls | xargs -I{} rm {}", []string{"ls", "xargs", "rm"}},
 		{"", nil},
 		{"# just a comment", nil},
 	} {
@@ -76,6 +85,9 @@ func TestProgramsRefused(t *testing.T) {
 		{"eval $X", true},
 		{"$'\\x72m' x", true},
 		{"sh -c", false},
+		{"sh <<EOF\n$CMD x\nEOF", true},
+		{"sh <<EOF\nrm $(date)\nEOF", true},
+		{"echo \"$X\" | sh", true},
 	} {
 		_, err := Programs(tc.line)
 		if err == nil {
