@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"github.com/wardenhq/warden/pkg/collectorclient"
 	"github.com/wardenhq/warden/pkg/devidp"
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/review"
 	"github.com/wardenhq/warden/tests/harness"
 	"github.com/wardenhq/warden/tests/testenv"
 )
@@ -85,6 +87,11 @@ rules:
     targets: [app-1, app-key]
     when: { commands: [rm] }
     action: deny
+  - name: reviewed-touch
+    targets: [app-1]
+    when: { commands: [touch] }
+    action: review
+    review: { approvers: [dba], hold: 45s, grant: once }
 `, e.sshd.Port, e.sshd.HostKeyPub, e.sshd.UserCAKey, e.keyPort, e.sshd.VaultedKey, e.badPort, strings.TrimSpace(string(otherPub))))
 	e.alice = e.Token(devidp.IssueOptions{Sub: "alice"})
 	e.knownHosts = filepath.Join(e.Dir, "ssh_known_hosts")
@@ -323,6 +330,77 @@ sleep 1; kill $pid; wait $pid; cat %[3]s`, e.ssh(port, ""), port, errFile))
 			t.Fatalf("legacy scp on a target without scp in ssh.allow:\n%s", out)
 		}
 	})
+}
+
+// TestSSHExecReview holds an exec request for review: approved it runs,
+// denied it never reaches the target, and the client is told on stderr.
+func TestSSHExecReview(t *testing.T) {
+	e := newSSHEnv(t)
+	bob := e.Token(devidp.IssueOptions{Sub: "bob"})
+	for _, tc := range []struct {
+		verb string
+		ran  bool
+		want string
+	}{
+		{"approve", true, ""},
+		{"deny", false, "was denied by bob"},
+	} {
+		t.Run(tc.verb, func(t *testing.T) {
+			file := filepath.Join(e.victimDir, "reviewed-"+tc.verb)
+			cmd := e.Command(harness.Shell{UID: nobody, GID: nobody, Script: fmt.Sprintf(
+				"warden login --token-file %s >/dev/null || exit 9\n%s %s; echo rc=$?", e.alice, e.ssh(e.sshd.Port, ""), shq("touch "+file))})
+			out := &syncBuffer{}
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			defer func() {
+				cmd.Process.Kill()
+				<-done
+			}()
+			var id string
+			e.Eventually("a pending review of alice's touch", func() error {
+				list, err := e.WardenEnv(nil, "review", "list", "--state", "pending", "--json")
+				if err != nil {
+					return fmt.Errorf("%v: %s", err, list)
+				}
+				dec := json.NewDecoder(strings.NewReader(list))
+				for dec.More() {
+					var r review.Review
+					if err := dec.Decode(&r); err != nil {
+						return err
+					}
+					if r.Requester.Sub == "alice" && r.Rule == "reviewed-touch" {
+						id = r.ID
+						return nil
+					}
+				}
+				return fmt.Errorf("none yet; client: %s", out.String())
+			})
+			if _, err := os.Stat(file); err == nil {
+				t.Fatal("the command ran before the review was decided")
+			}
+			if res, err := e.WardenEnv([]string{"WARDEN_TOKEN_FILE=" + bob}, "review", tc.verb, id, "--reason", "e2e"); err != nil {
+				t.Fatalf("warden review %s: %v\n%s", tc.verb, err, res)
+			}
+			select {
+			case <-done:
+				done <- nil
+			case <-time.After(time.Minute):
+				t.Fatalf("the client still waits:\n%s", out.String())
+			}
+			got := out.String()
+			if !strings.Contains(got, fmt.Sprintf("warden: review %s required by rule \"reviewed-touch\"", id)) || !strings.Contains(got, tc.want) {
+				t.Fatalf("client output:\n%s", got)
+			}
+			_, err := os.Stat(file)
+			if ran := err == nil; ran != tc.ran || tc.ran != strings.Contains(got, "rc=0") {
+				t.Fatalf("ran = %v (want %v):\n%s", ran, tc.ran, got)
+			}
+		})
+	}
 }
 
 // TestSSHRecordingKilledAgent kills the agent during a recorded session:
