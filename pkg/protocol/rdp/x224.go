@@ -32,11 +32,11 @@ const NLA = ProtocolHybrid | ProtocolHybridEx
 
 // Negotiation failure codes (RDP_NEG_FAILURE failureCode).
 const (
-	FailureSSLRequired            uint32 = 0x01
-	FailureSSLNotAllowed          uint32 = 0x02
-	FailureSSLCertNotOnServer     uint32 = 0x03
-	FailureInconsistentFlags      uint32 = 0x04
-	FailureHybridRequired         uint32 = 0x05
+	FailureSSLRequired             uint32 = 0x01
+	FailureSSLNotAllowed           uint32 = 0x02
+	FailureSSLCertNotOnServer      uint32 = 0x03
+	FailureInconsistentFlags       uint32 = 0x04
+	FailureHybridRequired          uint32 = 0x05
 	FailureSSLWithUserAuthRequired uint32 = 0x06
 )
 
