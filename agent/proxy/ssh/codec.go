@@ -124,9 +124,10 @@ func (c *Codec) Refuse(ctx context.Context, client net.Conn, att *proxy.Attribut
 		NoClientAuthCallback: func(ssh.ConnMetadata) (*ssh.Permissions, error) {
 			return nil, errors.New("refused")
 		},
-		// Every method the client may try fails, so it stops after the
-		// first: none of them can succeed.
-		PasswordCallback: func(ssh.ConnMetadata, []byte) (*ssh.Permissions, error) {
+		// Only publickey is offered, and refused: a client with keys
+		// fails at once, and none is ever prompted for a password that
+		// could not help.
+		PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) {
 			return nil, errors.New("refused")
 		},
 		MaxAuthTries: 1,
