@@ -168,6 +168,14 @@ func (c *Codec) Serve(ctx context.Context, s *proxy.Stream) error {
 	}
 
 	hostKeyCB, pinErr := hostKeyCallback(tp, dst)
+	if pinErr != nil {
+		// Nothing to check the target's key against: refused before any
+		// login, the reason shown as Refuse shows it.
+		sess.refused(pinErr)
+		refusal := *att
+		refusal.Decision = event.Decision{Action: event.Deny, Rule: "host_key", Reason: upstreamReason(att.Target.Name, pinErr)}
+		return c.Refuse(ctx, s.Client, &refusal)
+	}
 	cfg := &ssh.ServerConfig{ServerVersion: ServerVersion}
 	cfg.AddHostKey(signer)
 	creds := tp.Credentials
@@ -176,9 +184,6 @@ func (c *Codec) Serve(ctx context.Context, s *proxy.Stream) error {
 	var upReqs <-chan *ssh.Request
 	var upErr error
 	dialUp := func(user string, auth ssh.AuthMethod) error {
-		if pinErr != nil {
-			return pinErr
-		}
 		s.Upstream.SetDeadline(time.Now().Add(HandshakeTimeout))
 		conn, ch, rq, err := ssh.NewClientConn(s.Upstream, hostKeyAddr(tp, dst), &ssh.ClientConfig{
 			User: user, Auth: []ssh.AuthMethod{auth}, HostKeyCallback: hostKeyCB,

@@ -219,10 +219,14 @@ func startRev(t *testing.T, tp policy.Target, rules []policy.Rule, clientCfg fun
 			t.Fatal(err)
 		}
 	}
-	if tp.SSH == nil {
+	switch {
+	case tp.SSH == unpinned:
 		tp.SSH = &policy.SSHTarget{}
-	}
-	if tp.SSH.HostKey == "" && tp.SSH.KnownHostsFile == "" {
+	case tp.SSH == nil:
+		tp.SSH = &policy.SSHTarget{}
+		fallthrough
+	case !tp.SSH.Pinned():
+		// Pinned to the target's key unless the test pins otherwise.
 		tp.SSH.HostKey = string(ssh.MarshalAuthorizedKey(tg.hostKey.PublicKey()))
 	}
 	tp.Name, tp.Protocol, tp.Address = targetName, policy.ProtocolSSH, "10.0.1.7:22"
@@ -610,5 +614,22 @@ func TestEndTellsTheClient(t *testing.T) {
 	sess.Wait()
 	if !strings.Contains(errOut.String(), "warden: your session was logged out") {
 		t.Fatalf("stderr %q", errOut.String())
+	}
+}
+
+// unpinned, as a target's ssh block, makes start leave the target without
+// a host key pin.
+var unpinned = &policy.SSHTarget{}
+
+func TestUnpinnedTargetRefused(t *testing.T) {
+	var banner string
+	h := start(t, policy.Target{SSH: unpinned}, nil, func(c *ssh.ClientConfig) {
+		c.BannerCallback = func(m string) error { banner = m; return nil }
+	})
+	if h.handshakeErr == nil || !strings.Contains(banner, "has no pinned host key in the policy") {
+		t.Fatalf("login to a target that pins nothing: %v, banner %q", h.handshakeErr, banner)
+	}
+	if evs := h.rec.ofType(event.SSHSession); len(evs) != 1 || evs[0].Decision.Rule != "host_key" {
+		t.Fatalf("events %+v", evs)
 	}
 }
