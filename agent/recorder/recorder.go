@@ -205,6 +205,7 @@ func New(opts Options) (*Recorder, error) {
 		r.countLoss(LossKey{SourceSpool, ReasonTornWrite}, 1, "", time.Now())
 	}
 	r.corrupt = opts.Spool.Stats().Corrupt
+	opts.Spool.SetBeforeDelete(r.flushTree)
 	r.wg.Add(2)
 	go r.retryLoop()
 	go r.checkpointLoop()
@@ -223,74 +224,79 @@ type recordHead struct {
 }
 
 // recoverHead finds the chain head and the Merkle log from the tree state
-// and the spool's newest record, so seq, prev_hash and the tree carry on
-// across restarts and crashes.
+// and the spool, so seq, prev_hash and the tree carry on across restarts
+// and crashes.
 //
-// The tree state is appended after the spool, unsynced, so after a crash
-// of the agent it can lack the newest event, which the spool supplies.
-// After a power loss either can be behind: the tree (what checkpoints may
-// already have covered) wins if it is ahead; if it is more than one event
-// behind, the tree cannot be rebuilt and a new chain starts, which the
-// collector reports.
+// The tree state holds the log up to its last write (a checkpoint, or a
+// flush before the spool deleted a segment); every event sealed since is
+// still in the spool, which is scanned from the segment where those events
+// begin. After a power loss either can be behind: the tree (what
+// checkpoints may already have covered) wins if it is ahead; if the spool's
+// events do not continue it, the tree cannot be rebuilt and a new chain
+// starts, which the collector reports.
 func (r *Recorder) recoverHead(treePath string) error {
 	st, haveTree, err := readTree(treePath)
 	if err != nil {
 		r.log.Error().Err(err).Msg("tree state unreadable; starting a new chain")
 		st, haveTree = treeState{}, false
 	}
-	var spoolSeq uint64
-	var spoolHash string
-	rec, ok, err := r.spool.LastRecord()
-	if err != nil {
-		return fmt.Errorf("recorder: read chain head from spool: %w", err)
+	if haveTree && st.host != r.host.ID {
+		// The host was renamed: chains are per host id, so a new one
+		// starts, and so does its tree.
+		r.log.Warn().Str("old_host", st.host).Str("host", r.host.ID).Msg("tree state is another host's; starting a new chain")
+		st, haveTree = treeState{}, false
 	}
-	if ok {
-		var last recordHead
-		if err := json.Unmarshal(rec.Data, &last); err != nil {
-			return fmt.Errorf("recorder: decode spool record %d: %w", rec.Pos, err)
+	treeSeq, _ := st.head()
+	var extra [][]byte
+	var spoolMax uint64
+	next := treeSeq + 1
+	gap := false
+	err = r.scanSpool(treeSeq, func(h recordHead) error {
+		if h.Host.ID != r.host.ID {
+			return nil // another host's chain, from before a rename
 		}
+		if h.Type == event.CheckpointType {
+			spoolMax = max(spoolMax, h.Size)
+			return nil
+		}
+		spoolMax = max(spoolMax, h.Seq)
 		switch {
-		case last.Host.ID != r.host.ID:
-			// The host was renamed: chains are per host id, so a new one
-			// starts, and so does its tree.
-			r.log.Warn().Str("old_host", last.Host.ID).Str("host", r.host.ID).
-				Msg("spool holds another host's chain; starting a new chain")
-			haveTree = false
-			st = treeState{}
-		case last.Type == event.CheckpointType:
-			spoolSeq = last.Size
+		case h.Seq < next:
+		case h.Seq == next && !gap:
+			raw, err := hexHash(h.Hash)
+			if err != nil {
+				return err
+			}
+			extra = append(extra, raw)
+			next++
 		default:
-			spoolSeq, spoolHash = last.Seq, last.Hash
+			gap = true
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recorder: read the chain from the spool: %w", err)
 	}
-	treeSeq, treeHash := st.head()
 	switch {
-	case !haveTree && spoolSeq == 0:
+	case !haveTree && spoolMax == 0:
 		// A new chain.
 	case !haveTree:
-		r.log.Error().Uint64("seq", spoolSeq).Msg("no Merkle tree state for the chain in the spool (an agent older than warden.event/v2, or the file was removed); starting a new chain")
-		st = treeState{}
-	case spoolSeq == treeSeq && spoolHash != "" && spoolHash != treeHash:
-		r.log.Error().Uint64("seq", spoolSeq).Msg("Merkle tree state and spool disagree on the newest event; starting a new chain")
-		st = treeState{}
-	case spoolSeq == treeSeq+1 && spoolHash != "":
-		raw, err := hexHash(spoolHash)
-		if err != nil {
-			return fmt.Errorf("recorder: spool record %d: %w", rec.Pos, err)
-		}
-		st.since = append(st.since, raw)
-	case spoolSeq > treeSeq:
-		r.log.Error().Uint64("spool_seq", spoolSeq).Uint64("tree_seq", treeSeq).
-			Msg("Merkle tree state is behind the spool (power loss?); starting a new chain")
-		st = treeState{}
-	case spoolSeq < treeSeq:
-		r.log.Warn().Uint64("spool_seq", spoolSeq).Uint64("tree_seq", treeSeq).
+		r.log.Error().Uint64("seq", spoolMax).Msg("no Merkle tree state for the chain in the spool (an agent older than warden.event/v2, or the file was removed); starting a new chain")
+		st, extra = treeState{host: r.host.ID}, nil
+	case gap || len(extra) == 0 && spoolMax > treeSeq:
+		r.log.Error().Uint64("spool_seq", spoolMax).Uint64("tree_seq", treeSeq).
+			Msg("the spool's events do not continue the Merkle tree state (power loss?); starting a new chain")
+		st, extra = treeState{host: r.host.ID}, nil
+	case spoolMax < treeSeq:
+		r.log.Warn().Uint64("spool_seq", spoolMax).Uint64("tree_seq", treeSeq).
 			Msg("spool lost events the tree holds (power loss?); continuing the tree")
 	}
+	st.host = r.host.ID
+	st.since = append(st.since, extra...)
 	tree, err := st.log()
 	if err != nil {
 		r.log.Error().Err(err).Msg("tree state inconsistent; starting a new chain")
-		st = treeState{}
+		st = treeState{host: r.host.ID}
 		tree = event.NewMerkleLog()
 	}
 	tf, err := openTree(treePath, st)
@@ -300,7 +306,71 @@ func (r *Recorder) recoverHead(treePath string) error {
 	r.tree, r.treeFile = tree, tf
 	r.lastSeq, r.lastHash = st.head()
 	if r.lastSeq > 0 {
-		r.log.Info().Uint64("seq", r.lastSeq).Uint64("checkpointed", tree.MarkSize()).Msg("chain head recovered")
+		r.log.Info().Uint64("seq", r.lastSeq).Uint64("checkpointed", tree.MarkSize()).Int("from_spool", len(extra)).Msg("chain head recovered")
+	}
+	return nil
+}
+
+// scanSpool calls fn with the head of every record from the segment where
+// the events after seq afterSeq begin.
+func (r *Recorder) scanSpool(afterSeq uint64, fn func(recordHead) error) error {
+	starts := r.spool.SegmentStarts()
+	if len(starts) == 0 {
+		return nil
+	}
+	headOf := func(rec spool.Record) (recordHead, error) {
+		var h recordHead
+		if err := json.Unmarshal(rec.Data, &h); err != nil {
+			return h, fmt.Errorf("decode spool record %d: %w", rec.Pos, err)
+		}
+		return h, nil
+	}
+	from := starts[0]
+	for i := len(starts) - 1; i > 0; i-- {
+		var first recordHead
+		var ferr error
+		if err := r.spool.Scan(starts[i], func(rec spool.Record) bool {
+			first, ferr = headOf(rec)
+			return false
+		}); err != nil {
+			return err
+		}
+		if ferr != nil {
+			return ferr
+		}
+		at := first.Seq
+		if first.Type == event.CheckpointType {
+			at = first.Size + 1
+		}
+		if at <= afterSeq+1 {
+			from = starts[i]
+			break
+		}
+	}
+	var ferr error
+	err := r.spool.Scan(from, func(rec spool.Record) bool {
+		h, err := headOf(rec)
+		if err == nil {
+			err = fn(h)
+		}
+		ferr = err
+		return err == nil
+	})
+	if err != nil {
+		return err
+	}
+	return ferr
+}
+
+// flushTree makes the hashes of the events sealed since the tree state was
+// last written durable in it: the spool calls it before it deletes
+// segments, whose events recovery could otherwise no longer read.
+func (r *Recorder) flushTree() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.treeFile.flush(); err != nil {
+		r.log.Error().Err(err).Msg("tree state flush failed; the spool keeps its segments")
+		return err
 	}
 	return nil
 }
@@ -454,15 +524,12 @@ func (r *Recorder) storeLocked(e *event.Event, prep *event.Prepared, perr error)
 // addLeafLocked adds a stored event to the Merkle log, and signs a
 // checkpoint when CheckpointEvents are uncovered.
 func (r *Recorder) addLeafLocked(hash string) {
-	raw, err := hexHash(hash)
-	if err != nil {
-		panic(fmt.Sprintf("recorder: sealed event hash: %v", err)) // SealPrepared writes 64 hex digits
+	var raw [32]byte
+	if n, err := hex.Decode(raw[:], []byte(hash)); err != nil || n != len(raw) {
+		panic(fmt.Sprintf("recorder: sealed event hash %q: %v", hash, err)) // SealPrepared writes 64 hex digits
 	}
-	r.tree.Append(event.Hasher.HashLeaf(raw))
-	if err := r.treeFile.appendHash(raw); err != nil {
-		// The next checkpoint rewrites the whole file from memory.
-		r.log.Error().Err(err).Msg("tree state append failed")
-	}
+	r.tree.Append(event.Hasher.HashLeaf(raw[:]))
+	r.treeFile.add(raw[:])
 	if r.tree.Size()-r.tree.MarkSize() >= r.every {
 		r.checkpointLocked(time.Now())
 	}
@@ -510,9 +577,9 @@ func (r *Recorder) checkpointLocked(now time.Time) {
 	}
 	r.checkpoints++
 	lastRaw, _ := hexHash(r.lastHash)
-	if err := r.treeFile.rewrite(treeState{size: size, lastHash: lastRaw, frontier: r.tree.Frontier()}); err != nil {
-		// Appends continue to the old file, which still holds every
-		// hash since its header: recovery stays possible.
+	if err := r.treeFile.rewrite(treeState{host: r.host.ID, size: size, lastHash: lastRaw, frontier: r.tree.Frontier()}); err != nil {
+		// The old file and the hashes kept in memory still hold every
+		// event since its header: recovery stays possible.
 		r.log.Error().Err(err).Msg("tree state not saved")
 	}
 }

@@ -9,6 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -330,6 +334,71 @@ func TestChainContinuesAfterRestart(t *testing.T) {
 	if err := rec.EmitSync(ctx, query(100)); err == nil || errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("EmitSync after close: %v", err)
 	}
+}
+
+// copyDir copies a directory tree: the disk as a crash leaves it (the
+// agent's writes are in the page cache, which survives the process).
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-a", from+"/.", to).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+}
+
+// A crashed agent (no Close, no last checkpoint) rebuilds its Merkle log
+// from the tree state and the spool: the next checkpoint extends the last
+// one across the crash.
+func TestTreeSurvivesCrash(t *testing.T) {
+	pub, priv := newKey(t)
+	dir := t.TempDir()
+	sp := openSpool(t, dir, spool.Options{})
+	rec, err := New(Options{Host: host, Key: priv, Spool: sp, Logger: zerolog.Nop(), CheckpointInterval: time.Hour, CheckpointEvents: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 12 { // checkpoints at 5 and 10; 11 and 12 only in the spool
+		if err := rec.EmitSync(context.Background(), query(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crashed := t.TempDir()
+	copyDir(t, dir, crashed)
+	os.Remove(filepath.Join(crashed, "lock"))
+	rec.Close()
+
+	sp2 := openSpool(t, crashed, spool.Options{})
+	rec2, err := New(Options{Host: host, Key: priv, Spool: sp2, Logger: zerolog.Nop(), CheckpointInterval: time.Hour, CheckpointEvents: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq, _ := rec2.Head(); seq != 12 {
+		t.Fatalf("recovered head seq %d, want 12", seq)
+	}
+	for i := range 3 {
+		if err := rec2.Emit(query(12 + i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec2.Close()
+	r := sp2.NewReader()
+	defer r.Close()
+	evs, cps := drainAll(t, sp2, r, 15)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	if rec, err := r.Next(ctx); err == nil {
+		if cp, err := event.DecodeCheckpoint(rec.Data); err == nil {
+			cps = append(cps, cp)
+		}
+	}
+	verifyAll(t, event.NewVerifier(event.StaticKeys{host.ID: pub}), evs)
+	var sizes []uint64
+	for _, cp := range cps {
+		sizes = append(sizes, cp.Size)
+	}
+	if !slices.Equal(sizes, []uint64{5, 10, 15}) {
+		t.Fatalf("checkpoint sizes %v, want 5, 10, 15", sizes)
+	}
+	verifyCheckpoints(t, pub, evs, cps)
 }
 
 // fill emits queries numbered from first until the spool is full. It

@@ -19,24 +19,31 @@ import (
 const TreeFileName = "tree"
 
 // treeMagic starts a tree state file.
-var treeMagic = []byte("WTREE01\n")
+var treeMagic = []byte("WTREE02\n")
 
-// treeFile persists the agent's Merkle log across restarts and crashes,
-// since the spool forgets events once they are published.
+// treeFile persists the agent's Merkle log across restarts and crashes.
 //
-// Layout: magic; uint64 LE size at the last checkpoint; the 32-byte hash of
-// the event at that seq (zeros at size 0); uint32 LE count and that many
-// 32-byte hashes of the compact range at that size; then the raw 32-byte
-// hash of every event sealed since, appended one by one. At each checkpoint
-// the file is replaced (write, fsync, rename) by one holding only the new
-// header. A record torn by a crash is cut off when the file is read.
+// Layout: magic; uint16 LE length and the host id; uint64 LE size at the
+// last checkpoint; the 32-byte hash of the event at that seq (zeros at size
+// 0); uint32 LE count and that many 32-byte hashes of the compact range at
+// that size; then raw 32-byte event hashes after that size. At each
+// checkpoint the file is replaced (write, fsync, rename) by one holding
+// only the new header. The hashes of the events sealed since are kept in
+// memory, not written one by one: they are in the spool, which the
+// recorder reads at start (Recorder.recoverHead), and they are appended to
+// the file (and synced) only before the spool deletes a segment, the one
+// moment the spool would forget them (spool.SetBeforeDelete). A record torn
+// by a crash is cut off when the file is read.
 type treeFile struct {
 	path string
 	f    *os.File // open for appending
+	// buf holds the raw hashes sealed since the file was last written.
+	buf []byte
 }
 
 // treeState is what a tree file holds.
 type treeState struct {
+	host     string
 	size     uint64   // at the last checkpoint
 	lastHash []byte   // event hash at seq size, nil at 0
 	frontier [][]byte // compact range at size
@@ -78,6 +85,12 @@ func readTree(path string) (st treeState, ok bool, err error) {
 		return treeState{}, false, bad("no WTREE01 header")
 	}
 	b = b[len(treeMagic):]
+	if len(b) < 2 || len(b) < 2+int(binary.LittleEndian.Uint16(b)) {
+		return treeState{}, false, bad("host id cut short")
+	}
+	hl := int(binary.LittleEndian.Uint16(b))
+	st.host = string(b[2 : 2+hl])
+	b = b[2+hl:]
 	if len(b) < 8+32+4 {
 		return treeState{}, false, bad("header cut short")
 	}
@@ -115,6 +128,8 @@ func openTree(path string, st treeState) (*treeFile, error) {
 func (t *treeFile) rewrite(st treeState) error {
 	var b bytes.Buffer
 	b.Write(treeMagic)
+	_ = binary.Write(&b, binary.LittleEndian, uint16(len(st.host)))
+	b.WriteString(st.host)
 	_ = binary.Write(&b, binary.LittleEndian, st.size)
 	last := st.lastHash
 	if last == nil {
@@ -160,19 +175,28 @@ func (t *treeFile) rewrite(st treeState) error {
 		return fmt.Errorf("tree state: %w", err)
 	}
 	t.f = tmp
+	t.buf = t.buf[:0]
 	return nil
 }
 
-// appendHash records one sealed event's raw hash. It is not synced: a
-// crash of the agent keeps it (the page cache survives), and recovery
-// copes with the one event a crash can cut off (see Recorder.recoverTree).
-func (t *treeFile) appendHash(h []byte) error {
+// add keeps one sealed event's raw hash in memory until flush.
+func (t *treeFile) add(h []byte) { t.buf = append(t.buf, h...) }
+
+// flush appends the hashes kept in memory to the file and syncs it.
+func (t *treeFile) flush() error {
+	if len(t.buf) == 0 {
+		return nil
+	}
 	if t.f == nil {
 		return errors.New("tree state file is not open")
 	}
-	if _, err := t.f.Write(h); err != nil {
+	if _, err := t.f.Write(t.buf); err != nil {
 		return fmt.Errorf("append to tree state: %w", err)
 	}
+	if err := t.f.Sync(); err != nil {
+		return fmt.Errorf("sync tree state: %w", err)
+	}
+	t.buf = t.buf[:0]
 	return nil
 }
 

@@ -163,6 +163,9 @@ type Spool struct {
 
 	ackMu  sync.Mutex // serialises cursor writes
 	cursor *os.File
+	// beforeDelete, when set, runs before acknowledged segments are
+	// deleted (see SetBeforeDelete).
+	beforeDelete func() error
 
 	corrupt atomic.Uint64
 	syncs   atomic.Uint64
@@ -645,12 +648,79 @@ func (s *Spool) Ack(pos uint64) error {
 
 	s.mu.Lock()
 	s.acked = pos + 1
+	hook := s.beforeDelete
+	s.mu.Unlock()
+	if hook != nil && s.wouldDelete() {
+		if err := hook(); err != nil {
+			// Keep the segments; the next Ack tries again.
+			return nil
+		}
+	}
+	s.mu.Lock()
 	del := s.deletableLocked()
 	s.mu.Unlock()
 	for _, p := range del {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			// Left behind, it is deleted at the next Open; only space is lost.
 			return fmt.Errorf("remove acknowledged segment: %w", err)
+		}
+	}
+	return nil
+}
+
+// SetBeforeDelete makes Ack call fn before it deletes acknowledged
+// segments; if fn fails they are kept for a later Ack. The recorder uses
+// it to make its Merkle tree state durable for every event it is about to
+// lose from the spool. fn runs without the spool's lock held.
+func (s *Spool) SetBeforeDelete(fn func() error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.beforeDelete = fn
+}
+
+// wouldDelete reports whether deletableLocked would delete a segment.
+func (s *Spool) wouldDelete() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.segs) > 1 && s.segs[0].end() <= s.acked && s.segs[0].end() < s.durableNext
+}
+
+// SegmentStarts returns the number of the first record of each segment the
+// spool holds, oldest first (acknowledged ones included until deleted).
+func (s *Spool) SegmentStarts() []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]uint64, 0, len(s.segs))
+	for _, g := range s.segs {
+		if g.count > 0 {
+			out = append(out, g.first)
+		}
+	}
+	return out
+}
+
+// Scan calls fn with every durable record from number from on, in order,
+// acknowledged ones included, until fn returns false or an error stops it.
+// The recorder rebuilds its Merkle tree from it after a crash.
+func (s *Spool) Scan(from uint64, fn func(Record) bool) error {
+	s.mu.Lock()
+	segs := make([]segment, len(s.segs))
+	for i, g := range s.segs {
+		segs[i] = *g
+	}
+	end := s.durableNext
+	s.mu.Unlock()
+	r := &Reader{s: s}
+	defer r.Close()
+	for _, g := range segs {
+		for idx := max(from, g.first); idx < g.end() && idx < end; idx++ {
+			data, err := r.readAt(g, idx)
+			if err != nil {
+				return fmt.Errorf("spool scan: %w", err)
+			}
+			if !fn(Record{Pos: idx, Data: data}) {
+				return nil
+			}
 		}
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -405,4 +406,43 @@ func TestCorruptRecordSkipped(t *testing.T) {
 		t.Fatalf("first readable record %d, %d counted corrupt", got.Pos, lost)
 	}
 	t.Logf("skipped %d records of a corrupt segment", lost)
+}
+
+// Ack runs the before-delete hook before it deletes segments, and keeps
+// them when the hook fails; Scan still reads acknowledged records the
+// spool holds.
+func TestBeforeDeleteAndScan(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{SegmentBytes: 4096, MaxBytes: 1 << 20})
+	appendN(t, s, 0, 1000)
+	if len(s.SegmentStarts()) < 3 {
+		t.Fatalf("want several segments, have %v", s.SegmentStarts())
+	}
+	r := s.NewReader()
+	defer r.Close()
+	recs := readN(t, r, 0, 1000)
+
+	calls := 0
+	s.SetBeforeDelete(func() error { calls++; return errors.New("not now") })
+	if err := s.Ack(recs[499].Pos); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 || s.SegmentStarts()[0] != 0 {
+		t.Fatalf("failing hook: %d calls, segments %v; want the segments kept", calls, s.SegmentStarts())
+	}
+	var scanned []string
+	if err := s.Scan(10, func(r Record) bool { scanned = append(scanned, string(r.Data)); return len(scanned) < 3 }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(scanned, []string{string(rec(10)), string(rec(11)), string(rec(12))}) {
+		t.Fatalf("scan from 10: %q", scanned)
+	}
+
+	s.SetBeforeDelete(func() error { calls++; return nil })
+	if err := s.Ack(recs[999].Pos); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 2 || len(s.SegmentStarts()) != 1 {
+		t.Fatalf("hook: %d calls, segments %v; want all but the newest deleted", calls, s.SegmentStarts())
+	}
 }

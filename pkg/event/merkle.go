@@ -136,6 +136,12 @@ func (l *MerkleLog) MarkAt(size uint64) error {
 	if size < m || size > l.Size() {
 		return fmt.Errorf("mark at size %d: the log knows sizes %d to %d", size, m, l.Size())
 	}
+	if size == l.Size() {
+		// The usual case (a checkpoint of the whole log): no rehashing.
+		l.mark = clone(l.tree)
+		l.since = l.since[:0]
+		return nil
+	}
 	for _, h := range l.since[:size-m] {
 		if err := l.mark.Append(h, nil); err != nil {
 			return err

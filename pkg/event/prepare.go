@@ -2,6 +2,8 @@ package event
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -130,14 +132,92 @@ func (p *Prepared) Canonical(id string, seq uint64, prevHash string) []byte {
 // SealPrepared seals e like Seal, from its prepared encoding and e.ID, and
 // returns the sealed event's wire encoding: its canonical form plus hash.
 // Prepared events are of the current schema, which carries no signature.
+//
+// The event is assembled once: the wire bytes are written with room for
+// the hash member, which sorts right before "host" (present in every
+// event), and the hash is taken over the bytes around that room, which are
+// exactly the canonical form.
 func (s *Signer) SealPrepared(e *Event, p *Prepared) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e.Seq, e.PrevHash = s.lastSeq+1, s.lastHash
-	e.Hash, e.Sig = hashBytes(p.Canonical(e.ID, e.Seq, e.PrevHash)), ""
+	wire, at := p.encode(e.ID, e.Seq, e.PrevHash)
+	h := sha256.New()
+	h.Write(wire[:at])
+	h.Write(wire[at+len(hashMemberPrefix)+64+2:])
+	var sum [sha256.Size]byte
+	hex.Encode(wire[at+len(hashMemberPrefix):], h.Sum(sum[:0]))
+	e.Hash, e.Sig = string(wire[at+len(hashMemberPrefix):at+len(hashMemberPrefix)+64]), ""
 	s.lastSeq, s.lastHash = e.Seq, e.Hash
-	return p.assemble(append(chainMembers(e.ID, e.Seq, e.PrevHash),
-		member{key: "hash", value: strconv.AppendQuote(nil, e.Hash)})...)
+	return wire
+}
+
+// hashMemberPrefix starts the hash member in the wire form.
+const hashMemberPrefix = `"hash":"`
+
+// encode writes the wire form of the event with id, seq and prevHash and a
+// hash member of 64 zero bytes, and returns it with the offset of that
+// member (`"hash":"<64>",`, which precedes "host").
+func (p *Prepared) encode(id string, seq uint64, prevHash string) ([]byte, int) {
+	var seqBuf [20]byte
+	seqText := strconv.AppendUint(seqBuf[:0], seq, 10)
+	// Chain members, in key order: id < prev_hash < seq.
+	chain := [3]struct {
+		key   string
+		value func(b []byte) []byte
+	}{
+		{"id", func(b []byte) []byte { return appendCanonicalString(b, id) }},
+		{"prev_hash", func(b []byte) []byte { return appendCanonicalString(b, prevHash) }},
+		{"seq", func(b []byte) []byte { return append(b, seqText...) }},
+	}
+	n := 2 + len(hashMemberPrefix) + 64 + 2 + len(id) + 2 + len(prevHash) + len(seqText) + 40
+	for _, m := range p.members {
+		n += len(m.key) + len(m.value) + 4
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '{')
+	at := -1
+	ci := 0
+	first := true
+	member := func(key string) {
+		if key == "host" && at < 0 {
+			// The hash member goes right before host, with the comma
+			// that separates them: canonical form without it is intact.
+			if !first {
+				b = append(b, ',')
+			}
+			at = len(b)
+			b = append(b, hashMemberPrefix...)
+			b = append(b, make([]byte, 64)...)
+			b = append(b, '"', ',')
+			first = true // host follows without another comma
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, '"')
+		b = append(b, key...)
+		b = append(b, '"', ':')
+	}
+	for _, m := range p.members {
+		for ci < len(chain) && chain[ci].key < m.key {
+			member(chain[ci].key)
+			b = chain[ci].value(b)
+			ci++
+		}
+		member(m.key)
+		b = append(b, m.value...)
+	}
+	for ; ci < len(chain); ci++ {
+		member(chain[ci].key)
+		b = chain[ci].value(b)
+	}
+	if at < 0 {
+		// Prepare always encodes host (a struct member without omitempty).
+		panic("event: prepared event without a host member")
+	}
+	return append(b, '}'), at
 }
 
 // errGeneric tells Prepare that prepareDirect met a value it does not

@@ -59,6 +59,12 @@ func TestPreparedMatchesCanonical(t *testing.T) {
 		if h, err := HashRaw(wire); err != nil || h != e.Hash {
 			t.Fatalf("wire bytes hash to %s (%v), event claims %s", h, err, e.Hash)
 		}
+		// The wire form is the canonical form with the hash member
+		// inserted before host: encoded once, nothing else differs.
+		canon := string(p.Canonical(e.ID, e.Seq, e.PrevHash))
+		if got := strings.Replace(string(wire), `"hash":"`+e.Hash+`",`, "", 1); got != canon {
+			t.Fatalf("wire form is not the canonical form plus hash:\n got %s\nwant %s", got, canon)
+		}
 		var back Event
 		if err := json.Unmarshal(wire, &back); err != nil {
 			t.Fatal(err)

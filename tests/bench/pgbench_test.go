@@ -47,11 +47,9 @@ func TestBenchPgbench(t *testing.T) {
 	if err := os.WriteFile(secret, []byte("bench-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// Profiling is opt-in on the agent (pprof: true).
-	var agentOpts harness.AgentOptions
-	if os.Getenv("WARDEN_BENCH_PPROF") != "" {
-		agentOpts.Config = "pprof: true\n"
-	}
+	// Profiling is opt-in on the agent (pprof: true); the bench profiles
+	// the agent alone to split its CPU per statement by component.
+	agentOpts := harness.AgentOptions{Config: "pprof: true\n"}
 	e.StartAgentWith(fmt.Sprintf(`targets:
   - name: bench-db
     protocol: postgres
@@ -122,17 +120,7 @@ masking:
 	rTPS, rP99, rCPU := run("relay", relayed, os.Getpid())
 	// Warden: a logged-in shell, no password: credentials are injected.
 	warden := e.Command(harness.Shell{UID: 65534, GID: 65534, Script: fmt.Sprintf("warden login --token-file %s >/dev/null && %s", token, args(pg.Port, "warden"))})
-	var profiled sync.WaitGroup
-	if path := os.Getenv("WARDEN_BENCH_PPROF"); path != "" {
-		// A CPU profile of wardend while pgbench runs through it.
-		profiled.Add(1)
-		go func() {
-			defer profiled.Done()
-			profileAgent(t, e, path, seconds)
-		}()
-	}
 	wTPS, wP99, wCPU := run("warden", warden, agentPID)
-	profiled.Wait()
 
 	// The collector, its NATS server and SQLite share these 2 cores with
 	// PostgreSQL, pgbench and wardend; on a real deployment they run
@@ -141,7 +129,25 @@ masking:
 	// collector is back), so this is the agent's own cost.
 	e.StopCollector()
 	alone := e.Command(harness.Shell{UID: 65534, GID: 65534, Script: fmt.Sprintf("warden login --token-file %s >/dev/null && %s", token, args(pg.Port, "warden-alone"))})
+	// A CPU profile of wardend while pgbench runs through it alone
+	// (WARDEN_BENCH_PPROF keeps it).
+	profPath := os.Getenv("WARDEN_BENCH_PPROF")
+	if profPath == "" {
+		profPath = filepath.Join(logDir, "wardend.pprof")
+	}
+	var profiled sync.WaitGroup
+	profiled.Add(1)
+	go func() {
+		defer profiled.Done()
+		profileAgent(t, e, profPath, seconds)
+	}()
 	aTPS, aP99, aCPU := run("warden-alone", alone, agentPID)
+	profiled.Wait()
+	if parts, err := componentBreakdown(profPath, aCPU); err != nil {
+		t.Errorf("CPU by component: %v", err)
+	} else {
+		fmt.Printf("BENCH wardend CPU per statement by component, collector stopped (%.0f µs in all, the relay %.0f µs): %s\n", aCPU, rCPU, parts)
+	}
 	e.StartCollector()
 
 	fmt.Printf("BENCH pgbench -S -c 8 -j 2 -T %s: direct %.0f tps p99 %.3f ms; relay %.0f tps p99 %.3f ms; warden %.0f tps p99 %.3f ms; "+
