@@ -121,6 +121,11 @@ func Analyze(sql string, lx Lexing) ([]*Statement, error) {
 	if reason := Misread(sql, lx); reason != "" {
 		return nil, &ParseError{Msg: reason}
 	}
+	if strings.IndexByte(sql, 0) >= 0 {
+		// Servers and parsers differ on where a NUL ends a text; clients
+		// escape NULs in strings as \0.
+		return nil, &ParseError{Msg: "the text holds a NUL byte; write it as \\0 in a string"}
+	}
 	stmts, err := analyzeModes(sql, lx)
 	if err != nil {
 		return nil, err

@@ -217,6 +217,7 @@ func TestRefusedSyntax(t *testing.T) {
 		"/* unterminated",
 		"/*! select 1 /* nested */ */",
 		"select 1 /*! drop table t",
+		"select 1 \x00; drop table t",
 	} {
 		_, err := Analyze(sql, maria)
 		var pe *ParseError
