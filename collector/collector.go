@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -309,7 +310,14 @@ func apiTLS(certFile, keyFile string) (*tls.Config, error) {
 }
 
 // NATSURL is the URL of the NATS server in use (embedded or dialled).
-func (c *Collector) NATSURL() string { return c.nc.ConnectedUrl() }
+// With the embedded server that is the server's client URL: the
+// collector itself connects in process.
+func (c *Collector) NATSURL() string {
+	if c.ns != nil {
+		return c.ns.ClientURL()
+	}
+	return c.nc.ConnectedUrl()
+}
 
 // Store returns the event store (tests and benchmarks read it directly).
 func (c *Collector) Store() *store.Store { return c.st }
@@ -335,9 +343,10 @@ func (c *Collector) Reviews() *reviews.Service { return c.rev }
 func (c *Collector) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	const parts = 4 // ingester, API, review service, retention
+	const parts = 5 // ingester, API, review service, retention, revocations
 	errc := make(chan error, parts)
 	go func() { errc <- c.retain(ctx) }()
+	go func() { errc <- c.watchRevocations(ctx) }()
 	go func() {
 		var err error
 		if c.cfg.ActiveStandby {
@@ -537,5 +546,51 @@ func (c *Collector) retain(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
+	}
+}
+
+// RevocationCheckEvery is how often a collector with the embedded server
+// looks for a new account JWT (warden-collector revoke rewrites it).
+const RevocationCheckEvery = 2 * time.Second
+
+// watchRevocations applies revocations to the embedded server while it
+// runs: when the account JWT in NATSAuthDir changes, the trust chain is
+// read again and the server disconnects and refuses the revoked users.
+func (c *Collector) watchRevocations(ctx context.Context) error {
+	if c.ns == nil {
+		<-ctx.Done() // an external NATS: its operators reload it
+		return nil
+	}
+	path := filepath.Join(c.cfg.NATSAuthDir, "account.jwt")
+	mtime := func() time.Time {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return time.Time{}
+		}
+		return fi.ModTime()
+	}
+	seen := mtime()
+	t := time.NewTicker(RevocationCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		m := mtime()
+		if m.Equal(seen) {
+			continue
+		}
+		seen = m
+		auth, err := natsauth.Open(c.cfg.NATSAuthDir)
+		if err == nil {
+			err = c.ns.ReloadAuth(auth)
+		}
+		if err != nil {
+			c.log.Error().Err(err).Str("file", path).Msg("NATS account changed but could not be applied; revocations wait for a restart")
+			continue
+		}
+		c.log.Info().Str("file", path).Msg("NATS account reloaded: revocations applied")
 	}
 }

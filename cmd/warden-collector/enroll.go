@@ -182,7 +182,7 @@ func revoke(args []string, _, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "warden-collector revoke %s: %v\n", name, err)
 		return 1
 	}
-	fmt.Fprintf(stderr, "revoked %s user %s (%s): restart the collector with embedded NATS, or redeploy warden-collector nats-config and reload every NATS server\n", u.Role, u.Name, strings.Join(keys, ", "))
+	fmt.Fprintf(stderr, "revoked %s user %s (%s): a collector with the embedded server applies it within seconds; for a cluster, redeploy warden-collector nats-config and reload every NATS server\n", u.Role, u.Name, strings.Join(keys, ", "))
 	return 0
 }
 

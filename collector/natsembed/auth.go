@@ -42,6 +42,12 @@ func ApplyAuth(opts *server.Options, a *natsauth.Authority) error {
 	return nil
 }
 
+// resolverOf returns the memory resolver ApplyAuth set, if any.
+func resolverOf(opts *server.Options) *server.MemAccResolver {
+	r, _ := opts.AccountResolver.(*server.MemAccResolver)
+	return r
+}
+
 // applyTLS requires TLS of every client when certFile and keyFile are set.
 func applyTLS(opts *server.Options, certFile, keyFile string) error {
 	switch {
@@ -81,5 +87,31 @@ func applyCluster(opts *server.Options, c *Cluster) error {
 		}
 		opts.Routes = append(opts.Routes, u)
 	}
+	return nil
+}
+
+// ReloadAuth applies a's current account JWT (revocations, signing keys)
+// to the running server: users revoked since the server started are
+// disconnected and refused from now on, with no restart.
+func (s *Server) ReloadAuth(a *natsauth.Authority) error {
+	accts, err := a.AccountJWTs()
+	if err != nil {
+		return fmt.Errorf("natsembed: %w", err)
+	}
+	tok := accts[a.Account()]
+	ac, err := jwt.DecodeAccountClaims(tok)
+	if err != nil {
+		return fmt.Errorf("natsembed: account JWT: %w", err)
+	}
+	if s.res != nil {
+		if err := s.res.Store(a.Account(), tok); err != nil {
+			return fmt.Errorf("natsembed: store account JWT: %w", err)
+		}
+	}
+	acc, err := s.ns.LookupAccount(a.Account())
+	if err != nil {
+		return fmt.Errorf("natsembed: account %s: %w", a.Account(), err)
+	}
+	s.ns.UpdateAccountClaims(acc, ac)
 	return nil
 }

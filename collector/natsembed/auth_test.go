@@ -498,3 +498,36 @@ func TestRotationRevokesPreviousOnly(t *testing.T) {
 	}
 	nc.Close()
 }
+
+// A revocation reaches a running server through ReloadAuth: the revoked
+// agent is disconnected and cannot come back; others stay.
+func TestRevocationAppliesLive(t *testing.T) {
+	s := startSecured(t)
+	revoked := make(chan struct{})
+	agentCreds := s.creds(natsauth.RoleAgent, "bastion-1")
+	agent, err := nats.Connect(s.ns.ClientURL(), nats.UserCredentials(agentCreds), nats.RootCAs(s.ca), nats.NoReconnect(), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}),
+		nats.ClosedHandler(func(*nats.Conn) { close(revoked) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Close()
+	other := s.connect(natsauth.RoleAgent, "bastion-2", nil)
+	if _, _, err := s.auth.Revoke(natsauth.RoleAgent, "bastion-1", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ns.ReloadAuth(s.auth); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-revoked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the revoked agent is still connected")
+	}
+	if nc, err := nats.Connect(s.ns.ClientURL(), nats.UserCredentials(agentCreds), nats.RootCAs(s.ca)); err == nil {
+		nc.Close()
+		t.Fatal("revoked creds connected again")
+	}
+	if err := other.Flush(); err != nil || !other.IsConnected() {
+		t.Fatalf("another host's agent lost its connection: %v", err)
+	}
+}

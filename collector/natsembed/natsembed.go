@@ -72,6 +72,7 @@ type Cluster struct {
 type Server struct {
 	ns  *server.Server
 	tls bool
+	res *server.MemAccResolver // nil without auth
 }
 
 // Start starts a NATS server with JetStream file storage and waits until it
@@ -129,7 +130,7 @@ func Start(cfg Config) (*Server, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("natsembed: server on %s not ready after 10s", cfg.Listen)
 	}
-	return &Server{ns: ns, tls: opts.TLSConfig != nil}, nil
+	return &Server{ns: ns, tls: opts.TLSConfig != nil, res: resolverOf(opts)}, nil
 }
 
 // ClientURL is the nats:// URL clients use to reach the server (tls://

@@ -165,7 +165,8 @@ func pub(kp nkeys.KeyPair) string {
 
 // loadAccount reads account.jwt (keeping its revocations), or makes the
 // account's claims afresh. Either way the signing keys and JetStream
-// limits are set to what this version expects.
+// limits are set to what this version expects; the file is written only
+// when that changed something.
 func (a *Authority) loadAccount() (*jwt.AccountClaims, error) {
 	path := filepath.Join(a.dir, accountJWTFile)
 	var ac *jwt.AccountClaims
@@ -184,8 +185,14 @@ func (a *Authority) loadAccount() (*jwt.AccountClaims, error) {
 	default:
 		return nil, fmt.Errorf("account JWT %s: %w", path, err)
 	}
+	js := jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+	if err == nil && ac.SigningKeys.Contains(pub(a.signer)) && ac.Limits.JetStreamLimits == js {
+		// Up to date: rewriting it would only move its mtime, which a
+		// running collector watches for revocations.
+		return ac, nil
+	}
 	ac.SigningKeys.Add(pub(a.signer))
-	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+	ac.Limits.JetStreamLimits = js
 	if err := a.writeAccount(ac); err != nil {
 		return nil, err
 	}
@@ -214,6 +221,10 @@ func (a *Authority) SystemAccount() string { return pub(a.system) }
 
 // Account is the public key of the WARDEN account.
 func (a *Authority) Account() string { return pub(a.account) }
+
+// AccountFile is the path of the account JWT, rewritten by every
+// revocation.
+func (a *Authority) AccountFile() string { return filepath.Join(a.dir, accountJWTFile) }
 
 // AccountJWTs returns the JWTs of the system and WARDEN accounts, keyed
 // by public key: what a server's resolver preloads.
@@ -365,8 +376,8 @@ func (a *Authority) Lookup(r Role, name string) (User, error) {
 // Revoke revokes the keys issued to the user of role r named name: all of
 // them, or with previousOnly those before the current one (the end of a
 // rotation). It re-signs the account JWT; servers apply it when they load
-// it: the embedded server on the collector's next start, a cluster after
-// ServerConfig is redeployed and reloaded. It returns the user and the
+// it: the collector's embedded server within seconds (it watches the
+// file), a cluster after ServerConfig is redeployed and reloaded. It returns the user and the
 // keys it revoked.
 func (a *Authority) Revoke(r Role, name string, previousOnly bool) (User, []string, error) {
 	unlock, err := lock(a.dir)
