@@ -25,6 +25,7 @@ import (
 
 	"github.com/wardenhq/warden/agent/spool"
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/guard"
 	"github.com/wardenhq/warden/pkg/policy"
 	wire "github.com/wardenhq/warden/pkg/protocol/mysql"
 )
@@ -354,21 +355,53 @@ func TestUnrecordableStatementRefused(t *testing.T) {
 	r.end()
 }
 
-func TestReviewIsRefusedForNow(t *testing.T) {
+// reviewer answers every review with one result.
+type reviewer struct{ res guard.ReviewResult }
+
+func (r reviewer) Review(ctx context.Context, req guard.ReviewRequest) guard.ReviewResult { return r.res }
+
+// Review rules are decided at once, without holding the client: an
+// approval lets the statement run, anything else refuses it with the
+// review's id.
+func TestReviewWithoutHold(t *testing.T) {
 	p := testPolicy([]policy.Rule{{Name: "grants", When: policy.Match{Statements: []string{"grant"}}, Action: policy.Review,
 		Review: &policy.ReviewSpec{Approvers: []string{"security"}}}}, nil)
-	r := serve(t, New(Options{}), attribution("alice", p, withCreds(t)), &fakeRecorder{}, func(s *fakeServer) error {
-		if err := loggedIn(s); err != nil {
-			return err
-		}
-		return s.quit()
-	})
-	r.c.login("whoever", "")
-	e := errOf(t, r.c.command(query("grant select on t to bob")))
-	if e == nil || !strings.Contains(e.Message, `requires review (rule "grants")`) {
-		t.Fatalf("%+v", e)
+	for _, tc := range []struct {
+		name string
+		res  guard.ReviewResult
+		want string
+	}{
+		{"pending", guard.ReviewResult{Outcome: guard.ReviewPending, ID: "R-7"}, `warden: GRANT requires review R-7 (rule "grants"); re-run it once the review is approved`},
+		{"denied", guard.ReviewResult{Outcome: guard.ReviewDenied, ID: "R-7", By: "sec@corp.example", Reason: "no"}, "warden: review R-7 denied by sec@corp.example: no"},
+		{"unavailable", guard.ReviewResult{Outcome: guard.ReviewUnavailable}, "review service is unreachable"},
+		{"approved", guard.ReviewResult{Outcome: guard.ReviewApproved, ID: "R-7"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := serveReviewed(t, New(Options{}), attribution("alice", p, withCreds(t)), &fakeRecorder{}, reviewer{tc.res}, func(s *fakeServer) error {
+				if err := loggedIn(s); err != nil {
+					return err
+				}
+				if tc.want == "" {
+					if err := s.expectQuery("grant select on t to bob"); err != nil {
+						return err
+					}
+					if err := s.ok(); err != nil {
+						return err
+					}
+				}
+				return s.quit()
+			})
+			r.c.login("whoever", "")
+			e := errOf(t, r.c.command(query("grant select on t to bob")))
+			switch {
+			case tc.want == "" && e != nil:
+				t.Fatalf("approved statement refused: %+v", e)
+			case tc.want != "" && (e == nil || !strings.Contains(e.Message, tc.want)):
+				t.Fatalf("%+v, want %q", e, tc.want)
+			}
+			r.end()
+		})
 	}
-	r.end()
 }
 
 func TestAgentClosesIdleSession(t *testing.T) {

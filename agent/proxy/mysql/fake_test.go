@@ -346,6 +346,12 @@ type run struct {
 
 func serve(t *testing.T, codec *Codec, att *proxy.Attribution, rec proxy.Recorder, script func(*fakeServer) error) *run {
 	t.Helper()
+	return serveReviewed(t, codec, att, rec, nil, script)
+}
+
+// serveReviewed is serve with rev deciding what review rules hold.
+func serveReviewed(t *testing.T, codec *Codec, att *proxy.Attribution, rec proxy.Recorder, rev guard.Reviewer, script func(*fakeServer) error) *run {
+	t.Helper()
 	clientEnd, pc := net.Pipe()
 	pu, serverEnd := net.Pipe()
 	proxyClient, proxyUp := tcpLike{pc, "10.1.1.1:50000"}, tcpLike{pu, "10.0.0.7:3306"}
@@ -358,7 +364,7 @@ func serve(t *testing.T, codec *Codec, att *proxy.Attribution, rec proxy.Recorde
 	}
 	st := &proxy.Stream{
 		Client: proxyClient, Upstream: proxyUp, Attribution: att,
-		Guard: guard.New(att.Policy, att.Target.Name, groups, nil),
+		Guard: guard.New(att.Policy, att.Target.Name, groups, rev),
 		Audit: proxy.NewAudit(rec, att, proxy.FailClosed),
 		Log:   zerolog.Nop(),
 	}

@@ -298,8 +298,11 @@ func (ss *session) decide(ctx context.Context, stmts []*mysqlguard.Statement, re
 	return false
 }
 
-// refuseVerdict refuses a batch the policy denies or holds for review.
-// Review is refused for now: the approval flow reaches the codecs later.
+// refuseVerdict refuses a batch the policy denies, or that a review did
+// not let run. The codec does not hold a client while a person decides
+// yet: the review is opened (or an earlier approval used) at once, and a
+// statement not yet approved is refused with the review's id, to re-run
+// once it is.
 func (ss *session) refuseVerdict(stmts []*mysqlguard.Statement, v guard.Verdict, prepared bool) {
 	what := strings.ToUpper(v.Kind)
 	if what == "" {
@@ -307,7 +310,19 @@ func (ss *session) refuseVerdict(stmts []*mysqlguard.Statement, v guard.Verdict,
 	}
 	action, msg := event.Deny, fmt.Sprintf("warden: %s denied by rule %q", what, v.Rule)
 	if v.Action == policy.Review {
-		action, msg = event.Review, fmt.Sprintf("warden: %s requires review (rule %q); ask a database administrator to run it or to review it", what, v.Rule)
+		action = event.Review
+		r := v.Review
+		switch {
+		case r == nil || r.Outcome == guard.ReviewUnavailable:
+			msg = fmt.Sprintf("warden: %s requires review (rule %q), and the review service is unreachable; retry later", what, v.Rule)
+		case r.Outcome == guard.ReviewDenied:
+			msg = fmt.Sprintf("warden: review %s denied by %s", r.ID, r.By)
+			if r.Reason != "" {
+				msg += ": " + r.Reason
+			}
+		default:
+			msg = fmt.Sprintf("warden: %s requires review %s (rule %q); re-run it once the review is approved (warden review show %s)", what, r.ID, v.Rule, r.ID)
+		}
 	}
 	ss.refuseAll(stmts, event.Decision{Action: action, Rule: v.Rule, Reason: msg}, erSpecificAccess, stateAccess, msg, prepared)
 }
