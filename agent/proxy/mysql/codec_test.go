@@ -358,7 +358,9 @@ func TestUnrecordableStatementRefused(t *testing.T) {
 // reviewer answers every review with one result.
 type reviewer struct{ res guard.ReviewResult }
 
-func (r reviewer) Review(ctx context.Context, req guard.ReviewRequest) guard.ReviewResult { return r.res }
+func (r reviewer) Review(ctx context.Context, req guard.ReviewRequest) guard.ReviewResult {
+	return r.res
+}
 
 // Review rules are decided at once, without holding the client: an
 // approval lets the statement run, anything else refuses it with the
