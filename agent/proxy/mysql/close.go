@@ -26,12 +26,22 @@ func (ss *session) requestClose(ctx context.Context, reason string) {
 	ss.s.Upstream.Close()
 	// A server notices a lost client only when it next writes to it: a
 	// running statement would run on. Stop it from a connection of its
-	// own, as the client's Ctrl-C does.
-	if err := ss.killRunning(ctx); err != nil {
-		ss.s.Log.Warn().Err(err).Msg("running statement not killed on close")
-	} else {
-		ss.s.Log.Info().Msg("running statement killed on close")
-	}
+	// own, as the client's Ctrl-C does, beside telling the client.
+	killed := make(chan struct{})
+	go func() {
+		defer close(killed)
+		if err := ss.killRunning(ctx); err != nil {
+			ss.s.Log.Warn().Err(err).Msg("running statement not killed on close")
+		} else {
+			ss.s.Log.Info().Msg("running statement killed on close")
+		}
+	}()
+	defer func() {
+		select { // bounded by ctx: killRunning's connection has its deadline
+		case <-killed:
+		case <-ctx.Done():
+		}
+	}()
 	// The command either fails on the closed connection, and the loop
 	// says why in its place, or had just finished: then the loop is idle
 	// and the words are Warden's to send.
