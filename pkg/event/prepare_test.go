@@ -344,3 +344,39 @@ func BenchmarkPrepare(b *testing.B) {
 		})
 	}
 }
+
+// The collector's hash check over the bytes received: the fast path for
+// the agent's own layout, the canonical form for any other, and a miss for
+// anything changed.
+func TestRawHashMatches(t *testing.T) {
+	for _, e := range preparedSamples() {
+		e.Data = map[string]any{"hash": strings.Repeat("a", 64), "n": 1}
+		p, err := Prepare(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wire := NewSigner(nil, 0, "").SealPrepared(e, p)
+		if !RawHashMatches(wire, e.Hash) {
+			t.Fatalf("agent's wire form does not match its hash")
+		}
+		var m map[string]any
+		if err := json.Unmarshal(wire, &m); err != nil {
+			t.Fatal(err)
+		}
+		indented, _ := json.MarshalIndent(m, "", "  ")
+		if !RawHashMatches(indented, e.Hash) {
+			t.Fatalf("re-encoded event does not match its hash")
+		}
+		changed := bytes.Replace(wire, []byte(`"n":1`), []byte(`"n":2`), 1)
+		if RawHashMatches(changed, e.Hash) {
+			t.Fatalf("changed event matches its hash")
+		}
+		// The hash member moved to the end: not the fast path, still
+		// the same canonical form.
+		moved := append(bytes.Replace(wire, []byte(`"hash":"`+e.Hash+`",`), nil, 1), 0)
+		moved = append(moved[:len(moved)-2], []byte(`,"hash":"`+e.Hash+`"}`)...)
+		if !RawHashMatches(moved, e.Hash) {
+			t.Fatalf("event with the hash member last does not match: %s", moved)
+		}
+	}
+}

@@ -46,10 +46,20 @@ func TestBenchPipeline(t *testing.T) {
 	samples := envInt(t, "WARDEN_BENCH_LATENCY_SAMPLES", 300)
 
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	signer := event.NewSigner(priv, 0, "")
-	msgs := make([]*nats.Msg, n+samples)
-	for i := range msgs {
-		msgs[i] = sealedMsg(t, signer)
+	// bench-host publishes as an agent does: v2 events and a signed
+	// checkpoint every 1,000 of them (and after each latency sample), which
+	// the collector verifies against what it stored.
+	bt := newBenchTree(t, priv)
+	var msgs []*nats.Msg
+	for i := range n {
+		msgs = append(msgs, bt.sealedMsg(t))
+		if (i+1)%event.DefaultCheckpointEvents == 0 || i == n-1 {
+			msgs = append(msgs, bt.checkpoint(t))
+		}
+	}
+	sampleMsgs := make([]*nats.Msg, samples)
+	for i := range sampleMsgs {
+		sampleMsgs[i] = bt.sealedMsg(t)
 	}
 	_, agentKey, _ := ed25519.GenerateKey(rand.Reader)
 	keys := event.StaticKeys{
@@ -57,7 +67,7 @@ func TestBenchPipeline(t *testing.T) {
 		"bench-agent": agentKey.Public().(ed25519.PublicKey),
 	}
 
-	rawRate := baseline(t, msgs[:n])
+	rawRate := baseline(t, msgs)
 
 	ns, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: zerolog.Nop(), AllowAnonymous: true})
 	if err != nil {
@@ -86,7 +96,7 @@ func TestBenchPipeline(t *testing.T) {
 	js := connectJS(t, ns.ClientURL())
 
 	start := time.Now()
-	publishAll(t, js, msgs[:n])
+	publishAll(t, js, msgs)
 	waitStored(t, c, int64(n))
 	pipeRate := float64(n) / time.Since(start).Seconds()
 
@@ -94,7 +104,7 @@ func TestBenchPipeline(t *testing.T) {
 	// answers 200. Polling every 500µs bounds the resolution.
 	base := "http://" + c.APIAddr() + "/v1/events/"
 	lat := make([]time.Duration, 0, samples)
-	for _, m := range msgs[n:] {
+	for i, m := range sampleMsgs {
 		id := m.Header.Get(nats.MsgIdHdr)
 		t0 := time.Now()
 		if _, err := js.PublishMsg(context.Background(), m); err != nil {
@@ -104,6 +114,9 @@ func TestBenchPipeline(t *testing.T) {
 			time.Sleep(500 * time.Microsecond)
 		}
 		lat = append(lat, time.Since(t0))
+		if _, err := js.PublishMsg(context.Background(), bt.checkpointUpTo(t, uint64(n+i+1))); err != nil {
+			t.Fatal(err)
+		}
 	}
 	slices.Sort(lat)
 	p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
@@ -282,7 +295,71 @@ func found(t *testing.T, url, token string) bool {
 
 // sealedMsg builds a realistic db.query event (identity, lineage, target,
 // decision, statement: about 900 bytes) as a NATS message.
-func sealedMsg(t *testing.T, s *event.Signer) *nats.Msg {
+// benchTree is bench-host's chain and Merkle log.
+type benchTree struct {
+	signer *event.Signer
+	key    ed25519.PrivateKey
+	log    *event.MerkleLog
+	// pending holds the leaves not yet in a checkpoint.
+	pending [][]byte
+}
+
+func newBenchTree(t *testing.T, key ed25519.PrivateKey) *benchTree {
+	return &benchTree{signer: event.NewSigner(nil, 0, ""), key: key, log: event.NewMerkleLog()}
+}
+
+// sealedMsg seals the next event; its leaf waits for checkpoint.
+func (b *benchTree) sealedMsg(t *testing.T) *nats.Msg {
+	m, e := sealedMsg(t, b.signer)
+	leaf, err := event.LeafHash(e.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.pending = append(b.pending, leaf)
+	return m
+}
+
+// checkpoint covers every event sealed so far.
+func (b *benchTree) checkpoint(t *testing.T) *nats.Msg {
+	return b.checkpointUpTo(t, b.log.Size()+uint64(len(b.pending)))
+}
+
+// checkpointUpTo covers the events up to seq size.
+func (b *benchTree) checkpointUpTo(t *testing.T, size uint64) *nats.Msg {
+	for b.log.Size() < size {
+		b.log.Append(b.pending[0])
+		b.pending = b.pending[1:]
+	}
+	proof, err := b.log.Consistency()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := event.NewNoteSigner("bench-host", b.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := event.TreeHead{Origin: "bench-host", Size: b.log.Size(), Root: b.log.Root()}
+	note, err := event.SignTreeHead(s, head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := &event.Checkpoint{Schema: event.CheckpointSchema, ID: ulid.Make().String(), Time: time.Now().UTC(), Type: event.CheckpointType,
+		Host: event.Host{ID: "bench-host", Name: "bench-host"}, Size: head.Size, Root: event.EncodeHashes([][]byte{head.Root})[0],
+		PrevSize: b.log.MarkSize(), Consistency: event.EncodeHashes(proof), IntervalMS: 1000, Note: note}
+	if err := b.log.MarkAt(b.log.Size()); err != nil {
+		t.Fatal(err)
+	}
+	data, err := json.Marshal(cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(cp.Subject())
+	m.Data = data
+	m.Header.Set(nats.MsgIdHdr, cp.ID)
+	return m
+}
+
+func sealedMsg(t *testing.T, s *event.Signer) (*nats.Msg, *event.Event) {
 	e := &event.Event{
 		Schema: event.Schema, ID: ulid.Make().String(), Time: time.Now().UTC(), Type: event.DBQuery,
 		Host:     event.Host{ID: "bench-host", Name: "bench-host"},
@@ -293,15 +370,16 @@ func sealedMsg(t *testing.T, s *event.Signer) *nats.Msg {
 		Decision: &event.Decision{Action: event.Allow, Rule: "default"},
 		Data:     map[string]any{"statement": "SELECT id, total FROM orders WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 50", "rows": 50},
 	}
-	s.Seal(e)
-	b, err := json.Marshal(e)
+	// The wire form an agent sends: canonical, with the hash member.
+	p, err := event.Prepare(e)
 	if err != nil {
 		t.Fatal(err)
 	}
+	b := s.SealPrepared(e, p)
 	m := nats.NewMsg(e.Subject())
 	m.Data = b
 	m.Header.Set(nats.MsgIdHdr, e.ID)
-	return m
+	return m, e
 }
 
 func envInt(t *testing.T, name string, def int) int {
