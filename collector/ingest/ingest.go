@@ -85,6 +85,9 @@ type Config struct {
 	Logger zerolog.Logger
 	// OnStored is called after each committed batch (wakes API followers).
 	OnStored func()
+	// ReorderWait is how long an event ahead of a gap in its host's chain
+	// waits for the missing ones (ChainFull); default DefaultReorderWait.
+	ReorderWait time.Duration
 }
 
 // Ingester moves events from a durable pull consumer into the store.
@@ -111,6 +114,9 @@ func New(ctx context.Context, cfg Config) (*Ingester, error) {
 	}
 	if cfg.ChainCheck == "" {
 		cfg.ChainCheck = ChainFull
+	}
+	if cfg.ReorderWait <= 0 {
+		cfg.ReorderWait = DefaultReorderWait
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 500
@@ -192,6 +198,19 @@ func (in *Ingester) Run(ctx context.Context) error {
 		}
 	}()
 
+	var reorder *reorderer
+	if in.cfg.ChainCheck == ChainFull {
+		reorder = &reorderer{wait: in.cfg.ReorderWait, held: map[string][]heldMsg{}, head: func(host string) (uint64, bool) {
+			seq, _, ok := in.verifier.Head(host)
+			return seq, ok
+		}}
+		// Held messages come again, promptly, to whoever consumes next.
+		defer func() {
+			for _, m := range reorder.all() {
+				_ = m.Nak()
+			}
+		}()
+	}
 	batch := make([]jetstream.Msg, 0, in.cfg.BatchSize)
 	late := time.NewTicker(lateCheckEvery)
 	defer late.Stop()
@@ -200,6 +219,19 @@ func (in *Ingester) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-late.C:
+			if reorder != nil {
+				if exp := reorder.expired(time.Now()); len(exp) > 0 {
+					if err := in.process(ctx, exp); err != nil {
+						for _, m := range exp {
+							_ = m.Nak()
+						}
+						if ctx.Err() != nil {
+							return nil
+						}
+						return err
+					}
+				}
+			}
 			if err := in.checkLate(ctx); err != nil {
 				if ctx.Err() != nil {
 					return nil
@@ -219,6 +251,11 @@ func (in *Ingester) Run(ctx context.Context) error {
 				batch = append(batch, m)
 			default:
 				break drain
+			}
+		}
+		if reorder != nil {
+			if batch = reorder.order(batch, time.Now()); len(batch) == 0 {
+				continue
 			}
 		}
 		if err := in.process(ctx, batch); err != nil {
@@ -432,7 +469,7 @@ func (in *Ingester) decodeAll(msgs []jetstream.Msg) []decoded {
 				if d.isCP = isCheckpointSubject(d.subject); d.isCP {
 					d.cp, d.err = event.DecodeCheckpoint(m.Data())
 				} else if d.ev, d.err = decode(m.Data()); d.err == nil {
-					d.auth = in.verifier.AuthenticateRaw(d.ev, m.Data())
+					d.auth = in.verifier.Authenticate(d.ev)
 				}
 				ds[i] = d
 			}
