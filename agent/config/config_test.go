@@ -48,6 +48,9 @@ func TestLoadDeployExample(t *testing.T) {
 	want.HostID = "bastion-1"
 	want.OIDC.Issuer = "https://idp.example.com"
 	want.OIDC.ClientID = "warden"
+	// Not a default: without creds the agent connects anonymously, which
+	// Warden's servers refuse; the example shows where enroll's go.
+	want.NATS.CredsFile = "/etc/warden/nats.creds"
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("example differs from the defaults:\n got %+v\nwant %+v", c, want)
 	}
