@@ -12,6 +12,7 @@ packages=(
 	clang llvm libbpf-dev         # BPF: make generate
 	iproute2 util-linux sudo      # tests: network namespaces, nsenter
 	postgresql postgresql-client  # protected target and psql client
+	pgbouncer                     # bench: PgBouncer 1.18 (session mode) beside the relay and Warden
 	mariadb-client redis-tools    # e2e: real mariadb and redis-cli command lines (redaction)
 	mariadb-server sysbench       # e2e and bench: the MySQL codec against a real MariaDB 10.11
 	sshpass apache2-utils         # e2e: sshpass -p and htpasswd -b command lines (redaction)

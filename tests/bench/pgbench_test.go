@@ -21,10 +21,11 @@ import (
 )
 
 // TestBenchPgbench runs "pgbench -S -c 8 -T 20" (read-only, simple
-// protocol, 8 clients, 2 threads) against one PostgreSQL server three
-// ways in one run: directly, through a plain io.Copy relay, and through
-// Warden with the kernel redirect, credential injection, statement
-// checks, masking and db.query recording all on. It prints TPS and the
+// protocol, 8 clients, 2 threads) against one PostgreSQL server four
+// ways in one run: directly, through a plain io.Copy relay, through
+// PgBouncer (session mode), and through Warden with the kernel redirect,
+// credential injection, statement checks, masking and db.query recording
+// all on (with the collector running, and stopped). It prints TPS and the
 // p99 latency computed from pgbench's per-transaction log, and the ratios.
 func TestBenchPgbench(t *testing.T) {
 	requireBench(t)
@@ -118,6 +119,12 @@ masking:
 	relayed.Env = append(os.Environ(), "PGPASSWORD=bench-secret")
 	// The relay runs in this test process; nothing else here is busy.
 	rTPS, rP99, rCPU := run("relay", relayed, os.Getpid())
+	// PgBouncer 1.18 in session mode, started here: what a pooler in the
+	// path costs, the stretch target.
+	bouncerPort, bouncerPID := startPgBouncer(t, e, pg.Port, "app", "bench-secret")
+	bounced := e.NSCommand("bash", "-c", args(bouncerPort, "pgbouncer"))
+	bounced.Env = append(os.Environ(), "PGPASSWORD=bench-secret")
+	bTPS, bP99, bCPU := run("pgbouncer", bounced, bouncerPID)
 	// Warden: a logged-in shell, no password: credentials are injected.
 	warden := e.Command(harness.Shell{UID: 65534, GID: 65534, Script: fmt.Sprintf("warden login --token-file %s >/dev/null && %s", token, args(pg.Port, "warden"))})
 	wTPS, wP99, wCPU := run("warden", warden, agentPID)
@@ -156,6 +163,16 @@ masking:
 		"CPU per transaction: relay %.0f µs, wardend %.0f µs (%.0f µs with the collector stopped)\n",
 		seconds, dTPS, dP99, rTPS, rP99, wTPS, wP99, wTPS/dTPS, wP99/dP99, wTPS/rTPS, wP99/rP99, aTPS, aP99, aTPS/rTPS, aP99/rP99,
 		rCPU, wCPU, aCPU)
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "missed"
+	}
+	fmt.Printf("BENCH pgbench four ways: direct %.0f tps; relay %.0f tps (%.2fx direct); pgbouncer %.0f tps p99 %.3f ms (%.2fx direct, %.2fx relay, %.0f µs CPU per transaction); "+
+		"warden with the collector stopped %.0f tps = %.2fx relay (target >= 0.80: %s), %.2fx pgbouncer (stretch >= 1.00: %s); with the collector running %.2fx relay, %.2fx pgbouncer\n",
+		dTPS, rTPS, rTPS/dTPS, bTPS, bP99, bTPS/dTPS, bTPS/rTPS, bCPU,
+		aTPS, aTPS/rTPS, verdict(aTPS >= 0.8*rTPS), aTPS/bTPS, verdict(aTPS >= bTPS), wTPS/rTPS, wTPS/bTPS)
 }
 
 // percentile reads pgbench's per-transaction logs (prefix.<pid>[.<n>];
