@@ -469,7 +469,7 @@ func (in *Ingester) decodeAll(msgs []jetstream.Msg) []decoded {
 				if d.isCP = isCheckpointSubject(d.subject); d.isCP {
 					d.cp, d.err = event.DecodeCheckpoint(m.Data())
 				} else if d.ev, d.err = decode(m.Data()); d.err == nil {
-					d.auth = in.verifier.Authenticate(d.ev)
+					d.auth = in.verifier.AuthenticateRaw(d.ev, m.Data())
 				}
 				ds[i] = d
 			}
