@@ -454,10 +454,10 @@ func (s *Spool) Enqueue(rec []byte) (Pending, error) {
 		return Pending{}, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(rec))
 	}
 	n := int64(hdrLen + len(rec))
-	buf := make([]byte, n)
-	binary.LittleEndian.PutUint32(buf[0:4], uint32(len(rec)))
-	binary.LittleEndian.PutUint32(buf[4:8], crc32.Checksum(rec, crcTable))
-	copy(buf[hdrLen:], rec)
+	// Header and payload go out in one writev: no copy of the record.
+	var hdr [hdrLen]byte
+	binary.LittleEndian.PutUint32(hdr[0:4], uint32(len(rec)))
+	binary.LittleEndian.PutUint32(hdr[4:8], crc32.Checksum(rec, crcTable))
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -483,7 +483,7 @@ func (s *Spool) Enqueue(rec []byte) (Pending, error) {
 		}
 		g = s.segs[len(s.segs)-1]
 	}
-	if _, err := s.active.Write(buf); err != nil {
+	if err := writeRecord(s.active, hdr[:], rec); err != nil {
 		// Cut off whatever part was written so the next record starts on a
 		// record boundary; if even that fails the file is unusable.
 		if terr := s.active.Truncate(g.size); terr != nil {
@@ -505,6 +505,45 @@ func (s *Spool) Enqueue(rec []byte) (Pending, error) {
 		signal(s.full)
 	}
 	return Pending{s: s, b: b}, nil
+}
+
+// writeRecord appends header and payload to f in one writev, finishing a
+// short write the way os.File.Write would.
+func writeRecord(f *os.File, hdr, rec []byte) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	iov := [][]byte{hdr, rec}
+	var werr error
+	if err := rc.Write(func(fd uintptr) bool {
+		for len(iov) > 0 {
+			n, err := unix.Writev(int(fd), iov)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				werr = err
+				return true
+			}
+			for n > 0 && len(iov) > 0 {
+				if n >= len(iov[0]) {
+					n -= len(iov[0])
+					iov = iov[1:]
+				} else {
+					iov[0] = iov[0][n:]
+					n = 0
+				}
+			}
+			for len(iov) > 0 && len(iov[0]) == 0 {
+				iov = iov[1:]
+			}
+		}
+		return true
+	}); err != nil {
+		return err
+	}
+	return werr
 }
 
 // Append stores rec and waits until it is durable: a nil error means the
