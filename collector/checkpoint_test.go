@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/wardenhq/warden/collector/ingest"
 	cc "github.com/wardenhq/warden/pkg/collectorclient"
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/tests/harness"
 )
 
 // v2agent is a test publisher of warden.event/v2: a hash chain without
@@ -139,7 +139,7 @@ func TestCheckpointTamper(t *testing.T) {
 		hosts[h] = newV2Agent(t, url, h)
 		keys[h] = hosts[h].pub()
 	}
-	col := startCollector(t, url, filepath.Join(t.TempDir(), "events.db"), keys, "warden-collector", ingest.ChainFull, 0)
+	col := startCollector(t, url, harness.StoreLocation(t, t.TempDir()), keys, "warden-collector", ingest.ChainFull, 0)
 
 	// clean: events and checkpoints, twice.
 	clean := hosts["clean"]
