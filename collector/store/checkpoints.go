@@ -7,17 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 )
 
 // ErrNoCheckpoint is returned when no stored checkpoint fits a request.
 var ErrNoCheckpoint = errors.New("no checkpoint")
 
-// checkpointsDDL is the checkpoints table: every checkpoint message that
-// arrived, as received (raw), with what the collector found. Its types
-// (TEXT, BIGINT, INTEGER) mean the same in SQLite and PostgreSQL, so one
-// statement serves both.
+// checkpointsDDL is migration 4 of both dialects, the checkpoints table:
+// every checkpoint message that arrived, as received (raw), with what the
+// collector found. Its types (TEXT, BIGINT, INTEGER) mean the same in
+// SQLite and PostgreSQL, so one statement serves both.
 var checkpointsDDL = []string{
 	`CREATE TABLE IF NOT EXISTS checkpoints (
 	id         TEXT PRIMARY KEY,
@@ -34,23 +33,6 @@ var checkpointsDDL = []string{
 	raw        TEXT NOT NULL
 )`,
 	`CREATE INDEX IF NOT EXISTS checkpoints_host ON checkpoints(host_id, accepted, size)`,
-}
-
-// ensured remembers the stores whose checkpoints table exists.
-var ensured sync.Map // *Store -> error
-
-// ensureCheckpoints creates the checkpoints table once per Store.
-func (s *Store) ensureCheckpoints(ctx context.Context) error {
-	if v, ok := ensured.Load(s); ok && v == nil {
-		return nil
-	}
-	for _, q := range checkpointsDDL {
-		if _, err := s.db.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("store: create checkpoints table: %w", err)
-		}
-	}
-	ensured.Store(s, nil)
-	return nil
 }
 
 // Checkpoint is one stored checkpoint.
@@ -75,9 +57,6 @@ type Checkpoint struct {
 func (s *Store) InsertCheckpoints(ctx context.Context, cps []Checkpoint) error {
 	if len(cps) == 0 {
 		return nil
-	}
-	if err := s.ensureCheckpoints(ctx); err != nil {
-		return err
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -105,9 +84,6 @@ func (s *Store) InsertCheckpoints(ctx context.Context, cps []Checkpoint) error {
 // MarkCovered records that the stored events of a host hash to a stored
 // checkpoint's root, with the compact range at its size.
 func (s *Store) MarkCovered(ctx context.Context, id string, frontier [][]byte) error {
-	if err := s.ensureCheckpoints(ctx); err != nil {
-		return err
-	}
 	if _, err := s.db.ExecContext(ctx, s.d.rebind(`UPDATE checkpoints SET covered = 1, frontier = ? WHERE id = ?`), joinHashes(frontier), id); err != nil {
 		return fmt.Errorf("store: mark checkpoint %s covered: %w", id, err)
 	}
@@ -132,9 +108,6 @@ const checkpointColumns = `id, host_id, size, root, time, integrity, accepted, c
 // hash to; with maxSize > 0, the largest of size at most maxSize; with
 // minSize > 0, ErrNoCheckpoint unless it is at least minSize.
 func (s *Store) LatestCheckpoint(ctx context.Context, hostID string, covered bool, minSize, maxSize uint64) (*Checkpoint, error) {
-	if err := s.ensureCheckpoints(ctx); err != nil {
-		return nil, err
-	}
 	q := `SELECT ` + checkpointColumns + ` FROM checkpoints WHERE host_id = ? AND accepted = 1`
 	args := []any{hostID}
 	if covered {
@@ -166,9 +139,6 @@ func (s *Store) LatestCheckpoint(ctx context.Context, hostID string, covered boo
 // Checkpoints returns a host's stored checkpoints (every host's with ""),
 // newest first, at most limit (0: all).
 func (s *Store) Checkpoints(ctx context.Context, hostID string, limit int) ([]Checkpoint, error) {
-	if err := s.ensureCheckpoints(ctx); err != nil {
-		return nil, err
-	}
 	q := `SELECT ` + checkpointColumns + ` FROM checkpoints`
 	var args []any
 	if hostID != "" {

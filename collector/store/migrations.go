@@ -65,6 +65,7 @@ var sqliteMigrations = []migration{
 		`CREATE INDEX IF NOT EXISTS reviews_grant   ON reviews(state, grant_until)`,
 	}},
 	{3, []string{retentionAnchors("INTEGER")}},
+	{4, checkpointsDDL},
 }
 
 var postgresMigrations = []migration{
@@ -120,6 +121,7 @@ var postgresMigrations = []migration{
 		`CREATE INDEX reviews_grant   ON reviews(state, grant_until)`,
 	}},
 	{3, []string{retentionAnchors("BIGINT")}},
+	{4, checkpointsDDL},
 }
 
 // retentionAnchors is the table where retention records, per host, the
