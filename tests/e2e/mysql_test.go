@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,7 +25,6 @@ type myEnv struct {
 	db         *harness.MariaDB
 	edPort     int
 	legacyPort int
-	clientBin  string
 	alice      string // token files
 	reader     string
 }
@@ -318,7 +316,7 @@ echo "elapsed=$(( $(date +%%s) - start ))"`, cli))
 	})
 
 	t.Run("go-sql-driver", func(t *testing.T) {
-		bin := e.buildClient(t)
+		bin := harness.TestClient(t, "mysqlclient")
 		root := filepath.Join(filepath.Dir(e.Socket()), "client-ca.crt")
 		dsn := fmt.Sprintf("whoever@tcp(127.0.0.1:%d)/shop", e.db.Port)
 		out := e.sh(t, e.alice, fmt.Sprintf(`%[1]s "%[2]s" mask; %[1]s "%[2]s" deny; %[1]s "%[2]s?multiStatements=true" multi; %[1]s "%[2]s?tls=warden" whoami %[3]s; %[1]s "%[2]s?tls=skip-verify" whoami; %[1]s "whoever@tcp(127.0.0.1:%[4]d)/shop" whoami`,
@@ -394,28 +392,6 @@ echo "elapsed=$(( $(date +%%s) - start ))"`, cli))
 			t.Fatal("password in the agent's log")
 		}
 	})
-}
-
-// buildClient builds the go-sql-driver test client where unprivileged
-// users can run it.
-func (e *myEnv) buildClient(t *testing.T) string {
-	t.Helper()
-	if e.clientBin != "" {
-		return e.clientBin
-	}
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(e.Dir, "mysqlclient")
-	cmd := exec.Command("go", "build", "-o", bin, "./tests/e2e/testdata/mysqlclient")
-	cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build mysqlclient: %v\n%s", err, out)
-	}
-	os.Chmod(bin, 0o755)
-	e.clientBin = bin
-	return bin
 }
 
 // TestMariaDBUpstreamTLS runs the login over TLS to a real MariaDB with

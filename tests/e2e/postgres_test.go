@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,7 +29,6 @@ const (
 type pgEnv struct {
 	*harness.Env
 	pg         *harness.Postgres
-	pgxBin     string
 	legacyPort int
 	alice      string // token files
 	bob        string
@@ -329,7 +327,7 @@ PGPASSWORD=wrong psql "%[1]s user=person" -XAtc "select 1"`, legacy))
 	})
 
 	t.Run("pgx", func(t *testing.T) {
-		bin := e.buildPGX(t)
+		bin := harness.TestClient(t, "pgxclient")
 		dsn := e.ordersConn()
 		out := e.psql(t, e.alice, dsn, fmt.Sprintf(`%s "%s" mask; %s "%s" prepare; %s "%s" cancel`, bin, dsn, bin, dsn, bin, dsn))
 		noRaw(t, "pgx", out)
@@ -352,7 +350,7 @@ PGPASSWORD=wrong psql "%[1]s user=person" -XAtc "select 1"`, legacy))
 	// session: pg_terminate_backend of that pid, from another session,
 	// ends it.
 	t.Run("backend pid and pg_terminate_backend", func(t *testing.T) {
-		bin := e.buildPGX(t)
+		bin := harness.TestClient(t, "pgxclient")
 		dsn := e.ordersConn()
 		out := e.psql(t, e.alice, dsn, fmt.Sprintf(`%s "%s" terminate`, bin, dsn))
 		for _, prefix := range []string{"pid:", "other:"} {
@@ -449,27 +447,6 @@ psql "%s application_name='[warden:bob]'" -XAtc "%s"`, conn, show, legacy, show,
 			t.Fatal("password in the agent's log")
 		}
 	})
-}
-
-// buildPGX builds the pgx test client where unprivileged users can run it.
-func (e *pgEnv) buildPGX(t *testing.T) string {
-	t.Helper()
-	if e.pgxBin != "" {
-		return e.pgxBin
-	}
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(e.Dir, "pgxclient")
-	cmd := exec.Command("go", "build", "-o", bin, "./tests/e2e/testdata/pgxclient")
-	cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build pgxclient: %v\n%s", err, out)
-	}
-	os.Chmod(bin, 0o755)
-	e.pgxBin = bin
-	return bin
 }
 
 // scanLine scans the first line of out that starts as format does (up to

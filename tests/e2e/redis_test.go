@@ -64,23 +64,8 @@ masking:
     detectors: [credit_card]
 `, e.rd.Addr(), harness.RedisAppUser, secret))
 	e.alice = e.Token(devidp.IssueOptions{Sub: "alice"})
-	e.client = filepath.Join(e.Dir, "redisclient")
-	cmd := exec.Command("go", "build", "-o", e.client, "./tests/e2e/testdata/redisclient")
-	cmd.Dir = repoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build redisclient: %v\n%s", err, out)
-	}
-	os.Chmod(e.client, 0o755)
+	e.client = harness.TestClient(t, "redisclient")
 	return e
-}
-
-// repoRoot is the module's directory.
-func repoRoot(t *testing.T) string {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Dir(strings.TrimSpace(string(out)))
 }
 
 // sh runs script as an unprivileged user logged in as alice and returns

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -99,22 +98,6 @@ rules:
     review: { approvers: [dba, security], require: all, hold: 45s, grant: once }
 `, e.pg.Port, e.secret))
 	return e
-}
-
-// pgx builds the pgx client of tests/e2e/testdata/pgxclient.
-func (e *reviewEnv) pgx(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(e.Dir, "pgxclient")
-	cmd := exec.Command("go", "build", "-o", bin, "./tests/e2e/testdata/pgxclient")
-	cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build pgxclient: %v\n%s", err, out)
-	}
-	return bin
 }
 
 func (e *reviewEnv) conn() string {
@@ -272,7 +255,7 @@ func TestReviews(t *testing.T) {
 
 	t.Run("extended protocol (pgx)", func(t *testing.T) {
 		e.seed(3)
-		h := e.start(t, e.bob, fmt.Sprintf("%s %q review", e.pgx(t), e.conn()))
+		h := e.start(t, e.bob, fmt.Sprintf("%s %q review", harness.TestClient(t, "pgxclient"), e.conn()))
 		r := e.pending(t, "bob", "unbounded-writes")
 		e.mustDecide(t, e.alice, "approve", r.ID, "ok")
 		out := h.wait(t, 20*time.Second)

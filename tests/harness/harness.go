@@ -89,6 +89,36 @@ func Binaries(t testing.TB) string {
 	return binDir
 }
 
+var (
+	clientsMu sync.Mutex
+	clients   = map[string]string{}
+)
+
+// TestClient builds the test client in tests/e2e/testdata/NAME (a driver
+// program that test shells run through the kernel redirect, like a user's
+// own) once per test process, beside the binaries, and returns its path.
+func TestClient(t testing.TB, name string) string {
+	t.Helper()
+	dir := Binaries(t)
+	clientsMu.Lock()
+	defer clientsMu.Unlock()
+	if bin, ok := clients[name]; ok {
+		return bin
+	}
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	bin := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", bin, "./tests/e2e/testdata/"+name)
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, out)
+	}
+	clients[name] = bin
+	return bin
+}
+
 // CleanupBinaries removes the built binaries; call it from TestMain.
 func CleanupBinaries() {
 	if binDir != "" {
