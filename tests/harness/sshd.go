@@ -46,6 +46,24 @@ type SSHD struct {
 // connection.
 func (e *Env) StartSSHD(clientUID, clientGID int) *SSHD {
 	e.T.Helper()
+	dir := e.sshdDir("warden-sshd-")
+	s := &SSHD{env: e, Dir: dir, ClientKey: filepath.Join(dir, "client_key")}
+	e.sshKeygen(s.ClientKey)
+	if err := os.Chown(s.ClientKey, clientUID, clientGID); err != nil {
+		e.T.Fatal(err)
+	}
+	pub, err := os.ReadFile(s.ClientKey + ".pub")
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	e.serveSSHD(s, pub, "")
+	return s
+}
+
+// sshdDir checks that sshd can run and returns a fresh directory for one
+// server, removed at cleanup.
+func (e *Env) sshdDir(prefix string) string {
+	e.T.Helper()
 	testenv.RequireCommand(e.T, "ssh-keygen")
 	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
 		testenv.Unavailable(e.T, "needs the OpenSSH server (apt-get install openssh-server): %v", err)
@@ -56,32 +74,35 @@ func (e *Env) StartSSHD(clientUID, clientGID int) *SSHD {
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		e.T.Fatalf("create sshd's privilege separation directory: %v", err)
 	}
-
 	// Not t.TempDir(): its parent is private, and the client, an
 	// unprivileged user, must reach its key.
-	dir, err := os.MkdirTemp("", "warden-sshd-")
+	dir, err := os.MkdirTemp("", prefix)
 	if err != nil {
 		e.T.Fatal(err)
 	}
 	os.Chmod(dir, 0o755)
 	e.T.Cleanup(func() { os.RemoveAll(dir) })
-	s := &SSHD{env: e, Dir: dir, ClientKey: filepath.Join(dir, "client_key")}
+	return dir
+}
 
+// sshKeygen makes an ed25519 key pair without a passphrase at path.
+func (e *Env) sshKeygen(path string) {
+	e.T.Helper()
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "warden-e2e", "-f", path).CombinedOutput(); err != nil {
+		e.T.Fatalf("ssh-keygen %s: %v\n%s", path, err, out)
+	}
+}
+
+// serveSSHD makes s.Dir's host key, lets the authorized public key in as
+// SSHDUser, starts sshd with extra config lines added, and waits until it
+// greets clients. It returns the host key's file.
+func (e *Env) serveSSHD(s *SSHD, authorized []byte, extra string) string {
+	e.T.Helper()
+	dir := s.Dir
 	hostKey := filepath.Join(dir, "host_key")
-	for _, key := range []string{hostKey, s.ClientKey} {
-		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "warden-e2e", "-f", key).CombinedOutput(); err != nil {
-			e.T.Fatalf("ssh-keygen %s: %v\n%s", key, err, out)
-		}
-	}
-	if err := os.Chown(s.ClientKey, clientUID, clientGID); err != nil {
-		e.T.Fatal(err)
-	}
-	pub, err := os.ReadFile(s.ClientKey + ".pub")
-	if err != nil {
-		e.T.Fatal(err)
-	}
-	authorized := filepath.Join(dir, "authorized_keys")
-	if err := os.WriteFile(authorized, pub, 0o600); err != nil {
+	e.sshKeygen(hostKey)
+	authorizedFile := filepath.Join(dir, "authorized_keys")
+	if err := os.WriteFile(authorizedFile, authorized, 0o600); err != nil {
 		e.T.Fatal(err)
 	}
 
@@ -108,7 +129,7 @@ AllowUsers %s
 PermitRootLogin prohibit-password
 UseDNS no
 LogLevel VERBOSE
-`, s.Port, hostKey, filepath.Join(dir, "sshd.pid"), authorized, SSHDUser)
+%s`, s.Port, hostKey, filepath.Join(dir, "sshd.pid"), authorizedFile, SSHDUser, extra)
 	if err := os.WriteFile(config, []byte(conf), 0o600); err != nil {
 		e.T.Fatal(err)
 	}
@@ -127,7 +148,7 @@ LogLevel VERBOSE
 		}
 		return s.greets()
 	})
-	return s
+	return hostKey
 }
 
 // greets connects directly, from the test process, and reads the
