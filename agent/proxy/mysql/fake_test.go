@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wardenhq/warden/agent/proxy"
+	"github.com/wardenhq/warden/agent/proxy/proxytest"
 	"github.com/wardenhq/warden/pkg/event"
 	"github.com/wardenhq/warden/pkg/guard"
 	"github.com/wardenhq/warden/pkg/policy"
@@ -70,64 +71,15 @@ func (r *fakeRecorder) ofType(typ event.Type) []*event.Event {
 	return out
 }
 
+// target is the MySQL target every test session is attributed to.
+var target = proxytest.Target{Name: targetName, Protocol: policy.ProtocolMySQL, Address: "10.0.0.7:3306"}
+
 func testPolicy(rules []policy.Rule, masks []policy.Masking) *policy.Policy {
-	p := &policy.Policy{
-		Targets: []policy.Target{{Name: targetName, Protocol: policy.ProtocolMySQL, Address: "10.0.0.7:3306"}},
-		Access:  []policy.Access{{Groups: []string{"engineering"}, Targets: []string{targetName}}},
-	}
-	for _, r := range rules {
-		r.Targets = []string{targetName}
-		p.Rules = append(p.Rules, r)
-	}
-	for _, m := range masks {
-		m.Targets = []string{targetName}
-		p.Masking = append(p.Masking, m)
-	}
-	return p
+	return target.Policy(rules, masks)
 }
 
 func attribution(sub string, p *policy.Policy, tp policy.Target) *proxy.Attribution {
-	tp.Name, tp.Protocol = targetName, policy.ProtocolMySQL
-	return &proxy.Attribution{
-		Target:       event.Target{Name: targetName, Protocol: policy.ProtocolMySQL, Address: "10.0.0.7:3306"},
-		Policy:       p,
-		TargetPolicy: tp,
-		Identity: &event.Identity{Sub: sub, Email: sub + "@corp.example", Groups: []string{"engineering"},
-			Issuer: "https://idp.test", SessionID: "sess-" + sub},
-		Decision:  event.Decision{Action: event.Allow},
-		SessionID: "sess-" + sub,
-	}
-}
-
-// tcpLike is the proxy's end of a net.Pipe, failing as a closed TCP
-// connection does, with a remote address as a dialled one has.
-type tcpLike struct {
-	net.Conn
-	remote string
-}
-
-func (c tcpLike) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	return n, closedErr(err)
-}
-
-func (c tcpLike) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	return n, closedErr(err)
-}
-
-type addr string
-
-func (a addr) Network() string { return "tcp" }
-func (a addr) String() string  { return string(a) }
-
-func (c tcpLike) RemoteAddr() net.Addr { return addr(c.remote) }
-
-func closedErr(err error) error {
-	if errors.Is(err, io.ErrClosedPipe) {
-		return net.ErrClosed
-	}
-	return err
+	return target.Attribution(sub, p, tp)
 }
 
 // peer is either scripted end: packets in and out.
@@ -354,7 +306,7 @@ func serveReviewed(t *testing.T, codec *Codec, att *proxy.Attribution, rec proxy
 	t.Helper()
 	clientEnd, pc := net.Pipe()
 	pu, serverEnd := net.Pipe()
-	proxyClient, proxyUp := tcpLike{pc, "10.1.1.1:50000"}, tcpLike{pu, "10.0.0.7:3306"}
+	proxyClient, proxyUp := proxytest.TCPLike{Conn: pc, Remote: "10.1.1.1:50000"}, proxytest.TCPLike{Conn: pu, Remote: "10.0.0.7:3306"}
 	deadline := time.Now().Add(hang)
 	clientEnd.SetDeadline(deadline)
 	serverEnd.SetDeadline(deadline)

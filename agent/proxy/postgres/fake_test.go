@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wardenhq/warden/agent/proxy"
+	"github.com/wardenhq/warden/agent/proxy/proxytest"
 	"github.com/wardenhq/warden/pkg/event"
 	"github.com/wardenhq/warden/pkg/guard"
 	"github.com/wardenhq/warden/pkg/policy"
@@ -88,37 +89,19 @@ func (r *fakeRecorder) ofType(typ event.Type) []recorded {
 	return out
 }
 
+// target is the PostgreSQL target every test session is attributed to.
+var target = proxytest.Target{Name: targetName, Protocol: policy.ProtocolPostgres, Address: "10.0.0.5:5432"}
+
 // testPolicy is a policy with the one postgres target and the given rules
 // and masking, all for that target.
 func testPolicy(rules []policy.Rule, masks []policy.Masking) *policy.Policy {
-	p := &policy.Policy{
-		Targets: []policy.Target{{Name: targetName, Protocol: policy.ProtocolPostgres, Address: "10.0.0.5:5432"}},
-		Access:  []policy.Access{{Groups: []string{"engineering"}, Targets: []string{targetName}}},
-	}
-	for _, r := range rules {
-		r.Targets = []string{targetName}
-		p.Rules = append(p.Rules, r)
-	}
-	for _, m := range masks {
-		m.Targets = []string{targetName}
-		p.Masking = append(p.Masking, m)
-	}
-	return p
+	return target.Policy(rules, masks)
 }
 
 // attribution is an allowed connection of sub (in group engineering) to
 // the target, under p; tp is the target's entry (credentials, TLS).
 func attribution(sub string, p *policy.Policy, tp policy.Target) *proxy.Attribution {
-	tp.Name, tp.Protocol = targetName, policy.ProtocolPostgres
-	return &proxy.Attribution{
-		Target:       event.Target{Name: targetName, Protocol: policy.ProtocolPostgres, Address: "10.0.0.5:5432"},
-		Policy:       p,
-		TargetPolicy: tp,
-		Identity: &event.Identity{Sub: sub, Email: sub + "@corp.example", Groups: []string{"engineering"},
-			Issuer: "https://idp.test", SessionID: "sess-" + sub},
-		Decision:  event.Decision{Action: event.Allow},
-		SessionID: "sess-" + sub,
-	}
+	return target.Attribution(sub, p, tp)
 }
 
 // fakeServer is the scripted PostgreSQL server side of a session.
@@ -230,28 +213,6 @@ func (s *fakeServer) drain() error {
 	}
 }
 
-// tcpLike is the proxy's end of a net.Pipe, failing as a TCP connection
-// does once closed on this side (net.ErrClosed, where a pipe says
-// io.ErrClosedPipe), which the codec takes for the end of a session.
-type tcpLike struct{ net.Conn }
-
-func (c tcpLike) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	return n, closedErr(err)
-}
-
-func (c tcpLike) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	return n, closedErr(err)
-}
-
-func closedErr(err error) error {
-	if errors.Is(err, io.ErrClosedPipe) {
-		return net.ErrClosed
-	}
-	return err
-}
-
 // session is one connection through the codec.
 type session struct {
 	t      *testing.T
@@ -281,7 +242,7 @@ func serveReviewed(t *testing.T, codec *Codec, att *proxy.Attribution, rec proxy
 	t.Helper()
 	clientEnd, pc := net.Pipe()
 	pu, serverEnd := net.Pipe()
-	proxyClient, proxyUp := tcpLike{pc}, tcpLike{pu}
+	proxyClient, proxyUp := proxytest.TCPLike{Conn: pc}, proxytest.TCPLike{Conn: pu}
 	deadline := time.Now().Add(hang)
 	clientEnd.SetDeadline(deadline)
 	serverEnd.SetDeadline(deadline)
