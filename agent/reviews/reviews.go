@@ -323,10 +323,15 @@ func (c *Client) unwait(id string, ch chan *review.Review) {
 // requested records review.requested.
 func (c *Client) requested(audit *proxy.Audit, r *review.Review, spec policy.ReviewSpec, hold time.Duration) error {
 	reason := fmt.Sprintf("warden: review %s required by rule %q", r.ID, r.Rule)
-	data := event.ReviewRequest{ID: r.ID, Kind: string(r.Kind), Rule: r.Rule, Statement: r.Statement, Fingerprint: r.Fingerprint,
-		Reason: r.Reason, Approvers: r.Approvers, Require: string(r.Require), Grant: spec.Grant(), Hold: hold, ExpiresAt: r.ExpiresAt}
-	_, err := audit.Request(event.ReviewRequested, event.Decision{Action: event.Review, Rule: r.Rule, Reason: reason}, data)
+	_, err := audit.Request(event.ReviewRequested, event.Decision{Action: event.Review, Rule: r.Rule, Reason: reason}, requestData(r, spec, hold))
 	return err
+}
+
+// requestData is review.requested's data for r, opened under spec, with
+// the client held for hold.
+func requestData(r *review.Review, spec policy.ReviewSpec, hold time.Duration) event.ReviewRequest {
+	return event.ReviewRequest{ID: r.ID, Kind: string(r.Kind), Rule: r.Rule, Statement: r.Statement, Fingerprint: r.Fingerprint,
+		Reason: r.Reason, Approvers: r.Approvers, Require: string(r.Require), Grant: spec.Grant(), Hold: hold, ExpiresAt: r.ExpiresAt}
 }
 
 // update handles a review change the collector published.
@@ -520,8 +525,7 @@ func (c *Client) RequestAccess(ctx context.Context, req AccessRequest) (*review.
 	e := &event.Event{
 		Type: event.ReviewRequested, Identity: req.Identity, Target: &event.Target{Name: req.Target},
 		Decision: &event.Decision{Action: event.Review, Rule: review.AccessRule, Reason: fmt.Sprintf("warden: access review %s opened for %s", r.ID, req.Target)},
-		Data: event.ReviewRequest{ID: r.ID, Kind: string(r.Kind), Rule: r.Rule, Reason: r.Reason, Approvers: r.Approvers,
-			Require: string(r.Require), Grant: spec.Grant(), ExpiresAt: r.ExpiresAt}.Data(),
+		Data:     requestData(r, spec, 0).Data(),
 	}
 	if err := c.cfg.Recorder.Emit(e); err != nil {
 		return nil, fmt.Errorf("the audit log cannot record the request: %w", err)
