@@ -2,7 +2,8 @@
 //
 // NOT FOR PRODUCTION. It has no passwords, no sessions and no consent: anyone
 // who can reach it can mint a signed ID token for any configured user, either
-// by approving a device code on the /device page or by calling POST /dev/token.
+// by approving a device code on the /device page, by choosing a user on the
+// /authorize page or by calling POST /dev/token.
 // It exists so that `make demo` and the end-to-end tests can run against a real
 // OIDC issuer (discovery, JWKS, signed RS256 tokens and the RFC 8628 device
 // authorization grant) without an external IdP.
@@ -12,7 +13,10 @@
 //	GET  /.well-known/openid-configuration  discovery document
 //	GET  /jwks                              the public signing key, with a kid
 //	POST /device/code                       device authorization endpoint (RFC 8628 §3.1)
-//	POST /token                             token endpoint, device_code grant only (RFC 8628 §3.4)
+//	GET  /authorize                         sign-in page of the authorization code flow (PKCE S256 required)
+//	POST /authorize                         the chosen user: 303 to redirect_uri with code and state
+//	POST /token                             token endpoint: device_code (RFC 8628 §3.4) and
+//	                                        authorization_code with code_verifier (RFC 7636) grants
 //	GET  /device                            verification page: pick a dev user and approve
 //	POST /device                            approve (user_code, sub) or deny (user_code, action=deny)
 //	POST /dev/token                         dev only: sub (+ optional ttl) -> signed ID token
@@ -89,6 +93,10 @@ type Options struct {
 	// Now is the clock. Default time.Now. Tests set it to expire device codes
 	// without sleeping.
 	Now func() time.Time
+	// RedirectURIs, when set, are the only redirect URIs the authorization
+	// code flow accepts. Default: any absolute http(s) URL (a dev IdP has
+	// no client registration).
+	RedirectURIs []string
 	// Logger receives structured logs. Default: no logging.
 	Logger *zerolog.Logger
 }
@@ -112,6 +120,9 @@ type IdP struct {
 	mu      sync.Mutex
 	devices map[string]*deviceGrant // by device_code
 	byUser  map[string]*deviceGrant // by normalised user_code
+	codes   map[string]*authCode    // authorization codes, by code
+
+	redirects []string
 }
 
 // New builds a dev IdP. It does not listen; serve [IdP.Handler] or call
@@ -140,7 +151,14 @@ func New(opts Options) (*IdP, error) {
 		log:      zerolog.Nop(),
 		devices:  make(map[string]*deviceGrant),
 		byUser:   make(map[string]*deviceGrant),
+		codes:    make(map[string]*authCode),
 	}
+	for _, r := range opts.RedirectURIs {
+		if err := p.checkRedirect(r); err != nil {
+			return nil, fmt.Errorf("devidp: Options.RedirectURIs: %w", err)
+		}
+	}
+	p.redirects = opts.RedirectURIs
 	if opts.Logger != nil {
 		p.log = *opts.Logger
 	}

@@ -34,6 +34,7 @@ func (p *IdP) Handler() http.Handler {
 	mux.HandleFunc("POST "+b+"/device", p.handleDeviceApprove)
 	mux.HandleFunc("POST "+b+"/dev/token", p.handleDevToken)
 	mux.HandleFunc("GET "+b+"/authorize", p.handleAuthorize)
+	mux.HandleFunc("POST "+b+"/authorize", p.handleAuthorizeChoice)
 	mux.HandleFunc("GET "+b+"/{$}", p.handleIndex)
 	return mux
 }
@@ -45,8 +46,9 @@ func (p *IdP) handleDiscovery(w http.ResponseWriter, _ *http.Request) {
 		"authorization_endpoint":                p.issuer + "/authorize",
 		"token_endpoint":                        p.issuer + "/token",
 		"device_authorization_endpoint":         p.issuer + "/device/code",
-		"grant_types_supported":                 []string{deviceCodeGrant},
-		"response_types_supported":              []string{"id_token"},
+		"grant_types_supported":                 []string{deviceCodeGrant, authorizationCodeGrant},
+		"response_types_supported":              []string{"code"},
+		"code_challenge_methods_supported":      []string{"S256"},
 		"subject_types_supported":               []string{"public"},
 		"id_token_signing_alg_values_supported": []string{string(p.alg)},
 		"scopes_supported":                      []string{"openid", "profile", "email", "groups"},
@@ -93,13 +95,18 @@ func (p *IdP) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
-	if gt := f.Get("grant_type"); gt != deviceCodeGrant {
+	gt := f.Get("grant_type")
+	if gt != deviceCodeGrant && gt != authorizationCodeGrant {
 		oauthError(w, http.StatusBadRequest, "unsupported_grant_type",
-			fmt.Sprintf("grant_type %q is not supported; this dev IdP only supports %q", gt, deviceCodeGrant))
+			fmt.Sprintf("grant_type %q is not supported; this dev IdP supports %q and %q", gt, deviceCodeGrant, authorizationCodeGrant))
 		return
 	}
 	if cid := f.Get("client_id"); cid != p.clientID {
 		oauthError(w, http.StatusUnauthorized, "invalid_client", fmt.Sprintf("unknown client_id %q; this IdP only knows %q", cid, p.clientID))
+		return
+	}
+	if gt == authorizationCodeGrant {
+		p.redeemCode(w, f)
 		return
 	}
 	dc := f.Get("device_code")
@@ -228,12 +235,6 @@ func parseTTL(s string) (time.Duration, error) {
 	return d, nil
 }
 
-func (p *IdP) handleAuthorize(w http.ResponseWriter, _ *http.Request) {
-	p.renderPage(w, http.StatusBadRequest, pageData{
-		Error: "This dev IdP does not implement the authorization code flow. Use the device flow (warden login) or POST /dev/token.",
-	})
-}
-
 func (p *IdP) handleIndex(w http.ResponseWriter, _ *http.Request) {
 	p.renderPage(w, http.StatusOK, pageData{Index: true})
 }
@@ -306,6 +307,9 @@ type pageData struct {
 	UserCode string
 	Done     string
 	Error    string
+	// Authorize is a checked authorization request: show the sign-in
+	// buttons.
+	Authorize *authRequest
 	// Filled in by renderPage.
 	Warning string
 	Issuer  string
@@ -340,6 +344,22 @@ button{margin:.2em 0}
 {{if .Done}}<p class="ok">{{.Done}}</p>{{end}}
 {{if .Index}}<p>Endpoints: <a href="{{.Issuer}}/.well-known/openid-configuration">discovery</a>,
 <a href="{{.Issuer}}/jwks">JWKS</a>, <a href="{{.Issuer}}/device">device verification</a>.</p>{{end}}
+{{with .Authorize}}
+<form method="post" action="{{$.Issuer}}/authorize">
+<input type="hidden" name="client_id" value="{{.ClientID}}">
+<input type="hidden" name="redirect_uri" value="{{.RedirectURI}}">
+<input type="hidden" name="scope" value="{{.Scope}}">
+<input type="hidden" name="state" value="{{.State}}">
+<input type="hidden" name="nonce" value="{{.Nonce}}">
+<input type="hidden" name="code_challenge" value="{{.Challenge}}">
+<input type="hidden" name="code_challenge_method" value="{{.ChallengeMeth}}">
+<p>Sign in to <code>{{.RedirectURI}}</code> as:</p>
+{{range $.Users}}<div><button type="submit" name="sub" value="{{.Sub}}" data-testid="signin-{{.Sub}}">Sign in as {{.Sub}}</button>
+{{.Name}} &lt;{{.Email}}&gt; groups: {{range $i, $g := .Groups}}{{if $i}}, {{end}}{{$g}}{{else}}(none){{end}}</div>
+{{end}}
+<p><button type="submit" name="action" value="deny">Cancel</button></p>
+</form>
+{{end}}
 {{if .Form}}
 <form method="post" action="{{.Issuer}}/device">
 <p><label>Code shown by <code>warden login</code>:
