@@ -78,6 +78,10 @@ type Config struct {
 	// Verifier verifies the bearer ID token every /v1 call carries. Nil
 	// refuses every call (503): the API never serves unauthenticated.
 	Verifier Verifier
+	// Sessions, when set, authenticates calls without a bearer token by
+	// the web console's session cookie (GETs, and POSTs with its CSRF
+	// token); nil accepts bearer tokens only.
+	Sessions SessionAuth
 	// Readers are the groups whose members may read events, lineage,
 	// sessions, locks and every review.
 	Readers []string
@@ -148,10 +152,11 @@ func (e *paramError) Error() string { return fmt.Sprintf("query parameter %q: %s
 
 var typeRE = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$`)
 
-// parseFilter reads the event filter parameters; allowed lists the ones the
-// endpoint accepts, and anything else is refused so that a typo (users=)
-// does not silently widen an audit query.
-func parseFilter(v url.Values, now time.Time, allowed ...string) (store.Filter, error) {
+// ParseFilter reads the event filter parameters (type, user, host, target,
+// since, until, limit, after_id, order); allowed lists the ones the caller
+// accepts, and anything else is refused so that a typo (users=) does not
+// silently widen an audit query. The console reads its filters with it too.
+func ParseFilter(v url.Values, now time.Time, allowed ...string) (store.Filter, error) {
 	ok := map[string]bool{}
 	for _, a := range allowed {
 		ok[a] = true
@@ -188,6 +193,9 @@ func parseFilter(v url.Values, now time.Time, allowed ...string) (store.Filter, 
 		return f, err
 	}
 	if f.Target, err = one("target"); err != nil {
+		return f, err
+	}
+	if f.HostID, err = one("host"); err != nil {
 		return f, err
 	}
 	for _, tp := range []struct {
@@ -243,7 +251,7 @@ func parseFilter(v url.Values, now time.Time, allowed ...string) (store.Filter, 
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
-	f, err := parseFilter(r.URL.Query(), time.Now(), "type", "user", "target", "since", "until", "limit", "after_id", "order")
+	f, err := ParseFilter(r.URL.Query(), time.Now(), "type", "user", "host", "target", "since", "until", "limit", "after_id", "order")
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -290,9 +298,8 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) lineage(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	id := r.PathValue("id")
-	row, err := s.findForLineage(ctx, id)
+	out, err := s.Lineage(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no event or exec id %q", id))
 		return
@@ -301,16 +308,26 @@ func (s *Server) lineage(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, err)
 		return
 	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// Lineage is the lineage of an event id, else of an exec id: the event,
+// its process chain oldest first, the person and their login. It returns
+// an error wrapping store.ErrNotFound when neither id is known. Callers
+// check the reader role first (GET /v1/lineage, the console).
+func (s *Server) Lineage(ctx context.Context, id string) (*cc.Lineage, error) {
+	row, err := s.findForLineage(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	e, err := row.Event()
 	if err != nil {
-		s.internal(w, err)
-		return
+		return nil, err
 	}
-	out := cc.Lineage{Event: row.Raw, Integrity: row.Integrity, Identity: e.Identity, Host: e.Host, Chain: []cc.Step{}}
+	out := &cc.Lineage{Event: row.Raw, Integrity: row.Integrity, Identity: e.Identity, Host: e.Host, Chain: []cc.Step{}}
 	if e.Process != nil {
 		if out.Chain, err = s.chain(ctx, e.Process); err != nil {
-			s.internal(w, err)
-			return
+			return nil, err
 		}
 	}
 	if out.Identity == nil && e.Process != nil {
@@ -323,14 +340,13 @@ func (s *Server) lineage(w http.ResponseWriter, r *http.Request) {
 	if out.Identity != nil && out.Identity.SessionID != "" {
 		rows, err := s.cfg.Store.Query(ctx, store.Filter{SessionID: out.Identity.SessionID, Types: []string{string(event.SessionLogin)}, Limit: 1})
 		if err != nil {
-			s.internal(w, err)
-			return
+			return nil, err
 		}
 		if len(rows) > 0 {
 			out.Login = &cc.Login{EventID: rows[0].ID, Time: rows[0].Time, SessionID: rows[0].SessionID, HostID: rows[0].HostID}
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 // findForLineage resolves an event id, else an exec id (preferring that
@@ -433,28 +449,37 @@ func (s *Server) execEvent(ctx context.Context, execID string) (*event.Event, er
 var sessionTypes = []string{string(event.SessionLogin), string(event.SessionLogout), string(event.SessionExpired), string(event.SessionKilled)}
 
 func (s *Server) sessions(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	f, err := parseFilter(r.URL.Query(), time.Now(), "since", "user", "limit")
+	f, err := ParseFilter(r.URL.Query(), time.Now(), "since", "user", "host", "limit")
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	out, err := s.Sessions(r.Context(), f)
+	if err != nil {
+		s.internal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// Sessions lists at most f.Limit sessions, newest first, with a session
+// event matching f (since, user, host): login, end and targets of each.
+// Callers check the reader role first.
+func (s *Server) Sessions(ctx context.Context, f store.Filter) (*cc.SessionList, error) {
 	limit := f.Limit
 	// Session events are few next to everything else; reading them all in
 	// the window and grouping here keeps the SQL simple.
 	f.Types, f.Limit, f.Desc = sessionTypes, 0, true
 	rows, err := s.cfg.Store.Query(ctx, f)
 	if err != nil {
-		s.internal(w, err)
-		return
+		return nil, err
 	}
 	byID := map[string]*cc.Session{}
 	var order []string
 	for _, row := range rows {
 		e, err := row.Event()
 		if err != nil {
-			s.internal(w, err)
-			return
+			return nil, err
 		}
 		key := row.SessionID
 		if key == "" {
@@ -471,26 +496,23 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request) {
 		}
 		applySessionEvent(ss, row, e)
 	}
-	out := cc.SessionList{Sessions: make([]cc.Session, 0, len(order))}
+	out := &cc.SessionList{Sessions: make([]cc.Session, 0, len(order))}
 	for _, key := range order {
 		ss := byID[key]
 		if ss.SessionID != "" {
 			if ss.Login == nil {
 				// Logged in before the window: fetch the login itself.
 				if err := s.fill(ctx, ss, []string{string(event.SessionLogin)}); err != nil {
-					s.internal(w, err)
-					return
+					return nil, err
 				}
 			}
 			if ss.End == nil {
 				if err := s.fill(ctx, ss, sessionTypes[1:]); err != nil {
-					s.internal(w, err)
-					return
+					return nil, err
 				}
 			}
 			if ss.Targets, err = s.cfg.Store.DistinctTargets(ctx, ss.SessionID); err != nil {
-				s.internal(w, err)
-				return
+				return nil, err
 			}
 			if ss.Targets == nil {
 				ss.Targets = []string{}
@@ -501,7 +523,7 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request) {
 	sort.SliceStable(out.Sessions, func(i, j int) bool {
 		return sessionStart(&out.Sessions[i]).After(sessionStart(&out.Sessions[j]))
 	})
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 func (s *Server) fill(ctx context.Context, ss *cc.Session, types []string) error {
@@ -549,16 +571,18 @@ func sessionStart(s *cc.Session) time.Time {
 	return time.Time{}
 }
 
+// errTokenExpired ends a follow stream at its token's (or session's)
+// expiry.
+var errTokenExpired = errors.New("the caller's ID token expired")
+
 // follow streams matching events as JSON lines while they are stored.
 func (s *Server) follow(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	v := r.URL.Query()
-	f, err := parseFilter(v, time.Now(), "type", "user", "target", "since")
+	f, err := ParseFilter(r.URL.Query(), time.Now(), "type", "user", "host", "target", "since")
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	f.Limit, f.ByRow = followPage, true
 	if f.Since.IsZero() {
 		// Only new events; with since, stored ones from then on come first.
 		if f.AfterRow, err = s.cfg.Store.LastRowID(ctx); err != nil {
@@ -572,60 +596,80 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	_ = rc.Flush()
-	tick := time.NewTicker(keepAlive)
-	defer tick.Stop()
 	// A stream lasts no longer than the token that opened it: past its
 	// expiry the caller is no longer a verified reader.
-	var expired <-chan time.Time
-	if c := claimsOf(ctx); c != nil && !c.Expiry.IsZero() {
-		t := time.NewTimer(time.Until(c.Expiry))
-		defer t.Stop()
-		expired = t.C
+	c := claimsOf(ctx)
+	if c != nil && !c.Expiry.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadlineCause(ctx, c.Expiry, errTokenExpired)
+		defer cancel()
 	}
+	err = s.Follow(ctx, f, func(rows []store.Row) error {
+		for _, row := range rows {
+			if _, err := w.Write(append(row.Raw, '\n')); err != nil {
+				return err
+			}
+		}
+		return rc.Flush()
+	}, func() error {
+		if _, err := w.Write([]byte("\n")); err != nil {
+			return err
+		}
+		return rc.Flush()
+	})
+	switch {
+	case errors.Is(context.Cause(ctx), errTokenExpired):
+		b, _ := json.Marshal(cc.ErrorBody{Error: fmt.Sprintf("your ID token expired at %s: the stream ends; run warden login and follow again",
+			c.Expiry.UTC().Format(time.RFC3339))})
+		_, _ = w.Write(append(b, '\n'))
+		_ = rc.Flush()
+	case err != nil && ctx.Err() == nil && !errors.Is(err, errClient):
+		s.log.Error().Err(err).Msg("follow query")
+		b, _ := json.Marshal(cc.ErrorBody{Error: "internal error reading events; reconnect"})
+		_, _ = w.Write(append(b, '\n'))
+	}
+}
+
+// errClient marks a failed write to the client, which ends a stream
+// without an error message.
+var errClient = errors.New("client write failed")
+
+// Follow calls emit with each batch of events that match f and were
+// stored after row f.AfterRow, oldest first, as they are stored (woken by
+// the Notifier), and idle every keepAlive without any. It returns when
+// ctx ends (nil), when emit or idle fails (an error wrapping errClient),
+// or when the store fails. Callers check the reader role first.
+func (s *Server) Follow(ctx context.Context, f store.Filter, emit func([]store.Row) error, idle func() error) error {
+	f.Limit, f.ByRow, f.AfterID, f.Desc = followPage, true, "", false
+	tick := time.NewTicker(keepAlive)
+	defer tick.Stop()
 	for {
 		// Take the wake-up channel before querying, so an insert that lands
 		// between the query and the wait is not missed.
 		wake := s.cfg.Notifier.Wait()
 		rows, err := s.cfg.Store.Query(ctx, f)
 		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Error().Err(err).Msg("follow query")
-				b, _ := json.Marshal(cc.ErrorBody{Error: "internal error reading events; reconnect"})
-				_, _ = w.Write(append(b, '\n'))
+			if ctx.Err() != nil {
+				return nil
 			}
-			return
-		}
-		for _, row := range rows {
-			if _, err := w.Write(append(row.Raw, '\n')); err != nil {
-				return
-			}
-			f.AfterRow = row.RowID
+			return fmt.Errorf("follow: %w", err)
 		}
 		if len(rows) > 0 {
-			if err := rc.Flush(); err != nil {
-				return
+			if err := emit(rows); err != nil {
+				return fmt.Errorf("%w: %w", errClient, err)
 			}
+			f.AfterRow = rows[len(rows)-1].RowID
 		}
 		if len(rows) == followPage {
 			continue
 		}
 		select {
 		case <-ctx.Done():
-			return
-		case <-expired:
-			c := claimsOf(ctx)
-			b, _ := json.Marshal(cc.ErrorBody{Error: fmt.Sprintf("your ID token expired at %s: the stream ends; run warden login and follow again",
-				c.Expiry.UTC().Format(time.RFC3339))})
-			_, _ = w.Write(append(b, '\n'))
-			_ = rc.Flush()
-			return
+			return nil
 		case <-wake:
 		case <-tick.C:
-			if _, err := w.Write([]byte("\n")); err != nil {
-				return
-			}
-			if err := rc.Flush(); err != nil {
-				return
+			if err := idle(); err != nil {
+				return fmt.Errorf("%w: %w", errClient, err)
 			}
 		}
 	}
@@ -669,7 +713,7 @@ func (s *Server) healthReader(r *http.Request) bool {
 		return false
 	}
 	c, err := s.cfg.Verifier.Verify(r.Context(), tok)
-	return err == nil && s.isReader(c)
+	return err == nil && s.IsReader(c)
 }
 
 func (s *Server) internal(w http.ResponseWriter, err error) {

@@ -16,6 +16,22 @@ type Verifier interface {
 	Verify(ctx context.Context, rawIDToken string) (*idtoken.Claims, error)
 }
 
+// SessionAuth authenticates a request that carries no bearer token by the
+// web console's session cookie (collector/console implements it), so that
+// the console's pages may call the API as the person signed in.
+type SessionAuth interface {
+	// Authenticate returns the claims of the request's session. It returns
+	// an error wrapping ErrNoSession when the request has no valid session
+	// (no cookie, or a forged, unknown or expired one), and another error,
+	// answered 403, when the session is valid but the request is refused:
+	// a state-changing request without the session's CSRF token, or from
+	// another site.
+	Authenticate(r *http.Request) (*idtoken.Claims, error)
+}
+
+// ErrNoSession is a request without a valid console session.
+var ErrNoSession = errors.New("no valid console session")
+
 // access says who may call an endpoint. Every /v1 endpoint needs a
 // verified person; only /healthz is open, for load balancers.
 type access int
@@ -55,6 +71,17 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) (*idtoken.Clai
 		return nil, false
 	}
 	tok, ok := bearer(r)
+	if !ok && s.cfg.Sessions != nil {
+		claims, err := s.cfg.Sessions.Authenticate(r)
+		if err == nil {
+			return claims, true
+		}
+		if !errors.Is(err, ErrNoSession) {
+			s.log.Warn().Str("remote", r.RemoteAddr).Str("uri", r.URL.Path).Str("reason", err.Error()).Msg("console session request refused")
+			writeError(w, http.StatusForbidden, err.Error())
+			return nil, false
+		}
+	}
 	if !ok {
 		w.Header().Set("WWW-Authenticate", realm)
 		writeError(w, http.StatusUnauthorized, "no ID token: every call needs an OIDC ID token from "+s.issuer()+" (Authorization: Bearer)")
@@ -96,8 +123,9 @@ func (s *Server) issuer() string {
 	return "the collector's issuer"
 }
 
-// isReader reports whether c names a member of a readers group.
-func (s *Server) isReader(c *idtoken.Claims) bool {
+// IsReader reports whether c names a member of a readers group (--readers):
+// the role that may read events, lineage, sessions and every review.
+func (s *Server) IsReader(c *idtoken.Claims) bool {
 	return slices.ContainsFunc(c.Groups, func(g string) bool { return slices.Contains(s.cfg.Readers, g) })
 }
 
@@ -112,9 +140,9 @@ func (s *Server) guard(rt route) http.Handler {
 			if !ok {
 				return
 			}
-			if !s.isReader(claims) {
+			if !s.IsReader(claims) {
 				s.log.Warn().Str("sub", claims.Subject).Strs("groups", claims.Groups).Str("uri", r.URL.Path).Msg("read refused: not a reader")
-				writeError(w, http.StatusForbidden, s.notReader(claims))
+				writeError(w, http.StatusForbidden, s.NotReader(claims))
 				return
 			}
 			rt.handler(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, claims)))
@@ -123,8 +151,8 @@ func (s *Server) guard(rt route) http.Handler {
 	panic(fmt.Sprintf("api: route %s has no access rule", rt.pattern))
 }
 
-// notReader is the 403 message for a verified person outside Readers.
-func (s *Server) notReader(c *idtoken.Claims) string {
+// NotReader is the 403 message for a verified person outside Readers.
+func (s *Server) NotReader(c *idtoken.Claims) string {
 	if len(s.cfg.Readers) == 0 {
 		return fmt.Sprintf("%s may not read events: this collector has no --readers groups, so nobody may", c.Subject)
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -31,27 +32,17 @@ const (
 // event (the session runs, or its agent was killed) is served only with
 // ?partial=true, marked unverified.
 func (s *Server) recording(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.Recordings == nil {
-		writeError(w, http.StatusServiceUnavailable, "recordings are not available: the collector has no object store")
-		return
-	}
 	id := r.PathValue("id")
 	partial, _ := strconv.ParseBool(r.URL.Query().Get("partial"))
-	end, sum, err := s.recordingEnd(r, id)
-	if err != nil {
-		s.internal(w, err)
-		return
-	}
-	if end == "" && !partial {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no ssh.session end event records %q (a session still running, or its agent was killed: add ?partial=true for what was stored, unverified)", id))
-		return
-	}
-	data, _, err := recording.Read(r.Context(), s.cfg.Recordings, id, sum)
+	rec, err := s.Recording(r.Context(), id, partial)
 	switch {
-	case errors.Is(err, recording.ErrNotFound):
-		writeError(w, http.StatusNotFound, fmt.Sprintf("recording %q is not in the object store", id))
+	case errors.Is(err, ErrNoRecordings):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
-	case err != nil && end != "":
+	case errors.Is(err, recording.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	case errors.Is(err, ErrRecordingMismatch):
 		s.log.Warn().Err(err).Str("recording", id).Msg("recording does not match its event")
 		writeError(w, http.StatusConflict, err.Error())
 		return
@@ -60,24 +51,72 @@ func (s *Server) recording(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-asciicast")
-	if end != "" {
-		w.Header().Set(HeaderRecordingSHA256, sum)
-		w.Header().Set(HeaderRecordingEvent, end)
+	if rec.EndEventID != "" {
+		w.Header().Set(HeaderRecordingSHA256, rec.SHA256)
+		w.Header().Set(HeaderRecordingEvent, rec.EndEventID)
 	} else {
 		w.Header().Set(HeaderRecordingVerified, "false")
 	}
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(data)
+	_, _ = w.Write(rec.Data)
+}
+
+// Errors of Recording.
+var (
+	// ErrNoRecordings: the collector has no object store.
+	ErrNoRecordings = errors.New("recordings are not available: the collector has no object store")
+	// ErrRecordingMismatch: the recording's bytes do not hash to the
+	// sha256 its ssh.session end event gives (or its manifest's); it is
+	// never served.
+	ErrRecordingMismatch = errors.New("recording does not match its event")
+)
+
+// Recording is an SSH session's recording as Recording read it.
+type Recording struct {
+	// Data is the asciicast v2 recording.
+	Data []byte
+	// EndEventID is the ssh.session end event the recording was checked
+	// against, and SHA256 the hash it gives; "" for a partial recording,
+	// served unverified.
+	EndEventID, SHA256 string
+}
+
+// Recording reads the recording of SSH session id and checks it against
+// the sha256 of the session's ssh.session end event. Without an end event
+// it fails (wrapping recording.ErrNotFound) unless partial, when what was
+// stored is returned unverified. A recording that does not match fails
+// with ErrRecordingMismatch. Callers check the reader role first.
+func (s *Server) Recording(ctx context.Context, id string, partial bool) (*Recording, error) {
+	if s.cfg.Recordings == nil {
+		return nil, ErrNoRecordings
+	}
+	end, sum, err := s.recordingEnd(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if end == "" && !partial {
+		return nil, fmt.Errorf("no ssh.session end event records %q (a session still running, or its agent was killed: add ?partial=true for what was stored, unverified): %w", id, recording.ErrNotFound)
+	}
+	data, _, err := recording.Read(ctx, s.cfg.Recordings, id, sum)
+	switch {
+	case errors.Is(err, recording.ErrNotFound):
+		return nil, fmt.Errorf("recording %q is not in the object store: %w", id, recording.ErrNotFound)
+	case err != nil && end != "":
+		return nil, fmt.Errorf("%w: %w", ErrRecordingMismatch, err)
+	case err != nil:
+		return nil, err
+	}
+	return &Recording{Data: data, EndEventID: end, SHA256: sum}, nil
 }
 
 // recordingEnd finds the ssh.session end event of session id and returns
 // its event id and the recording's sha256 ("" when there is none).
-func (s *Server) recordingEnd(r *http.Request, id string) (string, string, error) {
+func (s *Server) recordingEnd(ctx context.Context, id string) (string, string, error) {
 	// Newest first, a page at a time: the end of a session being
 	// replayed is usually recent, and memory stays bounded.
 	f := store.Filter{Types: []string{string(event.SSHSession)}, Desc: true, Limit: recordingPage}
 	for {
-		rows, err := s.cfg.Store.Query(r.Context(), f)
+		rows, err := s.cfg.Store.Query(ctx, f)
 		if err != nil {
 			return "", "", fmt.Errorf("find the end of ssh session %s: %w", id, err)
 		}

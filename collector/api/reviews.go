@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +38,11 @@ func (s *Server) reviewRoutes() []route {
 	}
 }
 
+// ReviewPerson is the review.Person a verified caller decides as.
+func ReviewPerson(c *idtoken.Claims) review.Person {
+	return review.Person{Sub: c.Subject, Email: c.Email, Groups: c.Groups}
+}
+
 // reviewer identifies the caller and checks that reviews are served. On
 // failure it has written the answer.
 func (s *Server) reviewer(w http.ResponseWriter, r *http.Request) (*idtoken.Claims, review.Person, bool) {
@@ -48,18 +54,18 @@ func (s *Server) reviewer(w http.ResponseWriter, r *http.Request) (*idtoken.Clai
 		writeError(w, http.StatusServiceUnavailable, "this collector serves no reviews")
 		return nil, review.Person{}, false
 	}
-	return claims, review.Person{Sub: claims.Subject, Email: claims.Email, Groups: claims.Groups}, true
+	return claims, ReviewPerson(claims), true
 }
 
 // maySee reports whether someone may see rv: readers see every review,
 // others those they requested or may decide.
 func (s *Server) maySee(c *idtoken.Claims, p review.Person, rv *review.Review) bool {
-	return s.isReader(c) || rv.Requester.Sub == p.Sub || len(rv.Decider(p)) > 0
+	return s.IsReader(c) || rv.Requester.Sub == p.Sub || len(rv.Decider(p)) > 0
 }
 
 // listReviews serves GET /v1/reviews?state=&kind=&limit=, newest first.
 func (s *Server) listReviews(w http.ResponseWriter, r *http.Request) {
-	claims, p, ok := s.reviewer(w, r)
+	claims, _, ok := s.reviewer(w, r)
 	if !ok {
 		return
 	}
@@ -68,18 +74,74 @@ func (s *Server) listReviews(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if !s.isReader(claims) {
-		q.Keep = func(rv *review.Review) bool { return s.maySee(claims, p, rv) }
-	}
-	rs, err := s.cfg.Reviews.List(r.Context(), q)
+	rs, err := s.ListReviews(r.Context(), claims, q)
 	if err != nil {
 		s.internal(w, err)
 		return
 	}
-	if rs == nil {
+	writeJSON(w, http.StatusOK, cc.ReviewList{Reviews: rs})
+}
+
+// ErrNoReviews: this collector serves no reviews.
+var ErrNoReviews = errors.New("this collector serves no reviews")
+
+// ListReviews returns the reviews q selects that c may see: readers see
+// every review, others those they requested or may decide. Never nil.
+func (s *Server) ListReviews(ctx context.Context, c *idtoken.Claims, q reviews.Query) ([]review.Review, error) {
+	if s.cfg.Reviews == nil {
+		return nil, ErrNoReviews
+	}
+	if !s.IsReader(c) {
+		p := ReviewPerson(c)
+		q.Keep = func(rv *review.Review) bool { return s.maySee(c, p, rv) }
+	}
+	rs, err := s.cfg.Reviews.List(ctx, q)
+	if rs == nil && err == nil {
 		rs = []review.Review{}
 	}
-	writeJSON(w, http.StatusOK, cc.ReviewList{Reviews: rs})
+	return rs, err
+}
+
+// MayDecide reports whether c may approve or deny rv now: it is pending
+// and c is in one of its approver groups (and not its requester, as
+// review.Review.Decider says).
+func MayDecide(c *idtoken.Claims, rv *review.Review) bool {
+	return rv.State == review.Pending && len(rv.Decider(ReviewPerson(c))) > 0
+}
+
+// DecideReview approves or denies review id as c, with reason. The
+// review service checks that c may decide it (reviews.ErrNotDecider
+// otherwise); ReviewStatus maps its errors to HTTP statuses.
+func (s *Server) DecideReview(ctx context.Context, c *idtoken.Claims, id string, approve bool, reason string) (*review.Review, error) {
+	if s.cfg.Reviews == nil {
+		return nil, ErrNoReviews
+	}
+	if !review.ValidID(id) {
+		return nil, fmt.Errorf("%w: %q is not a review id (R- followed by a ULID)", reviews.ErrInvalid, id)
+	}
+	p := ReviewPerson(c)
+	rv, err := s.cfg.Reviews.Decide(ctx, id, p, approve, reason)
+	if errors.Is(err, reviews.ErrNotDecider) {
+		s.log.Warn().Str("sub", p.Sub).Strs("groups", p.Groups).Str("review", id).Msg("review decision refused")
+	}
+	return rv, err
+}
+
+// ReviewStatus is the HTTP status of a review service error.
+func ReviewStatus(err error) int {
+	switch {
+	case errors.Is(err, ErrNoReviews):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, reviews.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, reviews.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, reviews.ErrNotDecider):
+		return http.StatusForbidden
+	case errors.Is(err, reviews.ErrNotPending), errors.Is(err, reviews.ErrAlreadyDecided):
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
 }
 
 func parseReviewQuery(r *http.Request) (reviews.Query, error) {
@@ -156,7 +218,7 @@ func (s *Server) getReview(w http.ResponseWriter, r *http.Request) {
 
 // decideReview serves POST /v1/reviews/{id}/approve and .../deny.
 func (s *Server) decideReview(w http.ResponseWriter, r *http.Request, approve bool) {
-	_, p, ok := s.reviewer(w, r)
+	claims, _, ok := s.reviewer(w, r)
 	if !ok {
 		return
 	}
@@ -175,11 +237,8 @@ func (s *Server) decideReview(w http.ResponseWriter, r *http.Request, approve bo
 		writeError(w, http.StatusBadRequest, "request body: more than one JSON value")
 		return
 	}
-	rv, err := s.cfg.Reviews.Decide(r.Context(), id, p, approve, req.Reason)
+	rv, err := s.DecideReview(r.Context(), claims, id, approve, req.Reason)
 	if err != nil {
-		if errors.Is(err, reviews.ErrNotDecider) {
-			s.log.Warn().Str("sub", p.Sub).Strs("groups", p.Groups).Str("review", id).Msg("review decision refused")
-		}
 		s.reviewError(w, err)
 		return
 	}
@@ -188,18 +247,11 @@ func (s *Server) decideReview(w http.ResponseWriter, r *http.Request, approve bo
 
 // reviewError answers a review service error with its status.
 func (s *Server) reviewError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, reviews.ErrInvalid):
-		writeError(w, http.StatusBadRequest, err.Error())
-	case errors.Is(err, reviews.ErrNotFound):
-		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, reviews.ErrNotDecider):
-		writeError(w, http.StatusForbidden, err.Error())
-	case errors.Is(err, reviews.ErrNotPending), errors.Is(err, reviews.ErrAlreadyDecided):
-		writeError(w, http.StatusConflict, err.Error())
-	default:
-		s.internal(w, err)
+	if st := ReviewStatus(err); st != http.StatusInternalServerError {
+		writeError(w, st, err.Error())
+		return
 	}
+	s.internal(w, err)
 }
 
 // oneLineErr keeps a decoding error on one line.

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
 )
 
 // Config configures a [Verifier]. It mirrors the "oidc" section of agent.yaml.
@@ -56,6 +57,9 @@ type Claims struct {
 	Groups   []string
 	Expiry   time.Time
 	IssuedAt time.Time
+	// Nonce is the "nonce" claim, which an authorization code flow
+	// client compares with the one it sent; "" when absent.
+	Nonce string
 }
 
 // defaultRetryEvery is the minimum time between two discovery attempts while
@@ -107,6 +111,7 @@ type Verifier struct {
 type discovered struct {
 	verifier *oidc.IDTokenVerifier
 	algs     []string // algorithms the issuer signs with, ∩ asymmetricAlgs
+	endpoint oauth2.Endpoint
 }
 
 // sigOutcome records what the key set said about one token's signature.
@@ -246,8 +251,28 @@ func (v *Verifier) discover(ctx context.Context) (*discovered, error) {
 			ClientID:             v.cfg.ClientID,
 			SupportedSigningAlgs: algs,
 		}),
-		algs: algs,
+		algs:     algs,
+		endpoint: provider.Endpoint(),
 	}, nil
+}
+
+// Endpoint returns the issuer's authorization and token endpoints, from
+// its discovery document (the authorization code flow of the console).
+func (v *Verifier) Endpoint(ctx context.Context) (oauth2.Endpoint, error) {
+	d, err := v.discovered(ctx)
+	if err != nil {
+		return oauth2.Endpoint{}, err
+	}
+	if d.endpoint.AuthURL == "" || d.endpoint.TokenURL == "" {
+		return oauth2.Endpoint{}, newError(ErrUnavailable, fmt.Sprintf("the discovery document of %q lacks authorization_endpoint or token_endpoint", v.cfg.Issuer))
+	}
+	return d.endpoint, nil
+}
+
+// ClientContext returns ctx carrying the HTTP client that trusts the
+// issuer (Config.CAFile), for x/oauth2 calls to its token endpoint.
+func (v *Verifier) ClientContext(ctx context.Context) context.Context {
+	return oidc.ClientContext(ctx, v.client)
 }
 
 // Verify checks rawIDToken's signature against the issuer's JWKS, its
@@ -469,6 +494,7 @@ func (v *Verifier) claims(tok *oidc.IDToken) (*Claims, error) {
 		Issuer:   tok.Issuer,
 		Expiry:   tok.Expiry,
 		IssuedAt: tok.IssuedAt,
+		Nonce:    tok.Nonce,
 	}
 	var err error
 	if c.Email, err = optionalString(all, "email"); err != nil {
