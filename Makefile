@@ -12,7 +12,7 @@ export GOFLAGS ?= -buildvcs=false
 BIN := bin
 CMDS := wardend warden warden-collector warden-devidp
 
-.PHONY: all deps generate check-generated build lint test test-unit bench fuzz demo clean
+.PHONY: all deps generate check-generated ui check-ui build lint test test-unit bench fuzz demo clean
 
 all: build
 
@@ -27,6 +27,18 @@ generate:
 # Fail if the committed BPF objects do not match the C sources.
 check-generated: generate
 	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files are stale; run 'make generate' and commit" >&2; exit 1; }
+
+# Rebuild the web console's front-end files (collector/console/web/dist,
+# embedded with go:embed, so `go build` needs no Node): npm ci installs
+# what package-lock.json records, build.mjs copies the built files.
+UI := collector/console/web
+ui:
+	cd $(UI) && npm ci --ignore-scripts --no-audit --no-fund && node build.mjs
+
+# Fail if the committed console files differ from a rebuild.
+check-ui: ui
+	@git diff --exit-code --stat -- $(UI)/dist/ && test -z "$$(git status --porcelain -- $(UI)/dist/)" || \
+		{ git status --short -- $(UI)/dist/; echo "$(UI)/dist/: stale; run 'make ui' and commit" >&2; exit 1; }
 
 build:
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))

@@ -25,6 +25,7 @@ import (
 
 	"github.com/wardenhq/warden/agent/recording"
 	"github.com/wardenhq/warden/collector/api"
+	"github.com/wardenhq/warden/collector/console"
 	"github.com/wardenhq/warden/collector/ingest"
 	"github.com/wardenhq/warden/collector/natsembed"
 	"github.com/wardenhq/warden/collector/reviews"
@@ -110,6 +111,10 @@ type Config struct {
 	// TLSCert and TLSKey are PEM files; with both, the API is served over
 	// TLS. One without the other is an error.
 	TLSCert, TLSKey string
+	// ConsoleURL is the web console's public base URL, where the IdP
+	// sends browsers back after sign-in (+ /auth/callback). Default: the
+	// API's URL (a listener on every address is named 127.0.0.1).
+	ConsoleURL string
 	// Webhook, if set, receives each review request and decision (POST,
 	// JSON, Slack-compatible).
 	Webhook string
@@ -134,7 +139,9 @@ type Collector struct {
 	ln       net.Listener
 	tls      bool
 	srv      *http.Server
-	notifier *api.Notifier
+	// consoleURL is the web console's public base URL.
+	consoleURL string
+	notifier   *api.Notifier
 	// reqCtx is the base context of API requests; cancelling it ends
 	// follow streams, which http.Server.Shutdown alone would wait for.
 	reqCtx    context.Context
@@ -265,9 +272,22 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 	if tlsCfg != nil {
 		c.ln, c.tls = tls.NewListener(c.ln, tlsCfg), true
 	}
+	c.consoleURL = cfg.ConsoleURL
+	if c.consoleURL == "" {
+		c.consoleURL = defaultConsoleURL(c.ln.Addr(), c.tls)
+	}
+	// The console and the API share one session store: the API accepts
+	// the console's cookie, and its roles decide what the console shows.
+	sessions := console.NewSessions(c.tls, c.consoleURL, nil)
+	apiSrv := api.New(api.Config{Store: c.st, Notifier: c.notifier, Stats: c.ingestStats, Verifier: verifier, Sessions: sessions,
+		Readers: cfg.Readers, Kill: kill, Reviews: c.rev, Logger: cfg.Logger, Recordings: recording.NewNATSStore(js), Keys: keys})
+	con, err := console.New(console.Config{API: apiSrv, Store: c.st, Sessions: sessions, Verifier: verifier,
+		ClientID: cfg.OIDC.ClientID, URL: c.consoleURL, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
 	c.srv = &http.Server{
-		Handler: api.New(api.Config{Store: c.st, Notifier: c.notifier, Stats: c.ingestStats, Verifier: verifier,
-			Readers: cfg.Readers, Kill: kill, Reviews: c.rev, Logger: cfg.Logger, Recordings: recording.NewNATSStore(js), Keys: keys}),
+		Handler: con,
 		// No write timeout: /v1/follow streams for as long as the client
 		// stays. Header and idle timeouts still bound slow or idle clients.
 		ReadHeaderTimeout: 10 * time.Second,
@@ -278,6 +298,33 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 		BaseContext: func(net.Listener) context.Context { return c.reqCtx },
 	}
 	return c, nil
+}
+
+// ConsoleURL is the web console's base URL (sign in there).
+func (c *Collector) ConsoleURL() string { return c.consoleURL }
+
+// defaultConsoleURL names the console after its listener; a listener on
+// every address is named by the loopback address, which is right on the
+// collector's own machine and otherwise needs --console-url.
+func defaultConsoleURL(addr net.Addr, tls bool) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		host, port = addr.String(), ""
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip.To4() == nil {
+			host = "::1"
+		}
+	}
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	if port == "" {
+		return scheme + "://" + host
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
 // APIAddr is the address the API listens on.

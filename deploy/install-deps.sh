@@ -42,3 +42,11 @@ if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get install -y --no-install-recommends golang-go
 fi
+
+# Node.js and npm: make check-ui (CI) rebuilds the web console's front-end
+# files. Machines of this kind have them; install the distribution's only
+# where npm is missing. go build never needs them.
+if ! command -v npm >/dev/null 2>&1; then
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y --no-install-recommends nodejs npm
+fi

@@ -69,6 +69,7 @@ func run(args []string, stderr io.Writer) int {
 		groupsClm  = fs.String("oidc-groups-claim", "groups", "ID token claim holding the groups")
 		tlsCert    = fs.String("api-tls-cert", "", "PEM certificate `PATH`: serve the API over TLS (with --api-tls-key)")
 		tlsKey     = fs.String("api-tls-key", "", "PEM private key `PATH` of --api-tls-cert")
+		consoleURL = fs.String("console-url", "", "public base `URL` of the web console, as browsers reach it (the IdP redirects to URL/auth/callback); default the --listen address")
 		webhook    = fs.String("webhook", "", "POST each review request and decision to this `URL` (JSON, Slack-compatible)")
 	)
 	fs.Usage = func() {
@@ -154,6 +155,7 @@ func run(args []string, stderr io.Writer) int {
 		Killers:        killerGroups,
 		TLSCert:        *tlsCert,
 		TLSKey:         *tlsKey,
+		ConsoleURL:     *consoleURL,
 		Webhook:        *webhook,
 		Logger:         log,
 	})
@@ -165,7 +167,7 @@ func run(args []string, stderr io.Writer) int {
 	if len(readerGroups) == 0 {
 		log.Warn().Msg("no --readers: nobody may read events, lineage or sessions")
 	}
-	log.Info().Str("api", c.APIURL()).Str("nats", c.NATSURL()).Str("store", c.Store().Dialect()).Dur("retain", retainFor).Str("issuer", *issuer).
+	log.Info().Str("api", c.APIURL()).Str("console", c.ConsoleURL()).Str("nats", c.NATSURL()).Str("store", c.Store().Dialect()).Dur("retain", retainFor).Str("issuer", *issuer).
 		Str("consumer", *consumer).Str("chain_check", string(cc)).Strs("readers", readerGroups).Strs("killers", killerGroups).Msg("warden-collector started")
 	if err := c.Run(ctx); err != nil {
 		log.Error().Err(err).Msg("stopped")
