@@ -3,16 +3,26 @@
 // Warden's process lineage.
 //
 // tp_btf programs on sched_process_fork, sched_process_exec and
-// sched_process_exit report every process's birth, every new image and every
-// death into a ring buffer. These are global tracepoints, not per-cgroup: the
-// agent keeps a table of all processes (ancestors of session processes live
-// outside the sessions) and decides in userspace which ones become events.
+// sched_process_exit report the births, new images and deaths of the
+// processes that matter into a ring buffer. The tracepoints are global, so
+// the programs filter in the kernel: a process is reported only if it is
+// tracked, a flag in its task storage record. A process is tracked if
+//   - it runs in a login session (a child of the sessions cgroup), or was
+//     forked by a process tracked with TASK_F_INHERIT: it and its
+//     descendants are tracked;
+//   - the agent marked it (by pidfd): at start-up the processes in login
+//     sessions (with their descendants) and their ancestors (their own
+//     events only: tracking pid 1's children would track the host); later
+//     any process that touches a target, with its descendants.
+// Everything else costs a task storage lookup and a cgroup check per fork
+// or exec and never reaches user space.
 //
 // Each process image is named by its process (tgid plus start time) and an
-// image number kept in task storage: 0 as forked, incremented by every exec.
-// The storage map is pinned, so an agent that restarts reads the current
-// image number of every live process back (by pidfd) and names it exactly as
-// the kernel did before. Every event that cannot be delivered is counted.
+// image number kept in task storage: 0 as forked (or as first tracked),
+// incremented by every exec while tracked. The storage map is pinned, so an
+// agent that restarts reads the current image number of every tracked
+// process back (by pidfd) and names it exactly as the kernel did before.
+// Every event that cannot be delivered is counted.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -103,7 +113,8 @@ static __always_inline void task_cgroups(struct task_struct *t, __u64 *cgroup_id
 	*session_id = BPF_CORE_READ(session, kn, id);
 }
 
-static __always_inline struct lineage_event *new_event(__u32 kind, struct task_struct *t)
+static __always_inline struct lineage_event *new_event(__u32 kind, struct task_struct *t, __u64 cgroup_id,
+						       __u64 session_id)
 {
 	__u32 zero = 0;
 	struct lineage_event *e = bpf_map_lookup_elem(&lineage_scratch, &zero);
@@ -119,7 +130,8 @@ static __always_inline struct lineage_event *new_event(__u32 kind, struct task_s
 	e->euid = BPF_CORE_READ(t, cred, euid.val);
 	e->egid = BPF_CORE_READ(t, cred, egid.val);
 	e->exit_code = 0;
-	task_cgroups(t, &e->cgroup_id, &e->session_cgroup_id);
+	e->cgroup_id = cgroup_id;
+	e->session_cgroup_id = session_id;
 	e->path_len = 0;
 	e->args_len = 0;
 	e->pad = 0;
@@ -147,12 +159,32 @@ static __always_inline void send(struct lineage_event *e, __u32 lost, __u32 lost
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(lineage_fork, struct task_struct *parent, struct task_struct *child)
 {
-	// Threads share their process's lineage.
-	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
-		return 0;
 	// Direct dereference keeps the pointer trusted, as task storage needs.
 	struct task_struct *leader = parent->group_leader;
 	struct task_lineage *pl = bpf_task_storage_get(&lineage_tasks, leader, 0, 0);
+	__u32 pflags = pl ? pl->flags : 0;
+
+	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid)) {
+		// Threads share their process's lineage. A thread of a tracked
+		// process carries the tracking, so an exec from it (which makes
+		// it the leader) is still reported.
+		if (!(pflags & TASK_F_TRACKED))
+			return 0;
+		struct task_lineage *th = bpf_task_storage_get(&lineage_tasks, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!th) {
+			count(LINEAGE_C_STORAGE_FAILED);
+			return 0;
+		}
+		th->image = 0;
+		th->flags = (pflags & (TASK_F_TRACKED | TASK_F_INHERIT)) | TASK_F_THREAD;
+		return 0;
+	}
+
+	__u64 cgroup_id, session_id;
+	task_cgroups(child, &cgroup_id, &session_id);
+	if (!(pflags & TASK_F_INHERIT) && !session_id)
+		return 0; // untracked: nothing leaves the kernel
+
 	struct image_ref pref = {
 		.tgid = BPF_CORE_READ(leader, tgid),
 		.image = pl ? pl->image : 0,
@@ -163,14 +195,15 @@ int BPF_PROG(lineage_fork, struct task_struct *parent, struct task_struct *child
 	if (cl) {
 		cl->fork_parent = pref;
 		cl->image = 0;
-		cl->flags = TASK_F_FORKED;
+		cl->flags = TASK_F_FORKED | TASK_F_TRACKED | TASK_F_INHERIT;
 	} else {
 		count(LINEAGE_C_STORAGE_FAILED);
 	}
 
-	struct lineage_event *e = new_event(LINEAGE_FORK, child);
+	struct lineage_event *e = new_event(LINEAGE_FORK, child, cgroup_id, session_id);
 	if (!e)
 		return 0;
+	e->flags |= LINEAGE_F_INHERIT;
 	if (!cl)
 		e->flags |= LINEAGE_F_NO_STORAGE;
 	e->self.tgid = e->tgid;
@@ -184,15 +217,27 @@ int BPF_PROG(lineage_fork, struct task_struct *parent, struct task_struct *child
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(lineage_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	struct lineage_event *e = new_event(LINEAGE_EXEC, p);
+	struct task_lineage *tl = bpf_task_storage_get(&lineage_tasks, p, 0, 0);
+	__u32 tracking = tl ? tl->flags & (TASK_F_TRACKED | TASK_F_INHERIT) : 0;
+	__u64 cgroup_id, session_id;
+	task_cgroups(p, &cgroup_id, &session_id);
+	if (session_id)
+		tracking = TASK_F_TRACKED | TASK_F_INHERIT;
+	if (!(tracking & TASK_F_TRACKED))
+		return 0; // untracked: nothing leaves the kernel
+
+	struct lineage_event *e = new_event(LINEAGE_EXEC, p, cgroup_id, session_id);
 	if (!e)
 		return 0;
+	if (tracking & TASK_F_INHERIT)
+		e->flags |= LINEAGE_F_INHERIT;
 	// After de_thread() p leads its group and carries the group's start time.
 	__u64 start = BPF_CORE_READ(p, start_boottime);
 	if (old_pid != e->pid)
 		e->flags |= LINEAGE_F_THREAD_EXEC;
 
-	struct task_lineage *tl = bpf_task_storage_get(&lineage_tasks, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!tl)
+		tl = bpf_task_storage_get(&lineage_tasks, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!tl) {
 		count(LINEAGE_C_STORAGE_FAILED);
 		e->flags |= LINEAGE_F_NO_STORAGE;
@@ -202,6 +247,12 @@ int BPF_PROG(lineage_exec, struct task_struct *p, pid_t old_pid, struct linux_bi
 		e->self = e->parent;
 		e->self.image = 1;
 	} else {
+		if (tl->flags & TASK_F_THREAD) {
+			// A thread's record holds only the tracking: the leader's
+			// image number went with the leader.
+			tl->image = 0;
+			tl->flags = 0;
+		}
 		if (tl->image == 0 && (tl->flags & TASK_F_FORKED)) {
 			// The forked copy of the parent is not an image of its own:
 			// the new image's parent is the image that forked.
@@ -214,11 +265,11 @@ int BPF_PROG(lineage_exec, struct task_struct *p, pid_t old_pid, struct linux_bi
 			e->parent.start_ns = start;
 		}
 		tl->image++;
+		tl->flags |= tracking;
 		e->self.tgid = e->tgid;
 		e->self.image = tl->image;
 		e->self.start_ns = start;
 	}
-
 	const char *filename = BPF_CORE_READ(bprm, filename);
 	long n = bpf_probe_read_kernel_str(e->data, LINEAGE_PATH_MAX, filename);
 	if (n > 0) {
@@ -259,12 +310,18 @@ int BPF_PROG(lineage_exit, struct task_struct *p, bool group_dead)
 		return 0;
 	struct task_struct *leader = p->group_leader;
 	struct task_lineage *tl = bpf_task_storage_get(&lineage_tasks, leader, 0, 0);
-	struct lineage_event *e = new_event(LINEAGE_EXIT, p);
+	if (!tl || !(tl->flags & TASK_F_TRACKED))
+		return 0; // untracked: its birth was not reported either
+	__u64 cgroup_id, session_id;
+	task_cgroups(p, &cgroup_id, &session_id);
+	struct lineage_event *e = new_event(LINEAGE_EXIT, p, cgroup_id, session_id);
 	if (!e)
 		return 0;
+	if (tl->flags & TASK_F_INHERIT)
+		e->flags |= LINEAGE_F_INHERIT;
 	e->exit_code = BPF_CORE_READ(p, exit_code);
 	e->self.tgid = e->tgid;
-	e->self.image = tl ? tl->image : 0;
+	e->self.image = tl->image;
 	e->self.start_ns = BPF_CORE_READ(leader, start_boottime);
 	e->parent.tgid = 0;
 	e->parent.image = 0;

@@ -26,6 +26,9 @@ enum lineage_kind {
 // The exec came from a thread other than the group leader, whose record
 // was not carried over.
 #define LINEAGE_F_THREAD_EXEC 16
+// The process is tracked with its descendants (TASK_F_INHERIT): it runs in
+// a login session, descends from such a process, or touched a target.
+#define LINEAGE_F_INHERIT 32
 
 // image_ref names one process image: the process (tgid and its start time,
 // CLOCK_BOOTTIME ns, as /proc's starttime is derived from) and how many
@@ -46,6 +49,19 @@ struct task_lineage {
 // The programs saw this process fork, so image 0 is a copy of the parent's
 // image rather than an image of its own.
 #define TASK_F_FORKED 1
+// The process is tracked: its forks, execs and exit are reported. Only
+// tracked processes (and processes in a login session, which become
+// tracked) reach the ring buffer; the rest of the host costs a lookup.
+#define TASK_F_TRACKED 2
+// Its children are tracked too (with this flag). Set for processes in a
+// login session and for processes the agent marks when they touch a
+// target; not for their ancestors, which are tracked for their own events
+// only (tracking pid 1's children would track the whole host).
+#define TASK_F_INHERIT 4
+// A record on a non-leader thread, holding only its process's tracking
+// flags, so an exec from that thread (which makes it the leader) stays
+// tracked.
+#define TASK_F_THREAD 8
 
 struct lineage_config {
 	__u64 sessions_cgroup_id; // cgroup whose children are login sessions; 0 = none

@@ -82,10 +82,29 @@ func ExecID(hostID string, r Ref) string {
 	return base64.RawURLEncoding.EncodeToString(fmt.Appendf(dec, ":%d", r.Image))
 }
 
-// Kernel reads the kernel's per-process lineage record.
+// Kernel reads and marks the kernel's per-process lineage records. The
+// programs report only tracked processes; the table marks the processes
+// it reads from /proc, so what they do next reaches it from the kernel.
 type Kernel interface {
 	Task(pidfd int) (loader.TaskLineage, bool, error)
+	// Track marks the process tracked (with inherit, its descendants
+	// too) and returns its record after marking.
+	Track(pidfd int, inherit bool) (loader.TaskLineage, error)
 }
+
+// mark is how a process read from /proc is tracked in the kernel.
+type mark int
+
+const (
+	// markSelf: its own execs and exit are reported, not its children's.
+	// For the ancestors of the processes that matter: tracking pid 1's
+	// children would track the whole host.
+	markSelf mark = iota
+	// markInherit: it and every process it starts from now on are
+	// tracked. For processes in login sessions and those that touch a
+	// target.
+	markInherit
+)
 
 // Options configure New.
 type Options struct {
@@ -144,7 +163,10 @@ type entry struct {
 	// login marks the shell that ran 'warden login': the root of its
 	// session's lineage, where the ancestors of session processes stop.
 	login bool
-	elem  *list.Element
+	// inherit: the kernel tracks the process's children (LineageInherit),
+	// so they reach the table as they start.
+	inherit bool
+	elem    *list.Element
 }
 
 // Stats are the table's gauges and counters.
@@ -243,6 +265,7 @@ func (t *Table) Apply(ev *loader.LineageEvent) Update {
 			}
 		}
 		e := t.insertLocked(p, parent)
+		e.inherit = ev.Flags&loader.LineageInherit != 0
 		u.ExecID = e.ExecID
 	case loader.LineageExit:
 		self := RefOf(ev.Self)
@@ -271,7 +294,7 @@ func (t *Table) resolveLocked(r Ref, depth int) (*entry, string) {
 		return e, ""
 	}
 	if depth < MaxAncestors {
-		if e := t.seedLocked(int(r.PID), depth+1); e != nil && e.ExecID == id {
+		if e := t.seedLocked(int(r.PID), depth+1, markSelf); e != nil && e.ExecID == id {
 			return e, ""
 		}
 	}
@@ -410,8 +433,13 @@ func (t *Table) Stats() Stats {
 	return s
 }
 
-// Seed reads every process in /proc into the table, so processes that
-// started before the agent have a lineage too.
+// Seed reads the processes that matter from /proc into the table, so
+// those that started before the agent have a lineage too, and marks them
+// tracked in the kernel: every process in a login session (with what it
+// starts), every process the kernel already tracks (from an earlier agent
+// run), and their ancestors (their own events only). Any other process is
+// read from /proc when it touches a target (see Attribute). It returns
+// how many processes it seeded, ancestors not counted.
 func (t *Table) Seed() (int, error) {
 	dirs, err := os.ReadDir("/proc")
 	if err != nil {
@@ -425,35 +453,69 @@ func (t *Table) Seed() (int, error) {
 		if err != nil || pid <= 0 {
 			continue
 		}
-		if t.seedLocked(pid, 0) != nil {
+		m, ok := t.seedMark(pid)
+		if ok && t.seedLocked(pid, 0, m) != nil {
 			n++
 		}
 	}
 	return n, nil
 }
 
-// seedLocked reads process pid from /proc, with its parent chain, and
-// returns its current image, or nil if it is gone. Images already in the
-// table are left as they are.
-func (t *Table) seedLocked(pid, depth int) *entry {
+// seedMark tells whether Seed reads process pid, and how it is tracked:
+// with its descendants if it runs in a login session or the kernel tracks
+// its descendants already, for itself if the kernel tracks it so.
+func (t *Table) seedMark(pid int) (mark, bool) {
+	if t.opts.Kernel != nil {
+		if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+			rec, ok, _ := t.opts.Kernel.Task(fd)
+			unix.Close(fd)
+			if ok && rec.Tracked {
+				if rec.Inherit {
+					return markInherit, true
+				}
+				return markSelf, true
+			}
+		}
+	}
+	if _, session := t.cgroupsOf(pid); session != 0 {
+		return markInherit, true
+	}
+	return markSelf, false
+}
+
+// seedLocked reads process pid from /proc, with its parent chain, marks it
+// tracked in the kernel as m says (its ancestors for their own events),
+// and returns its current image, or nil if it is gone. Images already in
+// the table are left as they are.
+func (t *Table) seedLocked(pid, depth int, m mark) *entry {
+	// Marked before /proc is read: an exec after the mark is reported by
+	// the kernel as the next image, an exec before it is what /proc shows.
+	var rec loader.TaskLineage
+	haveRec := false
+	if t.opts.Kernel != nil {
+		if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+			var err error
+			rec, err = t.opts.Kernel.Track(fd, m == markInherit)
+			unix.Close(fd)
+			if err != nil {
+				t.opts.Log.Debug().Err(err).Int("pid", pid).Msg("process not tracked in the kernel")
+				rec, haveRec, _ = t.kernelTask(pid)
+			} else {
+				haveRec = true
+			}
+		}
+	}
 	st, err := procinfo.ReadStat(pid)
 	if err != nil {
 		return nil
 	}
 	self := Ref{PID: uint32(pid), StartTicks: st.StartTime}
-	var rec loader.TaskLineage
-	haveRec := false
-	if t.opts.Kernel != nil {
-		if fd, err := unix.PidfdOpen(pid, 0); err == nil {
-			rec, haveRec, _ = t.opts.Kernel.Task(fd)
-			unix.Close(fd)
-		}
-	}
 	if haveRec {
 		self.Image = rec.Image
 	}
 	id := ExecID(t.opts.HostID, self)
 	if e := t.byID[id]; e != nil {
+		e.inherit = e.inherit || (haveRec && rec.Inherit)
 		return e
 	}
 	bin, args := procinfo.Image(pid)
@@ -476,16 +538,51 @@ func (t *Table) seedLocked(pid, depth int) *entry {
 		prev.Image--
 		parent, _ = t.stubLocked(prev, ExecID(t.opts.HostID, prev))
 	case st.PPID > 0 && depth < MaxAncestors:
-		parent = t.seedLocked(st.PPID, depth+1)
+		parent = t.seedLocked(st.PPID, depth+1, markSelf)
 	}
 	if depth >= MaxAncestors {
 		parent = nil
 	}
 	e := t.insertLocked(p, parent)
+	e.inherit = haveRec && rec.Inherit
 	// Found in a session its parent is not in: the shell that logged in
 	// (moved there by 'warden login' before the agent restarted).
 	e.login = e.SessionCgroupID != 0 && (parent == nil || parent.SessionCgroupID != e.SessionCgroupID)
 	return e
+}
+
+// kernelTask reads the kernel's record of process pid.
+func (t *Table) kernelTask(pid int) (loader.TaskLineage, bool, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return loader.TaskLineage{}, false, err
+	}
+	defer unix.Close(fd)
+	return t.opts.Kernel.Task(fd)
+}
+
+// trackLocked marks e's process tracked with its descendants, if it is
+// not already: a process the table knew as an ancestor only, now touching
+// a target.
+func (t *Table) trackLocked(e *entry) {
+	if e.inherit || e.Ended || e.Source == SourceStub || t.opts.Kernel == nil {
+		return
+	}
+	fd, err := unix.PidfdOpen(int(e.PID), 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	// The pidfd names whatever process has the pid now: make sure it is
+	// e's before marking it.
+	if st, err := procinfo.ReadStat(int(e.PID)); err != nil || st.StartTime != e.StartTicks {
+		return
+	}
+	if _, err := t.opts.Kernel.Track(fd, true); err != nil {
+		t.opts.Log.Debug().Err(err).Uint32("pid", e.PID).Msg("process not tracked in the kernel")
+		return
+	}
+	e.inherit = true
 }
 
 // cgroupsOf returns pid's cgroup id and, if it is in a login session, the
@@ -568,17 +665,30 @@ func (t *Table) Wait(bootNs uint64, timeout time.Duration, kick func()) bool {
 func (t *Table) Lookup(pid uint32, bootNs uint64) (Process, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e := t.lookupLocked(pid, bootNs)
+	e := t.lookupLocked(pid, bootNs, markSelf)
 	if e == nil {
 		return Process{}, false
 	}
 	return e.Process, true
 }
 
-func (t *Table) lookupLocked(pid uint32, bootNs uint64) *entry {
+// lookupLocked finds the image pid ran at bootNs (0 = now), reading /proc
+// for a process the table has no live record of, and tracks it in the
+// kernel as m says.
+func (t *Table) lookupLocked(pid uint32, bootNs uint64, m mark) *entry {
 	e := t.byPID[pid]
-	if e == nil {
-		e = t.seedLocked(int(pid), 0)
+	// The kernel reports only tracked processes, so the newest image the
+	// table has of a pid may belong to a process that exited before the
+	// instant asked about; the pid may have been reused since by one the
+	// table never saw.
+	if e == nil || (e.Exited && (bootNs == 0 || e.EndBootNs <= bootNs)) {
+		if s := t.seedLocked(int(pid), 0, m); s != nil {
+			e = s
+		} else if e != nil && e.Exited {
+			return nil
+		}
+	} else if m == markInherit {
+		t.trackLocked(e)
 	}
 	if e == nil || e.Source == SourceStub {
 		return nil
@@ -620,7 +730,7 @@ func (t *Table) MarkReported(execID string) bool {
 func (t *Table) JoinSession(pid uint32, sessionCgroupID uint64) (Process, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e := t.lookupLocked(pid, 0)
+	e := t.lookupLocked(pid, 0, markInherit)
 	if e == nil {
 		return Process{}, false
 	}
@@ -678,7 +788,7 @@ type Attribution struct {
 func (t *Table) Attribute(pid, uid uint32, bootNs uint64, sessionCgroupID uint64) Attribution {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e := t.lookupLocked(pid, bootNs)
+	e := t.lookupLocked(pid, bootNs, markInherit)
 	if e == nil {
 		a := Attribution{Process: &event.Process{PID: pid, UID: uid, Args: []string{}, Ancestors: []event.Ancestor{}}}
 		if sessionCgroupID != 0 {

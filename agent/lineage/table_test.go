@@ -2,6 +2,10 @@ package lineage
 
 import (
 	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -183,19 +187,86 @@ func TestWaitWatermark(t *testing.T) {
 	_ = kicked
 }
 
-func TestSeedFromProc(t *testing.T) {
-	tb := New(Options{HostID: "h"})
-	n, err := tb.Seed()
-	if err != nil || n == 0 {
-		t.Fatalf("seeded %d: %v", n, err)
+// fakeKernel answers for the kernel's task records by pid (read from the
+// pidfd's fdinfo) and records what the table marks.
+type fakeKernel struct {
+	tracked map[int]loader.TaskLineage
+	marks   map[int]bool // pid -> inherit, as last marked
+}
+
+func pidOfFD(fd int) int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			pid, _ := strconv.Atoi(strings.TrimSpace(v))
+			return pid
+		}
 	}
-	// This test process has a lineage up to pid 1.
-	p, ok := tb.Lookup(uint32(selfPID()), 0)
+	return -1
+}
+
+func (k *fakeKernel) Task(fd int) (loader.TaskLineage, bool, error) {
+	rec, ok := k.tracked[pidOfFD(fd)]
+	return rec, ok, nil
+}
+
+func (k *fakeKernel) Track(fd int, inherit bool) (loader.TaskLineage, error) {
+	pid := pidOfFD(fd)
+	rec := k.tracked[pid]
+	rec.Tracked, rec.Inherit = true, rec.Inherit || inherit
+	k.tracked[pid] = rec
+	k.marks[pid] = rec.Inherit
+	return rec, nil
+}
+
+// Seeding reads only what the kernel tracks (or what runs in a login
+// session) and its ancestors, and marks them; any other process is read
+// and marked when asked about, with its descendants when it touches a
+// target.
+func TestSeedFromProc(t *testing.T) {
+	other := exec.Command("sleep", "60")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Process.Kill(); other.Wait() })
+	self := selfPID()
+	k := &fakeKernel{tracked: map[int]loader.TaskLineage{self: {Tracked: true, Inherit: true}}, marks: map[int]bool{}}
+	tb := New(Options{HostID: "h", Kernel: k})
+	n, err := tb.Seed()
+	if err != nil || n != 1 {
+		t.Fatalf("seeded %d, want 1 (this process): %v", n, err)
+	}
+	// This test process has a lineage up to pid 1, whose members are
+	// tracked for their own events only.
+	p, ok := tb.Lookup(uint32(self), 0)
 	if !ok || p.Source != SourceProc {
 		t.Fatalf("self %+v", p)
 	}
 	d := tb.Describe(p.ExecID)
 	if len(d.Ancestors) == 0 || d.Ancestors[len(d.Ancestors)-1].PID != 1 {
 		t.Fatalf("ancestors do not reach pid 1: %+v", d.Ancestors)
+	}
+	if inherit, ok := k.marks[self]; !ok || !inherit {
+		t.Errorf("self marked %v %v, want tracked with its descendants", ok, inherit)
+	}
+	for _, a := range d.Ancestors {
+		if inherit, ok := k.marks[int(a.PID)]; !ok || inherit {
+			t.Errorf("ancestor %d marked %v inherit %v, want tracked for itself", a.PID, ok, inherit)
+		}
+	}
+	pid := other.Process.Pid
+	tb.mu.Lock()
+	_, seeded := tb.byPID[uint32(pid)]
+	tb.mu.Unlock()
+	if seeded {
+		t.Fatalf("untracked process %d seeded", pid)
+	}
+	// Touching a target: read from /proc on demand, tracked from then on.
+	a := tb.Attribute(uint32(pid), 0, 0, 0)
+	if a.ExecID == "" || a.Process.Binary == "" {
+		t.Fatalf("attribution of %d: %+v", pid, a)
+	}
+	if inherit := k.marks[pid]; !inherit {
+		t.Errorf("process that touched a target not tracked with its descendants: %v", k.marks)
 	}
 }

@@ -123,6 +123,11 @@ func (p *fakePrograms) Task(int) (loader.TaskLineage, bool, error) {
 	return loader.TaskLineage{}, false, nil
 }
 
+// Track tracks nothing: the fake kernel sends no events of its own.
+func (p *fakePrograms) Track(int, bool) (loader.TaskLineage, error) {
+	return loader.TaskLineage{}, nil
+}
+
 func (p *fakePrograms) Counters() (map[string]uint64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -52,6 +52,18 @@ const (
 	// LineageThreadExec: a non-leader thread exec'd; the leader's record
 	// was lost with it.
 	LineageThreadExec uint32 = 16
+	// LineageInherit: the process is tracked with its descendants (it
+	// runs in a login session, descends from one that does, or touched a
+	// target), not only for its own events as a session's ancestor is.
+	LineageInherit uint32 = 32
+)
+
+// Task record flags, mirrored from lineage.h.
+const (
+	taskForked  uint32 = 1
+	taskTracked uint32 = 2
+	taskInherit uint32 = 4
+	taskThread  uint32 = 8
 )
 
 // Bounds on what one exec event carries, mirrored from lineage.h.
@@ -103,6 +115,9 @@ type TaskLineage struct {
 	// Forked: the programs saw the process fork, so image 0 is a copy of
 	// ForkParent rather than an image of its own.
 	Forked bool
+	// Tracked: the programs report the process's execs and exit (and its
+	// forks); Inherit: its children are tracked too.
+	Tracked, Inherit bool
 }
 
 // LineageOptions configure LoadLineage.
@@ -287,11 +302,57 @@ func (l *Lineage) Task(pidfd int) (TaskLineage, bool, error) {
 	if err != nil {
 		return TaskLineage{}, false, fmt.Errorf("look up task lineage: %w", err)
 	}
+	return taskOf(&v), true, nil
+}
+
+func taskOf(v *lineageTaskLineage) TaskLineage {
 	return TaskLineage{
 		ForkParent: ImageRef{TGID: v.ForkParent.Tgid, Image: v.ForkParent.Image, StartNs: v.ForkParent.StartNs},
 		Image:      v.Image,
-		Forked:     v.Flags&1 != 0,
-	}, true, nil
+		Forked:     v.Flags&taskForked != 0,
+		Tracked:    v.Flags&taskTracked != 0,
+		Inherit:    v.Flags&taskInherit != 0,
+	}
+}
+
+// Track marks the process pidfd refers to as tracked, so the programs
+// report its execs and exit from now on; with inherit, its children are
+// tracked too. A process the programs already know keeps its record (its
+// image number); a new record starts at image 0, the image running now.
+// It returns the record as it stands after marking.
+func (l *Lineage) Track(pidfd int, inherit bool) (TaskLineage, error) {
+	want := taskTracked
+	if inherit {
+		want |= taskInherit
+	}
+	for range 3 {
+		var v lineageTaskLineage
+		err := l.objs.LineageTasks.Lookup(int32(pidfd), &v)
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			v = lineageTaskLineage{Flags: want}
+			err = l.objs.LineageTasks.Update(int32(pidfd), &v, ebpf.UpdateNoExist)
+			if errors.Is(err, ebpf.ErrKeyExist) {
+				continue // the process forked or exec'd meanwhile: mark that record
+			}
+		case err != nil:
+		case v.Flags&taskThread == 0 && v.Flags&want == want:
+			return taskOf(&v), nil
+		default:
+			// The programs update the record in place only when the
+			// process execs; an exec between this read and write would be
+			// undone (its image number reused). Only a record the
+			// programs kept without tracking (a session's ancestor now
+			// touching a target) is rewritten, so that is the rare case.
+			v.Flags = (v.Flags &^ taskThread) | want
+			err = l.objs.LineageTasks.Update(int32(pidfd), &v, ebpf.UpdateExist)
+		}
+		if err != nil {
+			return TaskLineage{}, fmt.Errorf("mark task tracked: %w", err)
+		}
+		return taskOf(&v), nil
+	}
+	return TaskLineage{}, errors.New("mark task tracked: its record kept changing")
 }
 
 // Counters sums the per-CPU lineage counters by name.

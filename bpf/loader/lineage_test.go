@@ -2,7 +2,9 @@ package loader
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -148,4 +150,133 @@ func mustMount(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// TestLineageFilter checks that only tracked processes reach the ring: a
+// process outside any session sends nothing; one marked for itself sends
+// its own exec and exit but not its children's; one marked with its
+// descendants sends its children's too.
+func TestLineageFilter(t *testing.T) {
+	root := testenv.Cgroup(t)
+	sessions := filepath.Join(root, "warden.sessions")
+	if err := cgroupv2.Create(sessions); err != nil {
+		t.Fatal(err)
+	}
+	outside := filepath.Join(root, "outside")
+	if err := cgroupv2.Create(outside); err != nil {
+		t.Fatal(err)
+	}
+	pins := filepath.Join(t.TempDir(), "pins")
+	t.Cleanup(func() { unix.Unmount(pins, 0) })
+	l, err := LoadLineage(LineageOptions{PinDir: pins})
+	if err != nil {
+		t.Fatalf("load lineage: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := l.Uninstall(); err != nil {
+			t.Errorf("uninstall: %v", err)
+		}
+	})
+	sessionsID, _ := cgroupv2.ID(sessions)
+	level := uint32(strings.Count(strings.TrimPrefix(sessions, mustMount(t)), "/"))
+	if err := l.SetSessionsCgroup(sessionsID, level); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := l.Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+
+	// Each shell sleeps first (forked before it is marked, so unseen),
+	// then runs a child and execs a last image.
+	script := "sleep 0.4; /bin/true; exec /bin/sleep 0.1"
+	start := func() (*exec.Cmd, uint32) {
+		cmd := testenv.CommandIn(t, outside, "/bin/sh", "-c", script)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, uint32(cmd.Process.Pid)
+	}
+	untracked, untrackedPID := start()
+	self, selfPID := start()
+	inherit, inheritPID := start()
+	for pid, inh := range map[uint32]bool{selfPID: false, inheritPID: true} {
+		// Marked once the first sleep runs, so the shell's one fork
+		// seen is /bin/true's.
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+			if len(strings.TrimSpace(string(b))) > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("shell %d never started its sleep", pid)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		fd, err := unix.PidfdOpen(int(pid), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		task, err := l.Track(fd, inh)
+		if err != nil || !task.Tracked || task.Inherit != inh || task.Image != 0 {
+			t.Fatalf("track %d: %+v %v", pid, task, err)
+		}
+		// Marking again keeps the record.
+		if again, err := l.Track(fd, inh); err != nil || again != task {
+			t.Fatalf("track %d again: %+v %v", pid, again, err)
+		}
+		unix.Close(fd)
+	}
+	for _, c := range []*exec.Cmd{untracked, self, inherit} {
+		if err := c.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	type seen struct{ forks, execs, exits, childExecs int }
+	got := map[uint32]*seen{untrackedPID: {}, selfPID: {}, inheritPID: {}}
+	children := map[uint32]uint32{} // child tgid -> shell
+	deadline := time.Now().Add(10 * time.Second)
+	for got[selfPID].exits == 0 || got[inheritPID].exits == 0 {
+		rd.SetDeadline(time.Now().Add(time.Second))
+		var ev LineageEvent
+		err := rd.Read(&ev)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if time.Now().After(deadline) {
+				t.Fatalf("tracked shells' exits not seen: %+v %+v", *got[selfPID], *got[inheritPID])
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := got[ev.PPID]; s != nil && ev.Kind == LineageFork {
+			s.forks++
+			children[ev.TGID] = ev.PPID
+		}
+		if sh, ok := children[ev.TGID]; ok && ev.Kind == LineageExec {
+			got[sh].childExecs++
+		}
+		if s := got[ev.TGID]; s != nil {
+			switch ev.Kind {
+			case LineageExec:
+				s.execs++
+				if ev.Flags&LineageInherit != 0 != (ev.TGID == inheritPID) {
+					t.Errorf("exec of %d flags %#x", ev.TGID, ev.Flags)
+				}
+			case LineageExit:
+				s.exits++
+			}
+		}
+	}
+	if s := got[untrackedPID]; *s != (seen{}) {
+		t.Errorf("untracked shell reported: %+v", *s)
+	}
+	if s := got[selfPID]; *s != (seen{execs: 1, exits: 1}) {
+		t.Errorf("shell tracked for itself: %+v, want its exec and exit only", *s)
+	}
+	if s := got[inheritPID]; *s != (seen{forks: 1, execs: 1, exits: 1, childExecs: 1}) {
+		t.Errorf("shell tracked with its descendants: %+v, want its child's fork and exec too", *s)
+	}
 }
