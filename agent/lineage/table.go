@@ -190,6 +190,10 @@ type Table struct {
 	live  *list.List        // oldest first
 	ended *list.List        // in the order they ended
 	stats Stats
+	// seeding is set while Seed runs (with mu held): only then is a
+	// process found in a login session its parent is not in taken for
+	// the shell that logged in.
+	seeding bool
 
 	watermark atomic.Uint64 // every event stamped before this was applied
 	notify    chan struct{} // closed and replaced when watermark moves
@@ -447,6 +451,8 @@ func (t *Table) Seed() (int, error) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.seeding = true
+	defer func() { t.seeding = false }()
 	n := 0
 	for _, d := range dirs {
 		pid, err := strconv.Atoi(d.Name())
@@ -543,11 +549,18 @@ func (t *Table) seedLocked(pid, depth int, m mark) *entry {
 	if depth >= MaxAncestors {
 		parent = nil
 	}
+	// Found in a session its parent is not in: at start-up, the shell
+	// that logged in (moved there by 'warden login' before the agent
+	// restarted). Later, a process the kernel never reported from a
+	// session: every process that starts in one is tracked from birth,
+	// so this one was moved there and did not start in it.
+	moved := p.SessionCgroupID != 0 && (parent == nil || parent.SessionCgroupID != p.SessionCgroupID)
+	if moved && !t.seeding {
+		p.SessionCgroupID = 0
+	}
 	e := t.insertLocked(p, parent)
 	e.inherit = haveRec && rec.Inherit
-	// Found in a session its parent is not in: the shell that logged in
-	// (moved there by 'warden login' before the agent restarted).
-	e.login = e.SessionCgroupID != 0 && (parent == nil || parent.SessionCgroupID != e.SessionCgroupID)
+	e.login = moved && t.seeding
 	return e
 }
 

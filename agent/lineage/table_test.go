@@ -270,3 +270,21 @@ func TestSeedFromProc(t *testing.T) {
 		t.Errorf("process that touched a target not tracked with its descendants: %v", k.marks)
 	}
 }
+
+// The kernel reports only tracked processes: once a tracked process has
+// exited, its pid may belong to one the table never saw, so a lookup at a
+// later instant does not answer with the exited image; one at an earlier
+// instant (a late denial) still does.
+func TestExitedPIDNotReused(t *testing.T) {
+	tb, us := shellTable(t, Options{})
+	tb.Apply(&loader.LineageEvent{Kind: loader.LineageExit, TGID: childPID, Self: ref(childPID, 200, 2), TimeNs: 2000 * tick})
+	if got, ok := tb.Lookup(childPID, 1000*tick); !ok || got.ExecID != us[3].ExecID {
+		t.Fatalf("lookup before the exit: %+v %v", got, ok)
+	}
+	if got, ok := tb.Lookup(childPID, 3000*tick); ok {
+		t.Fatalf("lookup after the exit found the exited image %+v", got)
+	}
+	if got, ok := tb.Lookup(childPID, 0); ok {
+		t.Fatalf("lookup now found the exited image %+v", got)
+	}
+}

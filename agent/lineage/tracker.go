@@ -174,10 +174,11 @@ type StartOptions struct {
 func PinDir(bpfPinDir string) string { return filepath.Join(bpfPinDir, "lineage") }
 
 // Start loads the lineage programs, tells them which cgroup holds the login
-// sessions, opens their ring buffer and seeds the process table from /proc.
-// The ring is opened before seeding, so a process that starts meanwhile is
-// in one or the other (or both, which the table merges). On error nothing
-// stays open.
+// sessions, opens their ring buffer and seeds the process table from /proc
+// with the processes that matter, marking them tracked in the kernel (see
+// Table.Seed). The ring is opened before seeding, so a process that starts
+// meanwhile is in one or the other (or both, which the table merges). On
+// error nothing stays open.
 func Start(opts StartOptions) (_ *Tracker, err error) {
 	if err := cgroupv2.Create(opts.SessionsDir); err != nil {
 		return nil, fmt.Errorf("create sessions cgroup: %w", err)
@@ -392,7 +393,9 @@ func (t *Tracker) emit(e *event.Event) {
 // in login session sessionCgroupID (0 = none). It waits until the table
 // has applied the kernel's events up to bootNs, so an exec just before a
 // connect is seen. A process that touches a target gets its process.exec
-// reported, in a session or not. data holds a lineage_warning when the
+// reported, in a session or not; one outside any session is read from
+// /proc (the kernel does not report it) and tracked in the kernel from
+// then on, with what it starts. data holds a lineage_warning when the
 // lineage does not back the session binding.
 func (t *Tracker) Attribute(pid, uid uint32, bootNs, sessionCgroupID uint64) (p *event.Process, data map[string]any) {
 	if bootNs == 0 {
