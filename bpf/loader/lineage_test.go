@@ -76,7 +76,7 @@ func TestLineageKernel(t *testing.T) {
 	}
 	pid := uint32(cmd.Process.Pid)
 	// While it sleeps, the kernel's record is readable by pidfd.
-	time.Sleep(100 * time.Millisecond)
+	waitChild(t, pid)
 	pidfd, err := unix.PidfdOpen(int(pid), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -204,16 +204,7 @@ func TestLineageFilter(t *testing.T) {
 	for pid, inh := range map[uint32]bool{selfPID: false, inheritPID: true} {
 		// Marked once the first sleep runs, so the shell's one fork
 		// seen is /bin/true's.
-		for deadline := time.Now().Add(5 * time.Second); ; {
-			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-			if len(strings.TrimSpace(string(b))) > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("shell %d never started its sleep", pid)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		waitChild(t, pid)
 		fd, err := unix.PidfdOpen(int(pid), 0)
 		if err != nil {
 			t.Fatal(err)
@@ -278,5 +269,21 @@ func TestLineageFilter(t *testing.T) {
 	}
 	if s := got[inheritPID]; *s != (seen{forks: 1, execs: 1, exits: 1, childExecs: 1}) {
 		t.Errorf("shell tracked with its descendants: %+v, want its child's fork and exec too", *s)
+	}
+}
+
+// waitChild waits until process pid has a child: a shell has started its
+// first command.
+func waitChild(t *testing.T, pid uint32) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		if len(strings.TrimSpace(string(b))) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d never started a child", pid)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
