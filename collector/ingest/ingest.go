@@ -497,28 +497,6 @@ func (in *Ingester) chain(e *event.Event, auth []event.Problem) []event.Problem 
 	return out
 }
 
-// decode parses a message into an event and checks the fields the store
-// cannot do without.
-func decode(data []byte) (*event.Event, error) {
-	var e event.Event
-	if err := json.Unmarshal(data, &e); err != nil {
-		return nil, fmt.Errorf("not a JSON event: %w", err)
-	}
-	switch {
-	case e.Schema != event.Schema && e.Schema != event.SchemaV1:
-		return nil, fmt.Errorf("schema %q, want %q (or %q)", e.Schema, event.Schema, event.SchemaV1)
-	case e.ID == "":
-		return nil, errors.New("event has no id")
-	case e.Type == "":
-		return nil, fmt.Errorf("event %s has no type", e.ID)
-	case e.Host.ID == "":
-		return nil, fmt.Errorf("event %s has no host.id", e.ID)
-	case e.Time.IsZero():
-		return nil, fmt.Errorf("event %s has no time", e.ID)
-	}
-	return &e, nil
-}
-
 // violation builds the integrity.violation record for one problem. Its id
 // is derived from the stream message and the problem kind, so a redelivered
 // message yields the same id and is stored once.

@@ -106,44 +106,93 @@ func (s *Store) Insert(ctx context.Context, recs []Record) (int, error) {
 	if err := s.d.lock(ctx, tx, lockEvents); err != nil {
 		return 0, err
 	}
-	stmt, err := tx.PrepareContext(ctx, s.d.rebind(`INSERT INTO events
-		(id, time, type, host_id, sub, email, session_id, target, exec_id, seq, hash, integrity, chain_head, stream_seq, stored_at, raw)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`))
-	if err != nil {
-		return 0, fmt.Errorf("store: prepare insert: %w", err)
-	}
-	defer stmt.Close()
 	now := time.Now().UnixNano()
-	n := 0
-	for _, r := range recs {
-		e := r.Event
-		var sub, email, sid, target, execID string
-		if e.Identity != nil {
-			sub, email, sid = e.Identity.Sub, e.Identity.Email, e.Identity.SessionID
+	total, n := len(recs), 0
+	// Multi-row statements: one round trip (PostgreSQL) and one statement
+	// step (SQLite) per insertChunk rows instead of per row. The full-size
+	// statement is prepared once per transaction; the tail gets its own.
+	var full *sql.Stmt
+	args := make([]any, 0, insertChunk*insertColumns)
+	for len(recs) > 0 {
+		chunk := recs[:min(len(recs), insertChunk)]
+		recs = recs[len(chunk):]
+		args = args[:0]
+		for _, r := range chunk {
+			args = appendRecordArgs(args, r, now)
 		}
-		if e.Target != nil {
-			target = e.Target.Name
+		var stmt *sql.Stmt
+		if len(chunk) == insertChunk && full != nil {
+			stmt = full
+		} else {
+			var err error
+			if stmt, err = tx.PrepareContext(ctx, s.insertSQL(len(chunk))); err != nil {
+				return 0, fmt.Errorf("store: prepare insert: %w", err)
+			}
+			if len(chunk) == insertChunk {
+				full = stmt
+			}
+			defer stmt.Close()
 		}
-		if e.Process != nil {
-			execID = e.Process.ExecID
-		}
-		head := 0
-		if r.ChainHead {
-			head = 1
-		}
-		res, err := stmt.ExecContext(ctx, e.ID, e.Time.UnixNano(), string(e.Type), e.Host.ID, sub, email, sid,
-			target, execID, int64(e.Seq), e.Hash, strings.Join(r.Integrity, ","), head, int64(r.StreamSeq), now, r.Raw)
+		res, err := stmt.ExecContext(ctx, args...)
 		if err != nil {
-			return 0, fmt.Errorf("store: insert event %s: %w", e.ID, err)
+			return 0, fmt.Errorf("store: insert events %s to %s: %w", chunk[0].Event.ID, chunk[len(chunk)-1].Event.ID, err)
 		}
-		if k, _ := res.RowsAffected(); k > 0 {
-			n++
+		k, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("store: insert events: rows affected: %w", err)
 		}
+		n += int(k)
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("store: commit %d events: %w", len(recs), err)
+		return 0, fmt.Errorf("store: commit %d events: %w", total, err)
 	}
 	return n, nil
+}
+
+// insertColumns is the number of columns Insert writes per row, and
+// insertChunk the rows per statement: 1,600 parameters, well under
+// SQLite's 32,766 and PostgreSQL's 65,535.
+const (
+	insertColumns = 16
+	insertChunk   = 100
+)
+
+// insertSQL is the multi-row insert of rows records.
+func (s *Store) insertSQL(rows int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO events
+		(id, time, type, host_id, sub, email, session_id, target, exec_id, seq, hash, integrity, chain_head, stream_seq, stored_at, raw)
+		VALUES `)
+	row := "(?" + strings.Repeat(",?", insertColumns-1) + ")"
+	for i := range rows {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(row)
+	}
+	b.WriteString(" ON CONFLICT (id) DO NOTHING")
+	return s.d.rebind(b.String())
+}
+
+// appendRecordArgs appends one row's insertColumns values.
+func appendRecordArgs(args []any, r Record, now int64) []any {
+	e := r.Event
+	var sub, email, sid, target, execID string
+	if e.Identity != nil {
+		sub, email, sid = e.Identity.Sub, e.Identity.Email, e.Identity.SessionID
+	}
+	if e.Target != nil {
+		target = e.Target.Name
+	}
+	if e.Process != nil {
+		execID = e.Process.ExecID
+	}
+	head := 0
+	if r.ChainHead {
+		head = 1
+	}
+	return append(args, e.ID, e.Time.UnixNano(), string(e.Type), e.Host.ID, sub, email, sid,
+		target, execID, int64(e.Seq), e.Hash, strings.Join(r.Integrity, ","), head, int64(r.StreamSeq), now, r.Raw)
 }
 
 // StreamSeqs returns, for those of ids that are stored, the JetStream stream
