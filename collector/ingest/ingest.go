@@ -78,7 +78,9 @@ type Config struct {
 	Store         *store.Store
 	Keys          event.KeyRing
 	ChainCheck    ChainCheck
-	// BatchSize is the most events stored per transaction (default 500).
+	// BatchSize is the most messages decoded at a time (default 500).
+	// Batches decoded while the store was busy with the last transaction
+	// go into one, of fewer than twice BatchSize events.
 	BatchSize int
 	// Name identifies this collector in the violations it raises.
 	Name   string
@@ -198,6 +200,33 @@ func (in *Ingester) Run(ctx context.Context) error {
 		}
 	}()
 
+	// Decoding runs a stage ahead: while one transaction commits, the
+	// next messages are decoded and hash-checked on every core. The
+	// decoder's read-ahead is bounded by the channel.
+	ready := make(chan []decoded, decodeAhead)
+	decCtx, stopDecoding := context.WithCancel(ctx)
+	decDone := make(chan struct{})
+	go func() {
+		defer close(decDone)
+		in.decodeLoop(decCtx, msgs, ready)
+	}()
+	// Decoded but never stored: nak'ed, so they come again promptly and
+	// in order. (Deferred after the consumer's drain, so it runs first.)
+	defer func() {
+		stopDecoding()
+		<-decDone
+		for {
+			select {
+			case ds := <-ready:
+				for _, d := range ds {
+					_ = d.msg.Nak()
+				}
+			default:
+				return
+			}
+		}
+	}()
+
 	var reorder *reorderer
 	if in.cfg.ChainCheck == ChainFull {
 		reorder = &reorderer{wait: in.cfg.ReorderWait, held: map[string][]heldMsg{}, head: func(host string) (uint64, bool) {
@@ -206,29 +235,32 @@ func (in *Ingester) Run(ctx context.Context) error {
 		}}
 		// Held messages come again, promptly, to whoever consumes next.
 		defer func() {
-			for _, m := range reorder.all() {
-				_ = m.Nak()
+			for _, d := range reorder.all() {
+				_ = d.msg.Nak()
 			}
 		}()
 	}
-	batch := make([]jetstream.Msg, 0, in.cfg.BatchSize)
 	late := time.NewTicker(lateCheckEvery)
 	defer late.Stop()
+	fail := func(ds []decoded, err error) error {
+		for _, d := range ds {
+			_ = d.msg.Nak()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	for {
+		var batch []decoded
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-late.C:
 			if reorder != nil {
 				if exp := reorder.expired(time.Now()); len(exp) > 0 {
-					if err := in.process(ctx, exp); err != nil {
-						for _, m := range exp {
-							_ = m.Nak()
-						}
-						if ctx.Err() != nil {
-							return nil
-						}
-						return err
+					if err := in.store(ctx, exp); err != nil {
+						return fail(exp, err)
 					}
 				}
 			}
@@ -239,11 +271,46 @@ func (in *Ingester) Run(ctx context.Context) error {
 				return err
 			}
 			continue
-		case m := <-msgs:
-			batch = append(batch[:0], m)
+		case batch = <-ready:
 		}
-		// Take whatever else is already waiting: one transaction per burst
-		// gives throughput under load and no added latency when idle.
+		// Batches decoded while the last transaction committed go into
+		// one transaction: the busier the stream, the larger the commits.
+	merge:
+		for len(batch) < in.cfg.BatchSize {
+			select {
+			case more := <-ready:
+				batch = append(batch, more...)
+			default:
+				break merge
+			}
+		}
+		if reorder != nil {
+			if batch = reorder.order(batch, time.Now()); len(batch) == 0 {
+				continue
+			}
+		}
+		if err := in.store(ctx, batch); err != nil {
+			return fail(batch, err)
+		}
+	}
+}
+
+// decodeAhead is how many decoded batches may wait for the store.
+const decodeAhead = 2
+
+// decodeLoop takes messages as they arrive, as many as are waiting up to
+// BatchSize at a time (a burst is one batch; a lone message waits for
+// nothing), decodes and hash-checks them on every core and hands them on
+// in stream order.
+func (in *Ingester) decodeLoop(ctx context.Context, msgs <-chan jetstream.Msg, ready chan<- []decoded) {
+	for {
+		var batch []jetstream.Msg
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-msgs:
+			batch = append(make([]jetstream.Msg, 0, in.cfg.BatchSize), m)
+		}
 	drain:
 		for len(batch) < in.cfg.BatchSize {
 			select {
@@ -253,19 +320,14 @@ func (in *Ingester) Run(ctx context.Context) error {
 				break drain
 			}
 		}
-		if reorder != nil {
-			if batch = reorder.order(batch, time.Now()); len(batch) == 0 {
-				continue
+		ds := in.decodeAll(batch)
+		select {
+		case ready <- ds:
+		case <-ctx.Done():
+			for _, d := range ds {
+				_ = d.msg.Nak()
 			}
-		}
-		if err := in.process(ctx, batch); err != nil {
-			for _, m := range batch {
-				_ = m.Nak()
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+			return
 		}
 	}
 }
@@ -293,10 +355,10 @@ func isCheckpointSubject(subject string) bool {
 	return strings.HasSuffix(subject, "."+string(event.CheckpointType))
 }
 
-// process verifies and stores one batch, then acks it.
-func (in *Ingester) process(ctx context.Context, msgs []jetstream.Msg) error {
-	ds := in.decodeAll(msgs)
-	ids := make([]string, 0, len(msgs))
+// store verifies a decoded batch in order, stores it in one transaction
+// (then its checkpoints), and acks it.
+func (in *Ingester) store(ctx context.Context, ds []decoded) error {
+	ids := make([]string, 0, len(ds))
 	for _, d := range ds {
 		if d.err == nil && d.ev != nil {
 			ids = append(ids, d.ev.ID)
@@ -401,8 +463,8 @@ func (in *Ingester) process(ctx context.Context, msgs []jetstream.Msg) error {
 	if err := in.storeTrees(ctx, cps, covs, notCovered); err != nil {
 		return err
 	}
-	for _, m := range msgs {
-		if err := m.Ack(); err != nil {
+	for _, d := range ds {
+		if err := d.msg.Ack(); err != nil {
 			// Stored already: a redelivery will be recognised and acked.
 			in.log.Warn().Err(err).Msg("ack")
 		}

@@ -120,7 +120,7 @@ func BenchmarkProcess(b *testing.B) {
 		b.StartTimer()
 		cpu0 := cpuTime()
 		for i := 0; i < len(msgs); i += in.cfg.BatchSize {
-			if err := in.process(ctx, msgs[i:min(i+in.cfg.BatchSize, len(msgs))]); err != nil {
+			if err := in.store(ctx, in.decodeAll(msgs[i:min(i+in.cfg.BatchSize, len(msgs))])); err != nil {
 				b.Fatal(err)
 			}
 		}

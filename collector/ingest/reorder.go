@@ -1,11 +1,8 @@
 package ingest
 
 import (
-	"encoding/json"
 	"slices"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // DefaultReorderWait is how long an event that arrives ahead of a gap in
@@ -19,9 +16,10 @@ import (
 // 30 s AckWait.
 const DefaultReorderWait = 8 * time.Second
 
-// heldMsg is an event waiting for the events before it.
+// heldMsg is an event waiting for the events before it. It is held
+// decoded: its hash is checked already, only its place in the chain waits.
 type heldMsg struct {
-	msg   jetstream.Msg
+	d     decoded
 	seq   uint64
 	until time.Time
 }
@@ -38,19 +36,11 @@ type reorderer struct {
 	held map[string][]heldMsg
 }
 
-// chainPos is what the reorderer reads of a message.
-type chainPos struct {
-	Host struct {
-		ID string `json:"id"`
-	} `json:"host"`
-	Seq uint64 `json:"seq"`
-}
-
 // order returns the messages of batch that may be verified now, in order,
 // with any held ones they unblock; the others are held. Messages that are
 // not events of a known chain pass through untouched.
-func (r *reorderer) order(batch []jetstream.Msg, now time.Time) []jetstream.Msg {
-	out := make([]jetstream.Msg, 0, len(batch))
+func (r *reorderer) order(batch []decoded, now time.Time) []decoded {
+	out := make([]decoded, 0, len(batch))
 	next := map[string]uint64{} // next expected seq per host, in this call
 	expect := func(host string) (uint64, bool) {
 		if n, ok := next[host]; ok {
@@ -70,7 +60,7 @@ func (r *reorderer) order(batch []jetstream.Msg, now time.Time) []jetstream.Msg 
 			if hs[0].seq > n {
 				break
 			}
-			out = append(out, hs[0].msg)
+			out = append(out, hs[0].d)
 			if hs[0].seq == n {
 				next[host] = n + 1
 			}
@@ -79,27 +69,23 @@ func (r *reorderer) order(batch []jetstream.Msg, now time.Time) []jetstream.Msg 
 		r.setHeld(host, hs)
 	}
 	for _, m := range batch {
-		if isCheckpointSubject(m.Subject()) {
-			out = append(out, m)
+		if m.isCP || m.err != nil || m.ev == nil || m.ev.Seq == 0 {
+			out = append(out, m) // not in a chain, or the verifier reports what is wrong with it
 			continue
 		}
-		var p chainPos
-		if json.Unmarshal(m.Data(), &p) != nil || p.Host.ID == "" || p.Seq == 0 {
-			out = append(out, m) // the verifier reports what is wrong with it
-			continue
-		}
-		n, known := expect(p.Host.ID)
+		host, seq := m.ev.Host.ID, m.ev.Seq
+		n, known := expect(host)
 		switch {
 		case !known:
 			out = append(out, m)
-		case p.Seq == n:
+		case seq == n:
 			out = append(out, m)
-			next[p.Host.ID] = n + 1
-			release(p.Host.ID)
-		case p.Seq < n:
+			next[host] = n + 1
+			release(host)
+		case seq < n:
 			out = append(out, m) // a replay or a redelivery: for the verifier
 		default:
-			hs := append(r.held[p.Host.ID], heldMsg{msg: m, seq: p.Seq, until: now.Add(r.wait)})
+			hs := append(r.held[host], heldMsg{d: m, seq: seq, until: now.Add(r.wait)})
 			slices.SortStableFunc(hs, func(a, b heldMsg) int {
 				switch {
 				case a.seq < b.seq:
@@ -109,7 +95,7 @@ func (r *reorderer) order(batch []jetstream.Msg, now time.Time) []jetstream.Msg 
 				}
 				return 0
 			})
-			r.setHeld(p.Host.ID, hs)
+			r.setHeld(host, hs)
 		}
 	}
 	return out
@@ -117,12 +103,12 @@ func (r *reorderer) order(batch []jetstream.Msg, now time.Time) []jetstream.Msg 
 
 // expired returns, in order, the held messages of every host whose oldest
 // hold ran out: the gap before them is real.
-func (r *reorderer) expired(now time.Time) []jetstream.Msg {
-	var out []jetstream.Msg
+func (r *reorderer) expired(now time.Time) []decoded {
+	var out []decoded
 	for host, hs := range r.held {
 		if slices.ContainsFunc(hs, func(h heldMsg) bool { return !now.Before(h.until) }) {
 			for _, h := range hs {
-				out = append(out, h.msg)
+				out = append(out, h.d)
 			}
 			delete(r.held, host)
 		}
@@ -131,11 +117,11 @@ func (r *reorderer) expired(now time.Time) []jetstream.Msg {
 }
 
 // all returns every held message and forgets them (on stop, to nak).
-func (r *reorderer) all() []jetstream.Msg {
-	var out []jetstream.Msg
+func (r *reorderer) all() []decoded {
+	var out []decoded
 	for host, hs := range r.held {
 		for _, h := range hs {
-			out = append(out, h.msg)
+			out = append(out, h.d)
 		}
 		delete(r.held, host)
 	}

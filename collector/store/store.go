@@ -63,6 +63,10 @@ func openSQLite(path string) (*Store, error) {
 	// FULL: an event is acked to JetStream once committed, so the commit
 	// must survive a power loss, not only a crash of the collector.
 	q.Add("_pragma", "synchronous(FULL)")
+	// The statement journal of multi-row inserts in memory, not in a
+	// temporary file: it only undoes a failed statement inside its
+	// transaction, and durability does not depend on it.
+	q.Add("_pragma", "temp_store(MEMORY)")
 	q.Add("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {

@@ -223,7 +223,9 @@ func publishAll(t *testing.T, js jetstream.JetStream, msgs []*nats.Msg) {
 		// A fresh copy: a nats.Msg must not be published twice.
 		cp := nats.NewMsg(m.Subject)
 		cp.Data, cp.Header = m.Data, m.Header
-		f, err := js.PublishMsgAsync(cp)
+		// A long stall wait: on a loaded machine the 4,096 pending acks
+		// can take longer than the default 200 ms to drain.
+		f, err := js.PublishMsgAsync(cp, jetstream.WithStallWait(time.Minute))
 		if err != nil {
 			t.Fatal(err)
 		}
