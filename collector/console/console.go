@@ -117,6 +117,7 @@ func (s *Server) routes() {
 	m.Handle("/v1/", s.cfg.API)
 	m.Handle("/healthz", s.cfg.API)
 	m.HandleFunc("GET /static/", s.assets)
+	m.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	m.HandleFunc("GET /login", s.login)
 	m.HandleFunc("GET "+callbackPath, s.callback)
 	m.HandleFunc("POST /logout", s.logout)

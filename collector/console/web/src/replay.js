@@ -1,7 +1,9 @@
 // replay.js: plays an SSH recording with asciinema-player (its own
 // controls: play/pause and seek; keys: space, arrows). Speed and idle
 // skipping are player options, so changing them re-creates the player at
-// the same position.
+// the same position. The player's terminal element also gets the class
+// ap-terminal (its name before asciinema-player 3.10), which the console's
+// contract and its browser test name.
 (function () {
   "use strict";
 
@@ -37,6 +39,13 @@
     }
     create(at, at > 0);
   }
+
+  new MutationObserver(function () {
+    var term = el.querySelector(".ap-term:not(.ap-terminal)");
+    if (term) {
+      term.classList.add("ap-terminal");
+    }
+  }).observe(el, { childList: true, subtree: true });
 
   speed.addEventListener("change", recreate);
   idle.addEventListener("change", recreate);
