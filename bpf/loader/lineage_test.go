@@ -287,3 +287,104 @@ func waitChild(t *testing.T, pid uint32) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestLineageThreadExec: a thread of a tracked process carries the
+// tracking, so an exec from it (not the leader) is still reported; the
+// same exec in an untracked process is not.
+func TestLineageThreadExec(t *testing.T) {
+	python := testenv.RequireCommand(t, "python3")
+	root := testenv.Cgroup(t)
+	pins := filepath.Join(t.TempDir(), "pins")
+	t.Cleanup(func() { unix.Unmount(pins, 0) })
+	l, err := LoadLineage(LineageOptions{PinDir: pins})
+	if err != nil {
+		t.Fatalf("load lineage: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := l.Uninstall(); err != nil {
+			t.Errorf("uninstall: %v", err)
+		}
+	})
+	rd, err := l.Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+
+	// The thread starts once the process reads a line, after it was marked.
+	const script = `import os, sys, threading
+sys.stdin.readline()
+t = threading.Thread(target=os.execv, args=("/bin/true", ["/bin/true"]))
+t.start()
+t.join()
+`
+	start := func(track bool) (*exec.Cmd, uint32) {
+		cmd := testenv.CommandIn(t, root, python, "-c", script)
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pid := uint32(cmd.Process.Pid)
+		if track {
+			fd, err := unix.PidfdOpen(int(pid), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.Track(fd, false); err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(fd)
+		}
+		// Wait until the interpreter runs the script (a shim may exec it).
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if strings.Contains(string(b), "threading") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("python %d did not start", pid)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		in.Write([]byte("\n"))
+		in.Close()
+		return cmd, pid
+	}
+	untracked, untrackedPID := start(false)
+	tracked, trackedPID := start(true)
+	for _, c := range []*exec.Cmd{untracked, tracked} {
+		if err := c.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var threadExec *LineageEvent
+	deadline := time.Now().Add(10 * time.Second)
+	for exited := false; !exited; {
+		rd.SetDeadline(time.Now().Add(time.Second))
+		var ev LineageEvent
+		err := rd.Read(&ev)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if time.Now().After(deadline) {
+				t.Fatalf("exit of the tracked process %d not seen (thread exec %+v)", trackedPID, threadExec)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case ev.TGID == untrackedPID:
+			t.Errorf("untracked process reported: %+v", ev)
+		case ev.TGID == trackedPID && ev.Kind == LineageExec && ev.Flags&LineageThreadExec != 0:
+			threadExec = &ev
+		case ev.TGID == trackedPID && ev.Kind == LineageExit:
+			exited = true
+		}
+	}
+	if threadExec == nil || threadExec.Path != "/bin/true" || threadExec.Self.Image != 1 {
+		t.Fatalf("thread exec of the tracked process: %+v", threadExec)
+	}
+}

@@ -15,6 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
 	"github.com/wardenhq/warden/pkg/cgroupv2"
 	"github.com/wardenhq/warden/pkg/collectorclient"
 	"github.com/wardenhq/warden/pkg/devidp"
@@ -135,6 +139,14 @@ func TestBenchExecStorm(t *testing.T) {
 	// With the storm keeping both cores busy, CPU per exec is what sets
 	// its rate; it is also steadier than the rate on a shared machine.
 	var rate, cpu [3][]float64 // baseline, outside, inside
+	// The kernel programs' own time per exec, and wardend's CPU per exec,
+	// outside and inside: the parts of the CPU per exec above.
+	var bpfNs, agentCPU [2][]float64
+	stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+	if err != nil {
+		t.Fatalf("enable BPF run time statistics: %v", err)
+	}
+	defer stats.Close()
 	var spawnedIn, recordedIn, lostIn, lostOther, outsideEvents, insideEvents int64
 	perExec := func(n int64, d ...time.Duration) float64 {
 		var sum time.Duration
@@ -158,14 +170,17 @@ func TestBenchExecStorm(t *testing.T) {
 		agentPID := wardendPID(t, e)
 		since := time.Now()
 
-		ev0, a0 := kernelEvents(t, e), cpuTime(t, agentPID)
+		ev0, a0, b0 := kernelEvents(t, e), cpuTime(t, agentPID), lineageRuntime(t, e)
 		n, c = storm("")
-		ev1, a1 := kernelEvents(t, e), cpuTime(t, agentPID)
+		ev1, a1, b1 := kernelEvents(t, e), cpuTime(t, agentPID), lineageRuntime(t, e)
 		rate[1] = append(rate[1], float64(n)/stormDuration.Seconds())
 		cpu[1] = append(cpu[1], perExec(n, c, a1-a0))
+		agentCPU[0] = append(agentCPU[0], perExec(n, a1-a0))
+		bpfNs[0] = append(bpfNs[0], float64((b1-b0).Nanoseconds())/float64(n))
 		outsideEvents += ev1 - ev0
 
 		with, c := storm(fmt.Sprintf("warden login --token-file %s >/dev/null && ", alice))
+		bpfNs[1] = append(bpfNs[1], float64((lineageRuntime(t, e)-b1).Nanoseconds())/float64(with))
 		rate[2] = append(rate[2], float64(with)/stormDuration.Seconds())
 		insideEvents += kernelEvents(t, e) - ev1
 		spawnedIn += with
@@ -203,7 +218,9 @@ func TestBenchExecStorm(t *testing.T) {
 			}
 			return nil
 		})
-		cpu[2] = append(cpu[2], perExec(with, c, cpuTime(t, agentPID)-a1))
+		a2 := cpuTime(t, agentPID)
+		cpu[2] = append(cpu[2], perExec(with, c, a2-a1))
+		agentCPU[1] = append(agentCPU[1], perExec(with, a2-a1))
 		recordedIn += recorded
 		lostIn += lost
 		lostOther += other
@@ -221,9 +238,13 @@ func TestBenchExecStorm(t *testing.T) {
 		"baseline_cpu_us_per_exec=%.1f outside_cpu_us_per_exec=%.1f inside_cpu_us_per_exec=%.1f "+
 		"outside_slowdown_cpu=%.3f inside_slowdown_cpu=%.3f outside_slowdown_rate=%.3f inside_slowdown_rate=%.3f "+
 		"outside_kernel_events=%d inside_spawned=%d inside_recorded=%d inside_lost=%d other_lineage_lost=%d inside_kernel_events=%d "+
+		"outside_bpf_ns_per_exec=%.0f inside_bpf_ns_per_exec=%.0f outside_agent_cpu_us_per_exec=%.1f inside_agent_cpu_us_per_exec=%.1f "+
 		"agent_rss_mb=%.1f agent_peak_rss_mb=%.1f\n",
 		stormRepeats, mr[0], mr[1], mr[2], mc[0], mc[1], mc[2], mc[1]/mc[0], mc[2]/mc[0], mr[0]/mr[1], mr[0]/mr[2],
-		outsideEvents, spawnedIn, recordedIn, lostIn, lostOther, insideEvents, float64(rss)/(1<<20), float64(hwm)/(1<<20))
+		outsideEvents, spawnedIn, recordedIn, lostIn, lostOther, insideEvents,
+		medianF(bpfNs[0]), medianF(bpfNs[1]), medianF(agentCPU[0]), medianF(agentCPU[1]), float64(rss)/(1<<20), float64(hwm)/(1<<20))
+	fmt.Printf("BENCH exec_storm the lineage programs take %.0f ns per exec outside any session (%.3f%% of the baseline's CPU per exec), %.0f ns inside\n",
+		medianF(bpfNs[0]), 100*medianF(bpfNs[0])/1e3/mc[0], medianF(bpfNs[1]))
 	for _, r := range []struct {
 		name             string
 		cpu, rate, limit float64
@@ -268,6 +289,35 @@ func kernelEvents(t *testing.T, e *harness.Env) int64 {
 	}
 	t.Fatalf("no %s in wardend's metrics", name)
 	return 0
+}
+
+// lineageRuntime is the time wardend's lineage programs have run (while
+// run time statistics are on), found by their pinned links.
+func lineageRuntime(t *testing.T, e *harness.Env) time.Duration {
+	t.Helper()
+	var sum time.Duration
+	for _, name := range []string{"fork", "exec", "exit"} {
+		lk, err := link.LoadPinnedLink(filepath.Join(e.Dir, "bpf", "lineage", "link_lineage_"+name), nil)
+		if err != nil {
+			t.Fatalf("lineage %s link: %v", name, err)
+		}
+		info, err := lk.Info()
+		lk.Close()
+		if err != nil {
+			t.Fatalf("lineage %s link: %v", name, err)
+		}
+		prog, err := ebpf.NewProgramFromID(info.Program)
+		if err != nil {
+			t.Fatalf("lineage %s program: %v", name, err)
+		}
+		st, err := prog.Stats()
+		prog.Close()
+		if err != nil {
+			t.Fatalf("lineage %s program statistics: %v", name, err)
+		}
+		sum += st.Runtime
+	}
+	return sum
 }
 
 // countEvents pages through every event matching q and sums f over them.
