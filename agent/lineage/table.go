@@ -459,6 +459,9 @@ func (t *Table) Seed() (int, error) {
 		if err != nil || pid <= 0 {
 			continue
 		}
+		if t.byPID[uint32(pid)] != nil {
+			continue // read already, as an ancestor of one seeded before
+		}
 		m, ok := t.seedMark(pid)
 		if ok && t.seedLocked(pid, 0, m) != nil {
 			n++
