@@ -547,3 +547,28 @@ func BenchmarkEmit(b *testing.B) {
 		b.Fatalf("losses: %v", l)
 	}
 }
+
+// BenchmarkEmitParallel is BenchmarkEmit from concurrent producers, as one
+// per proxied connection: the chain lock is held across the spool append.
+func BenchmarkEmitParallel(b *testing.B) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	sp, err := spool.Open(b.TempDir(), spool.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sp.Close()
+	rec, err := New(Options{Host: host, Key: priv, Spool: sp, Logger: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rec.Close()
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		for i := 0; pb.Next(); i++ {
+			if err := rec.Emit(query(i)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
