@@ -33,13 +33,33 @@ type Audit struct {
 	rec     Recorder
 	att     *Attribution
 	failure AuditFailure
+	// shared is the attribution's encoding, for a recorder that takes it.
+	shared *event.Context
+}
+
+// contextRecorder is a Recorder that can take a stream's shared members
+// encoded once (*recorder.Recorder is one).
+type contextRecorder interface {
+	EmitIn(*event.Context, *event.Event) error
 }
 
 // NewAudit returns the audit of a stream attributed to att, which does
 // what failure says with requests it cannot record. Codec tests use it;
 // the proxy makes one for every stream it serves.
 func NewAudit(rec Recorder, att *Attribution, failure AuditFailure) *Audit {
-	return &Audit{rec: rec, att: att, failure: failure}
+	a := &Audit{rec: rec, att: att, failure: failure}
+	if _, ok := rec.(contextRecorder); ok {
+		// The attribution does not change once the stream is served.
+		a.shared = event.NewContext(att.Identity, att.Process, &att.Target)
+	}
+	return a
+}
+
+func (a *Audit) emit(e *event.Event) error {
+	if cr, ok := a.rec.(contextRecorder); ok {
+		return cr.EmitIn(a.shared, e)
+	}
+	return a.rec.Emit(e)
 }
 
 // Receipt identifies a recorded request, for linking its result.
@@ -59,7 +79,7 @@ type Receipt struct {
 func (a *Audit) Request(typ event.Type, dec event.Decision, p event.Payload) (Receipt, error) {
 	e := a.event(typ, p)
 	e.Decision = &dec
-	err := a.rec.Emit(e)
+	err := a.emit(e)
 	// The recorder sets the id before it tries to store the event, so
 	// even an unrecorded request's result names it (under FailOpen),
 	// and agent.loss tells what happened to it.
@@ -76,7 +96,7 @@ func (a *Audit) Request(typ event.Type, dec event.Decision, p event.Payload) (Re
 // an agent.loss event. The error says so, for the codec to log if it
 // wants; it is never a reason to stop the stream.
 func (a *Audit) Result(r Receipt, typ event.Type, p event.Payload) error {
-	return a.rec.Emit(a.event(typ, p))
+	return a.emit(a.event(typ, p))
 }
 
 func (a *Audit) event(typ event.Type, p event.Payload) *event.Event {

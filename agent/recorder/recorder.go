@@ -134,6 +134,9 @@ type Recorder struct {
 	mu       sync.Mutex
 	lastSeq  uint64
 	lastHash string
+	// wire is the sealed event's buffer, reused: the spool copies what it
+	// stores before Enqueue returns.
+	wire []byte
 	// tree is the Merkle log of the chain, marked at the last stored
 	// checkpoint; treeFile persists it.
 	tree     *event.MerkleLog
@@ -395,7 +398,14 @@ func hexHash(h string) ([]byte, error) {
 // which clears once the publisher drains it, spool.ErrTooLarge, ErrEncode,
 // ErrClosed, or a write error of the spool's disk.
 func (r *Recorder) Emit(e *event.Event) error {
-	prep, perr := r.prepare(e)
+	return r.EmitIn(nil, e)
+}
+
+// EmitIn is Emit for an event of a stream whose shared members c encodes
+// (see event.Context): the proxy records every statement of a connection
+// with the same identity, process and target.
+func (r *Recorder) EmitIn(c *event.Context, e *event.Event) error {
+	prep, perr := r.prepareIn(c, e)
 	r.mu.Lock()
 	_, err := r.emitLocked(e, prep, perr)
 	r.mu.Unlock()
@@ -421,6 +431,10 @@ func (r *Recorder) EmitSync(ctx context.Context, e *event.Event) error {
 // cost of an event, and producers (one per proxied connection) do it in
 // parallel.
 func (r *Recorder) prepare(e *event.Event) (*event.Prepared, error) {
+	return r.prepareIn(nil, e)
+}
+
+func (r *Recorder) prepareIn(c *event.Context, e *event.Event) (*event.Prepared, error) {
 	now := time.Now()
 	e.Schema = event.Schema
 	if e.Time.IsZero() {
@@ -428,7 +442,7 @@ func (r *Recorder) prepare(e *event.Event) (*event.Prepared, error) {
 	}
 	e.Time = e.Time.UTC()
 	e.Host = r.host
-	return event.Prepare(e)
+	return event.PrepareIn(c, e)
 }
 
 // emitLocked reports pending losses first (so the agent.loss event precedes
@@ -505,8 +519,12 @@ func (r *Recorder) storeLocked(e *event.Event, prep *event.Prepared, perr error)
 		}
 		e.ID = id.String()
 	}
-	signer := event.NewSigner(nil, r.lastSeq, r.lastHash)
-	p, err := r.spool.Enqueue(signer.SealPrepared(e, prep))
+	r.wire = event.NewSigner(nil, r.lastSeq, r.lastHash).SealPreparedTo(r.wire, e, prep)
+	prep.Release()
+	p, err := r.spool.Enqueue(r.wire)
+	if cap(r.wire) > 64<<10 {
+		r.wire = nil // an occasional huge event: do not keep its buffer
+	}
 	switch {
 	case err == nil:
 		r.lastSeq, r.lastHash = e.Seq, e.Hash

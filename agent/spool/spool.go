@@ -576,7 +576,8 @@ func (p Pending) Wait(ctx context.Context) error {
 // Enqueue stores rec after every record enqueued before it and returns
 // without waiting for the disk; Pending.Wait waits for durability. Enqueue
 // returns ErrFull when the spool is at MaxBytes. It is cheap enough to call
-// under a caller's lock, which is how the recorder keeps chain order.
+// under a caller's lock, which is how the recorder keeps chain order. rec
+// is copied, not kept: the caller may reuse it once Enqueue returns.
 func (s *Spool) Enqueue(rec []byte) (Pending, error) {
 	if len(rec) > MaxRecordBytes {
 		return Pending{}, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(rec))

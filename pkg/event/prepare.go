@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -21,6 +22,29 @@ import (
 // cheap assembly, hashing and signing happen in chain order.
 type Prepared struct {
 	members []member // sorted by key; no id, seq, prev_hash, hash or sig
+	// buf holds the direct encoder's output, which the members' values
+	// alias; nil on the generic path. Release recycles it.
+	buf []byte
+}
+
+// preparedPool recycles the direct encoder's buffers: two events per SQL
+// statement would otherwise allocate about 2 KiB for the collector to
+// sweep.
+var preparedPool = sync.Pool{New: func() any { return &Prepared{buf: make([]byte, 0, 1024), members: make([]member, 0, 9)} }}
+
+// maxPooledBytes keeps an occasional huge event's buffer out of the pool.
+const maxPooledBytes = 16 << 10
+
+// Release hands p's memory back for later Prepare calls. The caller must
+// not use p, or the wire bytes' source members, afterwards; sealed wire
+// bytes are a copy and stay valid.
+func (p *Prepared) Release() {
+	if p == nil || p.buf == nil || cap(p.buf) > maxPooledBytes {
+		return
+	}
+	clear(p.members)
+	p.members, p.buf = p.members[:0], p.buf[:0]
+	preparedPool.Put(p)
 }
 
 type member struct {
@@ -37,7 +61,15 @@ type member struct {
 // direct encoder does not know send the whole event down the generic path.
 // Both produce exactly Event.Canonical's bytes, which the tests check.
 func Prepare(e *Event) (*Prepared, error) {
-	p, err := prepareDirect(e)
+	return PrepareIn(nil, e)
+}
+
+// PrepareIn is Prepare for an event of a stream whose shared members are
+// encoded in c: an event whose Identity, Process and Target are c's (the
+// same pointers) takes their encoding from c instead of encoding them
+// again. A nil c, or other pointers, encode as Prepare does.
+func PrepareIn(c *Context, e *Event) (*Prepared, error) {
+	p, err := prepareDirect(e, c)
 	if err == errGeneric {
 		return prepareGeneric(e)
 	}
@@ -138,10 +170,18 @@ func (p *Prepared) Canonical(id string, seq uint64, prevHash string) []byte {
 // event), and the hash is taken over the bytes around that room, which are
 // exactly the canonical form.
 func (s *Signer) SealPrepared(e *Event, p *Prepared) []byte {
+	return s.SealPreparedTo(nil, e, p)
+}
+
+// SealPreparedTo is SealPrepared writing the wire bytes into buf's memory
+// (from its start), growing it if needed, so that a caller that is done
+// with them before its next seal (the recorder: the spool copies them)
+// reuses one buffer.
+func (s *Signer) SealPreparedTo(buf []byte, e *Event, p *Prepared) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e.Seq, e.PrevHash = s.lastSeq+1, s.lastHash
-	wire, at := p.encode(e.ID, e.Seq, e.PrevHash)
+	wire, at := p.encode(buf[:0], e.ID, e.Seq, e.PrevHash)
 	h := sha256.New()
 	h.Write(wire[:at])
 	h.Write(wire[at+len(hashMemberPrefix)+64+2:])
@@ -156,68 +196,117 @@ func (s *Signer) SealPrepared(e *Event, p *Prepared) []byte {
 const hashMemberPrefix = `"hash":"`
 
 // encode writes the wire form of the event with id, seq and prevHash and a
-// hash member of 64 zero bytes, and returns it with the offset of that
-// member (`"hash":"<64>",`, which precedes "host").
-func (p *Prepared) encode(id string, seq uint64, prevHash string) ([]byte, int) {
+// hash member of 64 zero bytes into b (which must be empty), and returns it
+// with the offset of that member (`"hash":"<64>",`, which precedes "host").
+func (p *Prepared) encode(b []byte, id string, seq uint64, prevHash string) ([]byte, int) {
 	var seqBuf [20]byte
 	seqText := strconv.AppendUint(seqBuf[:0], seq, 10)
-	// Chain members, in key order: id < prev_hash < seq.
-	chain := [3]struct {
-		key   string
-		value func(b []byte) []byte
-	}{
-		{"id", func(b []byte) []byte { return appendCanonicalString(b, id) }},
-		{"prev_hash", func(b []byte) []byte { return appendCanonicalString(b, prevHash) }},
-		{"seq", func(b []byte) []byte { return append(b, seqText...) }},
-	}
 	n := 2 + len(hashMemberPrefix) + 64 + 2 + len(id) + 2 + len(prevHash) + len(seqText) + 40
 	for _, m := range p.members {
 		n += len(m.key) + len(m.value) + 4
 	}
-	b := make([]byte, 0, n)
+	b = slices.Grow(b[:0], n)
 	b = append(b, '{')
-	at := -1
+	w := wireWriter{b: b, at: -1, first: true}
+	// Chain members, in key order: id < prev_hash < seq.
 	ci := 0
-	first := true
-	member := func(key string) {
-		if key == "host" && at < 0 {
-			// The hash member goes right before host, with the comma
-			// that separates them: canonical form without it is intact.
-			if !first {
-				b = append(b, ',')
+	chain := func(upTo string) {
+		for ; ci < 3; ci++ {
+			var key string
+			switch ci {
+			case 0:
+				key = "id"
+			case 1:
+				key = "prev_hash"
+			default:
+				key = "seq"
 			}
-			at = len(b)
-			b = append(b, hashMemberPrefix...)
-			b = append(b, make([]byte, 64)...)
-			b = append(b, '"', ',')
-			first = true // host follows without another comma
+			if upTo != "" && key >= upTo {
+				return
+			}
+			w.member(key)
+			switch ci {
+			case 0:
+				w.b = appendCanonicalString(w.b, id)
+			case 1:
+				w.b = appendCanonicalString(w.b, prevHash)
+			default:
+				w.b = append(w.b, seqText...)
+			}
 		}
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		b = append(b, '"')
-		b = append(b, key...)
-		b = append(b, '"', ':')
 	}
 	for _, m := range p.members {
-		for ci < len(chain) && chain[ci].key < m.key {
-			member(chain[ci].key)
-			b = chain[ci].value(b)
-			ci++
-		}
-		member(m.key)
-		b = append(b, m.value...)
+		chain(m.key)
+		w.member(m.key)
+		w.b = append(w.b, m.value...)
 	}
-	for ; ci < len(chain); ci++ {
-		member(chain[ci].key)
-		b = chain[ci].value(b)
-	}
-	if at < 0 {
+	chain("")
+	if w.at < 0 {
 		// Prepare always encodes host (a struct member without omitempty).
 		panic("event: prepared event without a host member")
 	}
-	return append(b, '}'), at
+	return append(w.b, '}'), w.at
+}
+
+// wireWriter writes an event's members in key order, and the room for the
+// hash member right before host.
+type wireWriter struct {
+	b     []byte
+	at    int
+	first bool
+}
+
+func (w *wireWriter) member(key string) {
+	if key == "host" && w.at < 0 {
+		// The hash member goes right before host, with the comma that
+		// separates them: canonical form without it is intact.
+		if !w.first {
+			w.b = append(w.b, ',')
+		}
+		w.at = len(w.b)
+		w.b = append(w.b, hashMemberPrefix...)
+		w.b = append(w.b, zeroHash[:]...)
+		w.b = append(w.b, '"', ',')
+		w.first = true // host follows without another comma
+	}
+	if !w.first {
+		w.b = append(w.b, ',')
+	}
+	w.first = false
+	w.b = append(w.b, '"')
+	w.b = append(w.b, key...)
+	w.b = append(w.b, '"', ':')
+}
+
+// zeroHash is the hash member's room before the hash is known.
+var zeroHash [64]byte
+
+// Context is the canonical encoding of the members every event of one
+// stream shares: its identity, process and target. A proxied connection
+// records two events per statement with the same three, and the process
+// with its ancestors and their arguments is most of an event's bytes.
+//
+// The identity, process and target must not change once NewContext has
+// encoded them: events prepared in the Context carry the encoding, and
+// their hashes cover it.
+type Context struct {
+	identity                              *Identity
+	process                               *Process
+	target                                *Target
+	identityJSON, processJSON, targetJSON []byte
+}
+
+// NewContext encodes the members shared by a stream's events. Any of them
+// may be nil.
+func NewContext(id *Identity, pr *Process, t *Target) *Context {
+	c := &Context{identity: id, process: pr, target: t, identityJSON: appendIdentity(nil, id)}
+	if pr != nil {
+		c.processJSON = appendProcess(nil, pr)
+	}
+	if t != nil {
+		c.targetJSON = appendTarget(nil, t)
+	}
+	return c
 }
 
 // errGeneric tells Prepare that prepareDirect met a value it does not
@@ -236,14 +325,15 @@ const maxDirectDepth = 32
 // written as null, strings escaped by appendCanonicalString. A field added
 // to these structs must be added here too; TestPrepareRandomEvents fills
 // every field by reflection and fails until it is.
-func prepareDirect(e *Event) (*Prepared, error) {
+func prepareDirect(e *Event, c *Context) (*Prepared, error) {
 	tm, err := e.Time.MarshalJSON()
 	if err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
 	}
 	// One buffer holds every member; offsets are turned into slices at
 	// the end, since appending may move it.
-	b := make([]byte, 0, 1024)
+	p := preparedPool.Get().(*Prepared)
+	b := p.buf[:0]
 	var ends [9]int
 	var keys [9]string
 	n := 0
@@ -255,6 +345,8 @@ func prepareDirect(e *Event) (*Prepared, error) {
 	// schema, target, time, type.
 	if len(e.Data) > 0 {
 		if b, err = appendCanonicalMap(b, e.Data, 1); err != nil {
+			p.buf = b
+			p.Release()
 			if err == errGeneric {
 				return nil, err
 			}
@@ -282,7 +374,49 @@ func prepareDirect(e *Event) (*Prepared, error) {
 	b = appendCanonicalString(b, e.Host.Name)
 	b = append(b, '}')
 	mark("host")
-	if id := e.Identity; id != nil {
+	switch {
+	case c != nil && e.Identity == c.identity:
+		b = append(b, c.identityJSON...)
+	default:
+		b = appendIdentity(b, e.Identity)
+	}
+	mark("identity")
+	if pr := e.Process; pr != nil {
+		if c != nil && pr == c.process {
+			b = append(b, c.processJSON...)
+		} else {
+			b = appendProcess(b, pr)
+		}
+		mark("process")
+	}
+	b = appendCanonicalString(b, e.Schema)
+	mark("schema")
+	if t := e.Target; t != nil {
+		if c != nil && t == c.target {
+			b = append(b, c.targetJSON...)
+		} else {
+			b = appendTarget(b, t)
+		}
+		mark("target")
+	}
+	// RFC 3339 text: digits, letters and punctuation json never escapes.
+	b = append(b, tm...)
+	mark("time")
+	b = appendCanonicalString(b, string(e.Type))
+	mark("type")
+
+	p.buf = b
+	start := 0
+	for i := range n {
+		p.members = append(p.members, member{key: keys[i], value: b[start:ends[i]:ends[i]]})
+		start = ends[i]
+	}
+	return p, nil
+}
+
+// appendIdentity writes an event's identity member value.
+func appendIdentity(b []byte, id *Identity) []byte {
+	if id != nil {
 		b = append(b, '{')
 		if id.Email != "" {
 			b = append(b, `"email":`...)
@@ -305,80 +439,69 @@ func prepareDirect(e *Event) (*Prepared, error) {
 	} else {
 		b = append(b, "null"...)
 	}
-	mark("identity")
-	if pr := e.Process; pr != nil {
-		b = append(b, `{"ancestors":`...)
-		if pr.Ancestors == nil {
-			b = append(b, "null"...)
-		} else {
-			b = append(b, '[')
-			for i := range pr.Ancestors {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				a := &pr.Ancestors[i]
-				b = append(b, '{')
-				if len(a.Args) > 0 {
-					b = append(b, `"args":`...)
-					b = appendCanonicalStrings(b, a.Args)
-					b = append(b, ',')
-				}
-				b = append(b, `"binary":`...)
-				b = appendCanonicalString(b, a.Binary)
-				b = append(b, `,"exec_id":`...)
-				b = appendCanonicalString(b, a.ExecID)
-				b = append(b, `,"pid":`...)
-				b = strconv.AppendUint(b, uint64(a.PID), 10)
-				b = append(b, `,"uid":`...)
-				b = strconv.AppendUint(b, uint64(a.UID), 10)
-				b = append(b, '}')
-			}
-			b = append(b, ']')
-		}
-		b = append(b, `,"args":`...)
-		b = appendCanonicalStrings(b, pr.Args)
-		b = append(b, `,"binary":`...)
-		b = appendCanonicalString(b, pr.Binary)
-		if pr.CgroupID != 0 {
-			b = append(b, `,"cgroup_id":`...)
-			b = strconv.AppendUint(b, pr.CgroupID, 10)
-		}
-		b = append(b, `,"exec_id":`...)
-		b = appendCanonicalString(b, pr.ExecID)
-		b = append(b, `,"parent_exec_id":`...)
-		b = appendCanonicalString(b, pr.ParentExecID)
-		b = append(b, `,"pid":`...)
-		b = strconv.AppendUint(b, uint64(pr.PID), 10)
-		b = append(b, `,"uid":`...)
-		b = strconv.AppendUint(b, uint64(pr.UID), 10)
-		b = append(b, '}')
-		mark("process")
-	}
-	b = appendCanonicalString(b, e.Schema)
-	mark("schema")
-	if t := e.Target; t != nil {
-		b = append(b, `{"address":`...)
-		b = appendCanonicalString(b, t.Address)
-		b = append(b, `,"name":`...)
-		b = appendCanonicalString(b, t.Name)
-		b = append(b, `,"protocol":`...)
-		b = appendCanonicalString(b, t.Protocol)
-		b = append(b, '}')
-		mark("target")
-	}
-	// RFC 3339 text: digits, letters and punctuation json never escapes.
-	b = append(b, tm...)
-	mark("time")
-	b = appendCanonicalString(b, string(e.Type))
-	mark("type")
+	return b
+}
 
-	p := &Prepared{members: make([]member, n)}
-	start := 0
-	for i := range n {
-		p.members[i] = member{key: keys[i], value: b[start:ends[i]:ends[i]]}
-		start = ends[i]
+// appendProcess writes an event's process member value (pr is not nil).
+func appendProcess(b []byte, pr *Process) []byte {
+	b = append(b, `{"ancestors":`...)
+	if pr.Ancestors == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i := range pr.Ancestors {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			a := &pr.Ancestors[i]
+			b = append(b, '{')
+			if len(a.Args) > 0 {
+				b = append(b, `"args":`...)
+				b = appendCanonicalStrings(b, a.Args)
+				b = append(b, ',')
+			}
+			b = append(b, `"binary":`...)
+			b = appendCanonicalString(b, a.Binary)
+			b = append(b, `,"exec_id":`...)
+			b = appendCanonicalString(b, a.ExecID)
+			b = append(b, `,"pid":`...)
+			b = strconv.AppendUint(b, uint64(a.PID), 10)
+			b = append(b, `,"uid":`...)
+			b = strconv.AppendUint(b, uint64(a.UID), 10)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
 	}
-	return p, nil
+	b = append(b, `,"args":`...)
+	b = appendCanonicalStrings(b, pr.Args)
+	b = append(b, `,"binary":`...)
+	b = appendCanonicalString(b, pr.Binary)
+	if pr.CgroupID != 0 {
+		b = append(b, `,"cgroup_id":`...)
+		b = strconv.AppendUint(b, pr.CgroupID, 10)
+	}
+	b = append(b, `,"exec_id":`...)
+	b = appendCanonicalString(b, pr.ExecID)
+	b = append(b, `,"parent_exec_id":`...)
+	b = appendCanonicalString(b, pr.ParentExecID)
+	b = append(b, `,"pid":`...)
+	b = strconv.AppendUint(b, uint64(pr.PID), 10)
+	b = append(b, `,"uid":`...)
+	b = strconv.AppendUint(b, uint64(pr.UID), 10)
+	b = append(b, '}')
+	return b
+}
+
+// appendTarget writes an event's target member value (t is not nil).
+func appendTarget(b []byte, t *Target) []byte {
+	b = append(b, `{"address":`...)
+	b = appendCanonicalString(b, t.Address)
+	b = append(b, `,"name":`...)
+	b = appendCanonicalString(b, t.Name)
+	b = append(b, `,"protocol":`...)
+	b = appendCanonicalString(b, t.Protocol)
+	b = append(b, '}')
+	return b
 }
 
 // appendCanonicalStrings writes a []string as encoding/json does: nil as

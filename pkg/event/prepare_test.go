@@ -95,6 +95,7 @@ func TestPrepareRandomEvents(t *testing.T) {
 		n = 2000
 	}
 	direct := 0
+	var other *Context
 	for i := range n {
 		e := &Event{}
 		fillRandom(rng, reflect.ValueOf(e).Elem(), 0)
@@ -107,7 +108,7 @@ func TestPrepareRandomEvents(t *testing.T) {
 		}
 		want, werr := e.Canonical()
 		p, perr := Prepare(e)
-		if _, derr := prepareDirect(e); derr != errGeneric {
+		if _, derr := prepareDirect(e, nil); derr != errGeneric {
 			direct++
 		}
 		if (werr != nil) != (perr != nil) {
@@ -119,6 +120,19 @@ func TestPrepareRandomEvents(t *testing.T) {
 		if got := p.Canonical(e.ID, e.Seq, e.PrevHash); !bytes.Equal(got, want) {
 			t.Fatalf("event %d: prepared canonical differs:\n got %s\nwant %s", i, got, want)
 		}
+		// A stream's context (its own pointers) and another stream's
+		// (the previous event's) give the same bytes.
+		for _, c := range []*Context{NewContext(e.Identity, e.Process, e.Target), other} {
+			pc, err := PrepareIn(c, e)
+			if err != nil {
+				t.Fatalf("event %d: in context: %v", i, err)
+			}
+			if got := pc.Canonical(e.ID, e.Seq, e.PrevHash); !bytes.Equal(got, want) {
+				t.Fatalf("event %d: prepared in context differs:\n got %s\nwant %s", i, got, want)
+			}
+			pc.Release()
+		}
+		other = NewContext(e.Identity, e.Process, e.Target)
 		g, err := prepareGeneric(e)
 		if err != nil {
 			t.Fatalf("event %d: generic: %v", i, err)
