@@ -2,10 +2,7 @@
 //
 // Records are appended to segment files in one directory. Each record is
 // length-prefixed and CRC32C-checked, so a write torn by a crash is detected
-// and cut off when the spool is opened. The active segment is preallocated
-// and mapped into memory: an append is a copy into the page cache, with no
-// system call, and survives a crash of the agent the moment it returns.
-// Appends are made durable on disk in groups:
+// and cut off when the spool is opened. Appends are made durable in groups:
 // one fsync covers every record written since the previous one, and an
 // append's Wait returns only after the fsync that covers it. A persistent
 // read cursor records how far the publisher got; records after it are
@@ -20,12 +17,9 @@
 // A record is: uint32 little-endian payload length, uint32 little-endian
 // CRC32C (Castagnoli) of the payload, payload. Records are numbered from 0
 // across segments; a segment's file name is the number of its first record.
-// Payloads are never empty, so a zero length marks the end of the records
-// in a preallocated segment; everything after it must be zeros.
 package spool
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -74,9 +68,6 @@ var (
 	ErrClosed = errors.New("spool closed")
 	// ErrTooLarge means the record exceeds MaxRecordBytes.
 	ErrTooLarge = errors.New("spool record too large")
-	// ErrEmpty means the record has no bytes: a zero length marks the end
-	// of a segment's records.
-	ErrEmpty = errors.New("spool record empty")
 )
 
 // Options configure a Spool. Zero values take the defaults.
@@ -86,9 +77,7 @@ type Options struct {
 	MaxBytes int64
 	// SegmentBytes is the size at which a new segment file is started.
 	// Default 64 MiB, at most MaxBytes/4 so that acknowledged space is
-	// returned in reasonable steps. The active segment's file is
-	// preallocated to this size, so the disk holds up to SegmentBytes more
-	// than MaxBytes.
+	// returned in reasonable steps.
 	SegmentBytes int64
 	// FlushInterval is the longest a record waits for its fsync. Default 50ms.
 	FlushInterval time.Duration
@@ -159,7 +148,6 @@ type Spool struct {
 	mu          sync.Mutex
 	segs        []*segment // oldest first; the last one is the active segment
 	active      *os.File   // open for writing, the last segment
-	mem         []byte     // the active segment's file, mapped shared: appends copy into it
 	retired     []*os.File // rotated segment files the syncer still has to close
 	forceRotate bool       // start a new segment at the next append
 	totalBytes  int64
@@ -293,16 +281,11 @@ func (s *Spool) load() error {
 	s.acked = min(max(acked, s.segs[0].first), s.durableNext)
 
 	if s.active == nil {
-		f, err := os.OpenFile(last.path, os.O_RDWR, 0o600)
+		f, err := os.OpenFile(last.path, os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
 			return fmt.Errorf("open active segment: %w", err)
 		}
-		mem, err := mapSegment(f, max(s.opts.SegmentBytes, last.size))
-		if err != nil {
-			f.Close()
-			return fmt.Errorf("map active segment %s: %w", last.path, err)
-		}
-		s.active, s.mem = f, mem
+		s.active = f
 	}
 	// Segments acknowledged before a crash may not have been deleted yet.
 	for _, p := range s.deletableLocked() {
@@ -313,14 +296,8 @@ func (s *Spool) load() error {
 	return nil
 }
 
-// repairTail scans the last segment, counts its records and cuts off what
-// follows them: the zeros of its preallocation, and a torn record.
-//
-// Appends copy the payload before the header, so an agent killed in the
-// middle of a copy leaves a zero header and its partial payload behind: a
-// record that never existed (its Enqueue had not returned), cut off without
-// a report. Bytes after the records that are not all zero otherwise mean a
-// record torn by a power loss: reported in Recovered.
+// repairTail scans the last segment, counts its records and cuts off a torn
+// record at its end.
 func (s *Spool) repairTail() error {
 	g := s.segs[len(s.segs)-1]
 	f, err := os.OpenFile(g.path, os.O_RDWR, 0o600)
@@ -336,16 +313,6 @@ func (s *Spool) repairTail() error {
 	if validEnd == g.size {
 		return nil
 	}
-	dataEnd := g.size
-	if validEnd > 0 {
-		if dataEnd, err = nonZeroEnd(f, validEnd, g.size); err != nil {
-			return fmt.Errorf("scan segment %s: %w", g.path, err)
-		}
-		if zeroHeaderAt(f, validEnd) {
-			// A copy cut short by a kill: the header was still to come.
-			dataEnd = validEnd
-		}
-	}
 	if validEnd == 0 {
 		// Even the magic is incomplete: the segment was being created.
 		if _, err := f.WriteAt([]byte(magic), 0); err != nil {
@@ -359,44 +326,10 @@ func (s *Spool) repairTail() error {
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("sync repaired segment: %w", err)
 	}
-	if dataEnd > validEnd {
-		s.recovery = Recovery{TornBytes: dataEnd - validEnd, TornSegment: g.path, Detail: detail}
-	}
+	s.recovery = Recovery{TornBytes: g.size - validEnd, TornSegment: g.path, Detail: detail}
 	s.totalBytes += validEnd - g.size
 	g.size, g.durableSize = validEnd, validEnd
 	return nil
-}
-
-// zeroHeaderAt reports whether the record header at off is all zeros.
-func zeroHeaderAt(f *os.File, off int64) bool {
-	var hdr [hdrLen]byte
-	n, _ := f.ReadAt(hdr[:], off)
-	return n == hdrLen && hdr == [hdrLen]byte{}
-}
-
-// nonZeroEnd returns the offset just past the last byte in [from, size)
-// that is not zero, or from if they all are.
-func nonZeroEnd(f *os.File, from, size int64) (int64, error) {
-	const chunk = 1 << 20
-	buf := make([]byte, chunk)
-	zero := make([]byte, chunk)
-	end := from
-	for off := from; off < size; off += chunk {
-		n := int(min(chunk, size-off))
-		if _, err := f.ReadAt(buf[:n], off); err != nil {
-			return 0, err
-		}
-		if bytes.Equal(buf[:n], zero[:n]) {
-			continue
-		}
-		for i := n - 1; i >= 0; i-- {
-			if buf[i] != 0 {
-				end = off + int64(i) + 1
-				break
-			}
-		}
-	}
-	return end, nil
 }
 
 // scanSegment reads records from the start of a segment and returns how many
@@ -421,10 +354,6 @@ func scanSegment(f *os.File, size int64) (count uint64, validEnd int64, detail s
 			return 0, 0, "", err
 		}
 		n := int64(binary.LittleEndian.Uint32(hdr[0:4]))
-		if n == 0 {
-			// The end of the records; only zeros should follow.
-			return count, off, "bytes after the last record", nil
-		}
 		if n > MaxRecordBytes {
 			return count, off, fmt.Sprintf("record length %d exceeds limit", n), nil
 		}
@@ -444,93 +373,36 @@ func scanSegment(f *os.File, size int64) (count uint64, validEnd int64, detail s
 	return count, off, "", nil
 }
 
-// newSegment creates, preallocates, maps and makes durable an empty segment
-// starting at record first and makes it the active one. Called with mu held
-// (or before the syncer runs).
+// newSegment creates and makes durable an empty segment starting at record
+// first and makes it the active one. Called with mu held (or before the
+// syncer runs).
 func (s *Spool) newSegment(first uint64) error {
 	path := filepath.Join(s.dir, fmt.Sprintf("%020d%s", first, segSuffix))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("create segment: %w", err)
 	}
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
 	if _, err := f.Write([]byte(magic)); err != nil {
-		return fail(fmt.Errorf("write segment header: %w", err))
-	}
-	mem, err := mapSegment(f, s.opts.SegmentBytes)
-	if err != nil {
-		return fail(fmt.Errorf("map segment: %w", err))
+		f.Close()
+		return fmt.Errorf("write segment header: %w", err)
 	}
 	if err := f.Sync(); err != nil {
-		unix.Munmap(mem)
-		return fail(fmt.Errorf("sync new segment: %w", err))
+		f.Close()
+		return fmt.Errorf("sync new segment: %w", err)
 	}
 	// The directory entry must be durable too, or a crash could lose the
 	// whole segment after its records were reported durable.
 	if err := syncDir(s.dir); err != nil {
-		unix.Munmap(mem)
-		return fail(err)
+		f.Close()
+		return err
 	}
 	if s.active != nil {
 		s.retired = append(s.retired, s.active)
 	}
-	s.active, s.mem = f, mem
+	s.active = f
 	n := int64(len(magic))
 	s.segs = append(s.segs, &segment{first: first, size: n, durableSize: n, path: path})
 	s.totalBytes += n
-	return nil
-}
-
-// mapSegment allocates f's blocks up to size and maps that much of it,
-// shared. The blocks are allocated up front because a store into a mapped
-// page with no block behind it on a full disk is a SIGBUS, not an error.
-func mapSegment(f *os.File, size int64) ([]byte, error) {
-	fd := int(f.Fd())
-	if err := unix.Fallocate(fd, 0, 0, size); err != nil {
-		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
-			return nil, fmt.Errorf("preallocate %d bytes: %w", size, err)
-		}
-		// A filesystem without fallocate: a sparse file works the same,
-		// short of that guarantee.
-		if err := f.Truncate(size); err != nil {
-			return nil, fmt.Errorf("extend to %d bytes: %w", size, err)
-		}
-	}
-	mem, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("mmap %d bytes: %w", size, err)
-	}
-	return mem, nil
-}
-
-// growLocked makes the active mapping hold at least size bytes: a record
-// larger than SegmentBytes in a segment of its own.
-func (s *Spool) growLocked(size int64) error {
-	mem, err := mapSegment(s.active, size)
-	if err != nil {
-		return err
-	}
-	unix.Munmap(s.mem)
-	s.mem = mem
-	return nil
-}
-
-// unmapActive unmaps the active segment and cuts its file to the records
-// in it, so that the next Open sees its true size.
-func (s *Spool) unmapActive() error {
-	if s.mem == nil {
-		return nil
-	}
-	unix.Munmap(s.mem)
-	s.mem = nil
-	g := s.segs[len(s.segs)-1]
-	if err := s.active.Truncate(g.size); err != nil {
-		return fmt.Errorf("trim segment %s: %w", g.path, err)
-	}
 	return nil
 }
 
@@ -577,16 +449,16 @@ func (p Pending) Wait(ctx context.Context) error {
 // without waiting for the disk; Pending.Wait waits for durability. Enqueue
 // returns ErrFull when the spool is at MaxBytes. It is cheap enough to call
 // under a caller's lock, which is how the recorder keeps chain order. rec
-// is copied, not kept: the caller may reuse it once Enqueue returns.
+// is written, not kept: the caller may reuse it once Enqueue returns.
 func (s *Spool) Enqueue(rec []byte) (Pending, error) {
 	if len(rec) > MaxRecordBytes {
 		return Pending{}, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(rec))
 	}
-	if len(rec) == 0 {
-		return Pending{}, ErrEmpty
-	}
 	n := int64(hdrLen + len(rec))
-	sum := crc32.Checksum(rec, crcTable)
+	// Header and payload go out in one writev: no copy of the record.
+	var hdr [hdrLen]byte
+	binary.LittleEndian.PutUint32(hdr[0:4], uint32(len(rec)))
+	binary.LittleEndian.PutUint32(hdr[4:8], crc32.Checksum(rec, crcTable))
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -612,19 +484,14 @@ func (s *Spool) Enqueue(rec []byte) (Pending, error) {
 		}
 		g = s.segs[len(s.segs)-1]
 	}
-	if g.size+n > int64(len(s.mem)) {
-		// Only a record larger than a segment, alone in a new one.
-		if err := s.growLocked(g.size + n); err != nil {
-			return Pending{}, fmt.Errorf("spool write: %w", err)
+	if err := writeRecord(s.active, hdr[:], rec); err != nil {
+		// Cut off whatever part was written so the next record starts on a
+		// record boundary; if even that fails the file is unusable.
+		if terr := s.active.Truncate(g.size); terr != nil {
+			s.err = fmt.Errorf("spool write failed (%v) and could not be undone: %w", err, terr)
 		}
+		return Pending{}, fmt.Errorf("spool write: %w", err)
 	}
-	// The copy is the append: the page is the file's, in the page cache,
-	// so the record outlives the process from here on. The header goes in
-	// last, so a record cut short by a kill has none and is not one.
-	dst := s.mem[g.size : g.size+n]
-	copy(dst[hdrLen:], rec)
-	binary.LittleEndian.PutUint32(dst[4:8], sum)
-	binary.LittleEndian.PutUint32(dst[0:4], uint32(len(rec)))
 	g.size += n
 	g.count++
 	s.totalBytes += n
@@ -639,6 +506,45 @@ func (s *Spool) Enqueue(rec []byte) (Pending, error) {
 		signal(s.full)
 	}
 	return Pending{s: s, b: b}, nil
+}
+
+// writeRecord appends header and payload to f in one writev, finishing a
+// short write the way os.File.Write would.
+func writeRecord(f *os.File, hdr, rec []byte) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	iov := [][]byte{hdr, rec}
+	var werr error
+	if err := rc.Write(func(fd uintptr) bool {
+		for len(iov) > 0 {
+			n, err := unix.Writev(int(fd), iov)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				werr = err
+				return true
+			}
+			for n > 0 && len(iov) > 0 {
+				if n >= len(iov[0]) {
+					n -= len(iov[0])
+					iov = iov[1:]
+				} else {
+					iov[0] = iov[0][n:]
+					n = 0
+				}
+			}
+			for len(iov) > 0 && len(iov[0]) == 0 {
+				iov = iov[1:]
+			}
+		}
+		return true
+	}); err != nil {
+		return err
+	}
+	return werr
 }
 
 // Append stores rec and waits until it is durable: a nil error means the
@@ -664,15 +570,9 @@ func (s *Spool) rotateLocked() error {
 	}
 	old.durableSize = old.size
 	s.forceRotate = false
-	oldFile, oldMem := s.active, s.mem
 	if err := s.newSegment(s.nextIndex); err != nil {
 		return fmt.Errorf("rotate spool segment: %w", err)
 	}
-	// The old segment's preallocated tail goes. If a crash comes first, the
-	// zeros stay and harm nothing: records are found by number, and only
-	// the last segment is ever scanned for its end.
-	unix.Munmap(oldMem)
-	oldFile.Truncate(old.size)
 	return nil
 }
 
@@ -986,20 +886,11 @@ func (s *Spool) Close() error {
 	close(s.closing)
 	s.wg.Wait()
 	err := s.Err()
-	s.mu.Lock()
-	if uerr := s.unmapActive(); uerr != nil && err == nil {
-		err = uerr
-	}
-	s.mu.Unlock()
 	s.closeFiles()
 	return err
 }
 
 func (s *Spool) closeFiles() {
-	if s.mem != nil {
-		unix.Munmap(s.mem)
-		s.mem = nil
-	}
 	closeAll(s.retired)
 	s.retired = nil
 	if s.active != nil {
