@@ -51,7 +51,7 @@ func (s *Statement) Derived(masked func(string) bool) Outputs {
 		}
 	}
 	if sel := s.root.GetSelectStmt(); sel != nil {
-		out.Positions = selectPositions(sel, tainted)
+		out.Positions = s.selectShape(sel).positions(tainted)
 	}
 	return out
 }
@@ -65,6 +65,9 @@ type targetSet struct {
 
 	once sync.Once
 	list []target
+
+	selOnce sync.Once
+	sel     *selShape
 }
 
 type target struct {
@@ -90,26 +93,42 @@ func (s *Statement) resTargets() []target {
 	return ts.list
 }
 
-// selectPositions flags the outputs of a SELECT (or of either side of a
-// set operation) that read a tainted column.
-func selectPositions(sel *pg_query.SelectStmt, tainted func([]string) bool) []bool {
+// selShape is a SELECT's output list as far as masking by position needs
+// it: each output's column references, or the two sides of a set
+// operation. A nil *selShape has no positions: an output is a *, or the
+// parser shows no target list. It is computed once per statement tree,
+// since walking the tree for column references costs more than the rest
+// of a cached statement's check.
+type selShape struct {
+	refs [][]string
+	l, r *selShape // a set operation's sides; refs is then nil
+}
+
+// selectShape returns the shape of sel, the statement's top-level SELECT.
+func (s *Statement) selectShape(sel *pg_query.SelectStmt) *selShape {
+	ts := s.targets
+	if ts == nil {
+		return selShapeOf(sel)
+	}
+	ts.selOnce.Do(func() { ts.sel = selShapeOf(sel) })
+	return ts.sel
+}
+
+func selShapeOf(sel *pg_query.SelectStmt) *selShape {
 	if sel == nil {
 		return nil
 	}
 	if sel.Larg != nil || sel.Rarg != nil {
-		l, r := selectPositions(sel.Larg, tainted), selectPositions(sel.Rarg, tainted)
-		if l == nil || r == nil || len(l) != len(r) {
+		l, r := selShapeOf(sel.Larg), selShapeOf(sel.Rarg)
+		if l == nil || r == nil {
 			return nil
 		}
-		for i := range l {
-			l[i] = l[i] || r[i]
-		}
-		return l
+		return &selShape{l: l, r: r}
 	}
 	if len(sel.TargetList) == 0 {
 		return nil
 	}
-	pos := make([]bool, len(sel.TargetList))
+	refs := make([][]string, len(sel.TargetList))
 	for i, n := range sel.TargetList {
 		rt := n.GetResTarget()
 		if rt == nil {
@@ -122,7 +141,30 @@ func selectPositions(sel *pg_query.SelectStmt, tainted func([]string) bool) []bo
 				}
 			}
 		}
-		pos[i] = tainted(columnRefs(rt.Val))
+		refs[i] = columnRefs(rt.Val)
+	}
+	return &selShape{refs: refs}
+}
+
+// positions flags the outputs (of either side of a set operation) that
+// read a tainted column.
+func (sh *selShape) positions(tainted func([]string) bool) []bool {
+	if sh == nil {
+		return nil
+	}
+	if sh.refs == nil {
+		l, r := sh.l.positions(tainted), sh.r.positions(tainted)
+		if l == nil || r == nil || len(l) != len(r) {
+			return nil
+		}
+		for i := range l {
+			l[i] = l[i] || r[i]
+		}
+		return l
+	}
+	pos := make([]bool, len(sh.refs))
+	for i, refs := range sh.refs {
+		pos[i] = tainted(refs)
 	}
 	return pos
 }
