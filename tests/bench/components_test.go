@@ -19,7 +19,7 @@ type component struct {
 }
 
 var components = []component{
-	{"socket I/O (client and server)", []string{"net.(*conn).Read", "net.(*conn).Write", "net.(*netFD)."}},
+	{"socket I/O (client and server)", []string{"net.(*conn).Read", "net.(*conn).Write", "net.(*netFD).", "net.(*TCPConn).ReadFrom", "net.(*TCPConn).WriteTo", "internal/poll.Splice"}},
 	{"event encode (prepare)", []string{"pkg/event.Prepare", "agent/recorder.(*Recorder).prepare"}},
 	{"event seal (chain, hash)", []string{"pkg/event.(*Signer).SealPrepared"}},
 	{"merkle log and checkpoints", []string{"agent/recorder.(*Recorder).addLeafLocked", "agent/recorder.(*Recorder).checkpointLocked", "agent/recorder.(*treeFile)"}},
@@ -35,18 +35,18 @@ var components = []component{
 	{"scheduler and idle runtime", []string{"runtime.findRunnable", "runtime.schedule", "runtime.mcall", "runtime.netpoll"}},
 }
 
-// componentBreakdown reads a CPU profile of wardend and splits perTx (µs of
-// CPU per transaction, measured from /proc) by component, in the order of
-// components, with "other" last.
-func componentBreakdown(path string, perTx float64) (string, error) {
+// componentShares reads a CPU profile and returns the share of its
+// samples each component takes, in the order of components, with "other"
+// last.
+func componentShares(path string) ([]float64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer f.Close()
 	p, err := profile.Parse(f)
 	if err != nil {
-		return "", fmt.Errorf("parse profile %s: %w", path, err)
+		return nil, fmt.Errorf("parse profile %s: %w", path, err)
 	}
 	vi := -1
 	for i, st := range p.SampleType {
@@ -55,7 +55,7 @@ func componentBreakdown(path string, perTx float64) (string, error) {
 		}
 	}
 	if vi < 0 {
-		return "", fmt.Errorf("profile %s has no cpu samples", path)
+		return nil, fmt.Errorf("profile %s has no cpu samples", path)
 	}
 	byName := make([]int64, len(components)+1)
 	var total int64
@@ -65,18 +65,62 @@ func componentBreakdown(path string, perTx float64) (string, error) {
 		byName[classify(s)] += v
 	}
 	if total == 0 {
-		return "", fmt.Errorf("profile %s is empty", path)
+		return nil, fmt.Errorf("profile %s is empty", path)
 	}
-	var b strings.Builder
-	for i, c := range components {
-		if byName[i] == 0 {
+	shares := make([]float64, len(byName))
+	for i, v := range byName {
+		shares[i] = float64(v) / float64(total)
+	}
+	return shares, nil
+}
+
+// componentName is the name of component i of componentShares' result.
+func componentName(i int) string {
+	if i == len(components) {
+		return "other"
+	}
+	return components[i].name
+}
+
+// componentBreakdown reads a CPU profile of wardend and splits perTx (µs of
+// CPU per transaction, measured from /proc) by component, in the order of
+// components, with "other" last.
+func componentBreakdown(path string, perTx float64) (string, error) {
+	shares, err := componentShares(path)
+	if err != nil {
+		return "", err
+	}
+	var parts []string
+	for i, sh := range shares {
+		if sh == 0 && i < len(components) {
 			continue
 		}
-		fmt.Fprintf(&b, "%s %.1f µs (%.0f%%); ", c.name, perTx*float64(byName[i])/float64(total), 100*float64(byName[i])/float64(total))
+		parts = append(parts, fmt.Sprintf("%s %.1f µs (%.0f%%)", componentName(i), perTx*sh, 100*sh))
 	}
-	other := byName[len(components)]
-	fmt.Fprintf(&b, "other %.1f µs (%.0f%%)", perTx*float64(other)/float64(total), 100*float64(other)/float64(total))
-	return b.String(), nil
+	return strings.Join(parts, "; "), nil
+}
+
+// componentGap splits the difference between two processes' CPU per
+// transaction by component: where each µs that wardend spends beyond the
+// relay goes.
+func componentGap(path string, perTx float64, basePath string, basePerTx float64) (string, error) {
+	a, err := componentShares(path)
+	if err != nil {
+		return "", err
+	}
+	b, err := componentShares(basePath)
+	if err != nil {
+		return "", err
+	}
+	var parts []string
+	for i := range a {
+		d := perTx*a[i] - basePerTx*b[i]
+		if a[i] == 0 && b[i] == 0 {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %+.1f µs", componentName(i), d))
+	}
+	return fmt.Sprintf("%+.0f µs in all: %s", perTx-basePerTx, strings.Join(parts, "; ")), nil
 }
 
 // classify returns the index of a sample's component, len(components) for

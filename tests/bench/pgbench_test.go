@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,8 +118,14 @@ masking:
 	dTPS, dP99, _ := run("direct", direct, agentPID)
 	relayed := e.NSCommand("bash", "-c", args(relayPort, "relay"))
 	relayed.Env = append(os.Environ(), "PGPASSWORD=bench-secret")
-	// The relay runs in this test process; nothing else here is busy.
+	// The relay runs in this test process; nothing else here is busy. Its
+	// CPU profile is the baseline the gap by component is measured from.
+	relayProf := filepath.Join(logDir, "relay.pprof")
+	profiling := startSelfProfile(t, relayProf)
 	rTPS, rP99, rCPU := run("relay", relayed, os.Getpid())
+	if profiling {
+		pprof.StopCPUProfile()
+	}
 	// PgBouncer 1.18 in session mode, started here: what a pooler in the
 	// path costs, the stretch target.
 	bouncerPort, bouncerPID := startPgBouncer(t, e, pg.Port, "app", "bench-secret")
@@ -154,6 +161,18 @@ masking:
 		t.Errorf("CPU by component: %v", err)
 	} else {
 		fmt.Printf("BENCH wardend CPU per statement by component, collector stopped (%.0f µs in all, the relay %.0f µs): %s\n", aCPU, rCPU, parts)
+	}
+	if profiling {
+		if parts, err := componentBreakdown(relayProf, rCPU); err != nil {
+			t.Errorf("relay CPU by component: %v", err)
+		} else {
+			fmt.Printf("BENCH relay CPU per transaction by component (%.0f µs in all): %s\n", rCPU, parts)
+		}
+		if gap, err := componentGap(profPath, aCPU, relayProf, rCPU); err != nil {
+			t.Errorf("gap by component: %v", err)
+		} else {
+			fmt.Printf("BENCH wardend (collector stopped) minus relay, CPU per transaction by component: %s\n", gap)
+		}
 	}
 	e.StartCollector()
 
@@ -204,6 +223,22 @@ func percentile(t *testing.T, prefix string, q float64) float64 {
 	}
 	slices.Sort(lat)
 	return lat[int(q*float64(len(lat)-1))] / 1000
+}
+
+// startSelfProfile starts a CPU profile of this test process (the relay
+// runs in it) into path, and reports whether it runs: "go test
+// -cpuprofile" may hold the profiler already.
+func startSelfProfile(t *testing.T, path string) bool {
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if err := pprof.StartCPUProfile(f); err != nil {
+		t.Logf("no CPU profile of the relay: %v", err)
+		return false
+	}
+	return true
 }
 
 // profileAgent saves a CPU profile of wardend, taken through its metrics

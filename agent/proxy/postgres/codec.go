@@ -257,6 +257,10 @@ type pgSession struct {
 
 	// Upstream loop state.
 	shapes map[string][]masking.Field // portal shapes from Describe
+	// rowValues and rowOut are maskRow's buffers, reused row after row:
+	// the writer copies a row before the next one is read.
+	rowValues [][]byte
+	rowOut    []byte
 
 	// The server's reports of the settings that change how it reads a
 	// text (see noteParameter). Set by the upstream side, read by the

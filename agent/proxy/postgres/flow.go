@@ -652,15 +652,17 @@ func (ss *pgSession) plan(o *op, ncols int) *masking.Plan {
 
 // maskRow masks one DataRow body.
 func (ss *pgSession) maskRow(o *op, body []byte) ([]byte, error) {
-	values, err := pgwire.DecodeDataRow(body)
+	values, err := pgwire.DecodeDataRowInto(ss.rowValues, body)
 	if err != nil {
 		return nil, err
 	}
+	ss.rowValues = values
 	p := ss.plan(o, len(values))
 	if p == nil || !p.Row(values) {
 		return body, nil
 	}
-	return pgwire.AppendDataRow(make([]byte, 0, len(body)+64), values), nil
+	ss.rowOut = pgwire.AppendDataRow(ss.rowOut[:0], values)
+	return ss.rowOut, nil
 }
 
 // maskCopy masks one COPY TO STDOUT row.

@@ -11,11 +11,22 @@ var errShortDataRow = errors.New("short DataRow")
 // DecodeDataRow splits a DataRow body into its values without copying: a
 // nil value is SQL NULL. The values alias body.
 func DecodeDataRow(body []byte) ([][]byte, error) {
+	return DecodeDataRowInto(nil, body)
+}
+
+// DecodeDataRowInto is DecodeDataRow reusing dst's memory for the values,
+// so that a proxy masking a long result allocates nothing per row.
+func DecodeDataRowInto(dst [][]byte, body []byte) ([][]byte, error) {
 	if len(body) < 2 {
 		return nil, errShortDataRow
 	}
 	n := int(binary.BigEndian.Uint16(body))
-	values := make([][]byte, n)
+	values := dst[:0]
+	if cap(values) < n {
+		values = make([][]byte, n)
+	}
+	values = values[:n]
+	clear(values)
 	rest := body[2:]
 	for i := range values {
 		if len(rest) < 4 {

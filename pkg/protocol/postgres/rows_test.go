@@ -37,3 +37,26 @@ func TestDataRowRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// Decoding into a reused buffer leaves nothing of the previous row: a NULL
+// is nil even where the last row had a value.
+func TestDecodeDataRowIntoReuses(t *testing.T) {
+	enc := func(values ...[]byte) []byte {
+		msg, err := (&pgproto3.DataRow{Values: values}).Encode(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg[5:]
+	}
+	buf, err := DecodeDataRowInto(nil, enc([]byte("a"), []byte("b"), []byte("c")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeDataRowInto(buf, enc(nil, []byte("y")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != nil || string(got[1]) != "y" || &got[0] != &buf[0] {
+		t.Fatalf("second row %q (reused: %v)", got, &got[0] == &buf[0])
+	}
+}
