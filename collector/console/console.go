@@ -229,6 +229,7 @@ type page struct {
 	CSRF   string
 	Reader bool
 	Next   string
+	Notice string
 	Error  string
 
 	Filter     filterView

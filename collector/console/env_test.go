@@ -67,7 +67,11 @@ type env struct {
 	base     string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv whose console verifies ID tokens with wrap(the
+// API's verifier), for tests of what the console does with a token.
+func newEnvWith(t *testing.T, wrap func(Verifier) Verifier) *env {
 	t.Helper()
 	e := &env{t: t, notifier: api.NewNotifier(), recs: &memRecordings{objs: map[string][]byte{}}, clock: &clock{}}
 	idpSrv := httptest.NewUnstartedServer(nil)
@@ -111,7 +115,11 @@ func newEnv(t *testing.T) *env {
 	sessions := NewSessions(false, e.base, e.clock.now)
 	a := api.New(api.Config{Store: e.st, Notifier: e.notifier, Verifier: v, Sessions: sessions, Readers: []string{"engineering"},
 		Reviews: e.svc, Recordings: e.recs, Logger: zerolog.Nop()})
-	con, err := New(Config{API: a, Store: e.st, Sessions: sessions, Verifier: v, ClientID: "warden", URL: e.base, Now: e.clock.now, Logger: zerolog.Nop()})
+	var cv Verifier = v
+	if wrap != nil {
+		cv = wrap(v)
+	}
+	con, err := New(Config{API: a, Store: e.st, Sessions: sessions, Verifier: cv, ClientID: "warden", URL: e.base, Now: e.clock.now, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -132,10 +132,22 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *idtoken.Claim
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
+	// A stream lasts as long as its session: it ends at the session's
+	// expiry, and at once when the session is signed out.
 	if sess := s.sessions.lookup(r); sess != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, sess.expires)
 		defer cancel()
+		var cancelCause context.CancelCauseFunc
+		ctx, cancelCause = context.WithCancelCause(ctx)
+		defer cancelCause(nil)
+		go func() {
+			select {
+			case <-sess.done:
+				cancelCause(errSessionEnded)
+			case <-ctx.Done():
+			}
+		}()
 	}
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -168,8 +180,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *idtoken.Claim
 		}
 		return rc.Flush()
 	})
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) && r.Context().Err() == nil {
-		_, _ = w.Write([]byte("event: expired\ndata: your session expired: sign in again\n\n"))
+	if ctx.Err() != nil && r.Context().Err() == nil {
+		_, _ = w.Write([]byte("event: expired\ndata: your session ended: reload to sign in again\n\n"))
 		_ = rc.Flush()
 		return
 	}
@@ -177,6 +189,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *idtoken.Claim
 		s.log.Debug().Err(err).Msg("live stream ended")
 	}
 }
+
+// errSessionEnded ends a live stream whose session was signed out.
+var errSessionEnded = errors.New("the session ended")
 
 // errBadQuery marks a search the person got wrong (400, said on the page).
 var errBadQuery = errors.New("bad query")
@@ -528,7 +543,7 @@ func (s *Server) reviews(w http.ResponseWriter, r *http.Request, c *idtoken.Clai
 		p.Pending = append(p.Pending, s.reviewView(c, &pending[i]))
 	}
 	if msg := r.URL.Query().Get("done"); msg != "" {
-		p.Next = clip(msg, 200) // the outcome of the decision just made, as text
+		p.Notice = clip(msg, 200) // the outcome of the decision just made, as text
 	}
 	s.render(w, r, http.StatusOK, "reviews", p)
 }

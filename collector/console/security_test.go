@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wardenhq/warden/pkg/event"
+	"github.com/wardenhq/warden/pkg/idtoken"
 	"github.com/wardenhq/warden/pkg/review"
 )
 
@@ -435,6 +436,7 @@ func readSSE(t *testing.T, r io.Reader, name string) string {
 	var data []string
 	buf := make([]byte, 0, 4096)
 	tmp := make([]byte, 4096)
+	eof := false
 	for {
 		for {
 			i := strings.IndexByte(string(buf), '\n')
@@ -455,10 +457,80 @@ func readSSE(t *testing.T, r io.Reader, name string) string {
 				data = append(data, strings.TrimPrefix(line, "data: "))
 			}
 		}
-		n, err := r.Read(tmp)
-		if err != nil {
-			t.Fatalf("stream ended before a %q message: %v", name, err)
+		if eof {
+			t.Fatalf("stream ended before a %q message", name)
 		}
+		n, err := r.Read(tmp)
 		buf = append(buf, tmp[:n]...)
+		eof = err != nil // the data read with it is parsed first
+	}
+}
+
+// otherNonce verifies like the real verifier, then reports another nonce:
+// an ID token minted for a different sign-in.
+type otherNonce struct{ Verifier }
+
+func (o otherNonce) Verify(ctx context.Context, raw string) (*idtoken.Claims, error) {
+	c, err := o.Verifier.Verify(ctx, raw)
+	if err == nil {
+		c.Nonce = "a-nonce-of-another-sign-in"
+	}
+	return c, err
+}
+
+// An ID token whose nonce is not the sign-in's starts no session.
+func TestNonceMismatchRefused(t *testing.T) {
+	e := newEnvWith(t, func(v Verifier) Verifier { return otherNonce{v} })
+	b := e.browser()
+	cb := b.choose(b.startSignIn("/live"), "alice")
+	if st, page := b.get(cb.String()); st != http.StatusForbidden || !strings.Contains(page, "nonce") {
+		t.Fatalf("callback with a foreign nonce: %d\n%s", st, page)
+	}
+	if st, _ := b.get("/v1/events"); st != http.StatusUnauthorized {
+		t.Fatalf("a session was started anyway: %d", st)
+	}
+}
+
+// A callback reached from the IdP's site (Sec-Fetch-Site: cross-site)
+// continues from a page of the console's own, since a SameSite=Strict
+// cookie is not sent on a redirect chain that began on another site.
+func TestCrossSiteCallbackContinuesFromOwnPage(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	cb := b.choose(b.startSignIn("/sessions"), "alice")
+	req, _ := http.NewRequest(http.MethodGet, cb.String(), nil)
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	resp, err := b.noFollow().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), `<meta http-equiv="refresh" content="0;url=/sessions">`) {
+		t.Fatalf("cross-site callback: %d\n%s", resp.StatusCode, page)
+	}
+	if st, _ := b.get("/sessions"); st != http.StatusOK {
+		t.Fatalf("after the continue page: %d", st)
+	}
+}
+
+// Signing out ends the live streams of the session at once.
+func TestSignOutEndsLiveStream(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	page := b.signIn("alice", "/live")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.base+"/live/stream", nil)
+	resp, err := b.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if st, _, _ := b.post("/logout", url.Values{"csrf": {csrfOf(t, page)}}, nil); st != http.StatusOK {
+		t.Fatalf("logout: %d", st)
+	}
+	if msg := readSSE(t, resp.Body, "expired"); !strings.Contains(msg, "session ended") {
+		t.Fatalf("stream's last message: %q", msg)
 	}
 }

@@ -35,6 +35,8 @@ type session struct {
 	claims  *idtoken.Claims
 	csrf    string
 	expires time.Time
+	// done is closed when the session ends, which ends its live streams.
+	done chan struct{}
 }
 
 // Sessions is the console's server-side session store. It implements
@@ -100,7 +102,7 @@ func (ss *Sessions) create(c *idtoken.Claims) (*http.Cookie, error) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.pruneLocked(now)
-	ss.m[sha256.Sum256([]byte(id))] = &session{claims: c, csrf: csrf, expires: exp}
+	ss.m[sha256.Sum256([]byte(id))] = &session{claims: c, csrf: csrf, expires: exp, done: make(chan struct{})}
 	return &http.Cookie{Name: CookieName, Value: id, Path: "/", Expires: exp, HttpOnly: true, Secure: ss.secure, SameSite: http.SameSiteStrictMode}, nil
 }
 
@@ -109,7 +111,7 @@ func (ss *Sessions) create(c *idtoken.Claims) (*http.Cookie, error) {
 func (ss *Sessions) pruneLocked(now time.Time) {
 	for k, s := range ss.m {
 		if !now.Before(s.expires) {
-			delete(ss.m, k)
+			ss.deleteLocked(k)
 		}
 	}
 	for len(ss.m) >= maxSessions {
@@ -120,7 +122,15 @@ func (ss *Sessions) pruneLocked(now time.Time) {
 				oldest, t = k, s.expires
 			}
 		}
-		delete(ss.m, oldest)
+		ss.deleteLocked(oldest)
+	}
+}
+
+// deleteLocked ends session k.
+func (ss *Sessions) deleteLocked(k [32]byte) {
+	if s := ss.m[k]; s != nil {
+		close(s.done)
+		delete(ss.m, k)
 	}
 }
 
@@ -139,7 +149,7 @@ func (ss *Sessions) lookup(r *http.Request) *session {
 		return nil
 	}
 	if !ss.now().Before(s.expires) {
-		delete(ss.m, k)
+		ss.deleteLocked(k)
 		return nil
 	}
 	return s
@@ -149,7 +159,7 @@ func (ss *Sessions) lookup(r *http.Request) *session {
 func (ss *Sessions) end(r *http.Request) {
 	if ck, err := r.Cookie(CookieName); err == nil {
 		ss.mu.Lock()
-		delete(ss.m, sha256.Sum256([]byte(ck.Value)))
+		ss.deleteLocked(sha256.Sum256([]byte(ck.Value)))
 		ss.mu.Unlock()
 	}
 }
