@@ -89,8 +89,13 @@ func (s *Server) oauthConfig(r *http.Request) (*oauth2.Config, error) {
 
 // safeNext keeps a post-sign-in target on this site: a path, never
 // //host or an absolute URL (an open redirect).
+//
+// Browsers drop tabs and newlines from URLs and read a backslash as a
+// slash, so "/\t/evil.example" would become "//evil.example": any control
+// character or backslash makes next refused.
 func safeNext(next string) string {
-	if next == "" || next[0] != '/' || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") || strings.ContainsAny(next, "\r\n") {
+	if next == "" || next[0] != '/' || strings.HasPrefix(next, "//") || strings.ContainsRune(next, '\\') ||
+		strings.ContainsFunc(next, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return "/live"
 	}
 	return next

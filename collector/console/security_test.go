@@ -191,7 +191,7 @@ func TestCodeFlowRefusals(t *testing.T) {
 	})
 
 	t.Run("open redirect", func(t *testing.T) {
-		for _, next := range []string{"//evil.example/x", "https://evil.example/", "/\\evil.example"} {
+		for _, next := range []string{"//evil.example/x", "https://evil.example/", "/\\evil.example", "/\t/evil.example", "/\n/evil.example", "javascript:alert(1)"} {
 			b := e.browser()
 			resp, err := b.noFollow().Get(e.base + "/login?next=" + url.QueryEscape(next))
 			if err != nil {
