@@ -325,7 +325,8 @@ func TestApproveOnlyForApprovers(t *testing.T) {
 	bob := e.browser()
 	page = bob.signIn("bob", "/reviews")
 	row = rowOf(t, page, rv.ID)
-	if strings.Contains(row, "disabled") || !strings.Contains(row, "DELETE FROM orders WHERE id = $1") || !strings.Contains(row, "carol@example.com") {
+	if strings.Contains(row, `data-testid="approve" disabled`) || strings.Contains(row, `data-testid="deny" disabled`) || strings.Contains(row, `name="reason" placeholder="reason" aria-label="reason" size="16" disabled`) ||
+		!strings.Contains(row, "DELETE FROM orders WHERE id = $1") || !strings.Contains(row, "carol@example.com") {
 		t.Fatalf("bob's row:\n%s", row)
 	}
 	st, _, _ = bob.post("/reviews/"+rv.ID+"/deny", url.Values{"csrf": {csrfOf(t, page)}, "reason": {"not during the freeze"}}, nil)
