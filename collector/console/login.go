@@ -10,6 +10,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+
+	"github.com/wardenhq/warden/collector/api"
 )
 
 // Limits of sign-ins in progress.
@@ -174,6 +176,9 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusForbidden, "Sign-in refused: the ID token's nonce is not this sign-in's.")
 		return
 	}
+	// A new session id at every sign-in; the browser's previous session,
+	// if any, ends (no session fixation, no forgotten sessions).
+	s.sessions.end(r)
 	cookie, err := s.sessions.create(claims)
 	if err != nil {
 		s.errorPage(w, r, http.StatusForbidden, "Sign-in refused: "+err.Error())
@@ -201,11 +206,16 @@ func oauthErr(err error) string {
 
 // logout ends the session (CSRF-checked).
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.sessions.Authenticate(r); err != nil {
+	_, err := s.sessions.Authenticate(r)
+	switch {
+	case errors.Is(err, api.ErrNoSession):
+		// Nothing to end; say so rather than refuse.
+	case err != nil:
 		s.refuse(w, r, err)
 		return
+	default:
+		s.sessions.end(r)
 	}
-	s.sessions.end(r)
 	http.SetCookie(w, s.sessions.clearCookie())
 	s.render(w, r, http.StatusOK, "signedout", &page{Title: "Signed out"})
 }

@@ -535,3 +535,34 @@ func TestSignOutEndsLiveStream(t *testing.T) {
 		t.Fatalf("stream's last message: %q", msg)
 	}
 }
+
+// Signing in again gives a new session id and ends the browser's old
+// session: an old cookie value is worth nothing.
+func TestSignInAgainEndsOldSession(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	b.signIn("alice", "/live")
+	u, _ := url.Parse(e.base)
+	old := b.jr.Cookies(u)
+	b.signIn("bob", "/login?next=%2Flive") // a signed-in browser may sign in again
+	if st, page := b.get("/live"); st != http.StatusOK || !strings.Contains(page, "bob@example.com") {
+		t.Fatalf("after the second sign-in: %d", st)
+	}
+	for _, c := range old {
+		if c.Name != CookieName {
+			continue
+		}
+		req, _ := http.NewRequest(http.MethodGet, e.base+"/v1/events", nil)
+		req.AddCookie(c)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("the first session's cookie after signing in again: %d, want 401", resp.StatusCode)
+		}
+		return
+	}
+	t.Fatal("no session cookie after the first sign-in")
+}
