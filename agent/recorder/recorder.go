@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -251,7 +252,7 @@ func (r *Recorder) recoverHead(treePath string) error {
 	}
 	treeSeq, _ := st.head()
 	var extra [][]byte
-	var spoolMax uint64
+	var spoolMax, cpMax uint64
 	next := treeSeq + 1
 	gap := false
 	err = r.scanSpool(treeSeq, func(h recordHead) error {
@@ -260,6 +261,7 @@ func (r *Recorder) recoverHead(treePath string) error {
 		}
 		if h.Type == event.CheckpointType {
 			spoolMax = max(spoolMax, h.Size)
+			cpMax = max(cpMax, h.Size)
 			return nil
 		}
 		spoolMax = max(spoolMax, h.Seq)
@@ -285,11 +287,11 @@ func (r *Recorder) recoverHead(treePath string) error {
 		// A new chain.
 	case !haveTree:
 		r.log.Error().Uint64("seq", spoolMax).Msg("no Merkle tree state for the chain in the spool (an agent older than warden.event/v2, or the file was removed); starting a new chain")
-		st, extra = treeState{host: r.host.ID}, nil
+		st, extra, cpMax = treeState{host: r.host.ID}, nil, 0
 	case gap || len(extra) == 0 && spoolMax > treeSeq:
 		r.log.Error().Uint64("spool_seq", spoolMax).Uint64("tree_seq", treeSeq).
 			Msg("the spool's events do not continue the Merkle tree state (power loss?); starting a new chain")
-		st, extra = treeState{host: r.host.ID}, nil
+		st, extra, cpMax = treeState{host: r.host.ID}, nil, 0
 	case spoolMax < treeSeq:
 		r.log.Warn().Uint64("spool_seq", spoolMax).Uint64("tree_seq", treeSeq).
 			Msg("spool lost events the tree holds (power loss?); continuing the tree")
@@ -301,8 +303,15 @@ func (r *Recorder) recoverHead(treePath string) error {
 		r.log.Error().Err(err).Msg("tree state inconsistent; starting a new chain")
 		st = treeState{host: r.host.ID}
 		tree = event.NewMerkleLog()
+	} else if cpMax > tree.MarkSize() && cpMax <= tree.Size() {
+		// A checkpoint stored before the crash whose state file was not
+		// written yet (the writer runs behind the chain): mark the tree
+		// there, so the next checkpoint extends it, as it would have.
+		if err := tree.MarkAt(cpMax); err != nil {
+			return fmt.Errorf("recorder: mark the tree at checkpoint %d: %w", cpMax, err)
+		}
 	}
-	tf, err := openTree(treePath, st)
+	tf, err := openTree(treePath, st, r.log)
 	if err != nil {
 		return fmt.Errorf("recorder: %w", err)
 	}
@@ -595,11 +604,7 @@ func (r *Recorder) checkpointLocked(now time.Time) {
 	}
 	r.checkpoints++
 	lastRaw, _ := hexHash(r.lastHash)
-	if err := r.treeFile.rewrite(treeState{host: r.host.ID, size: size, lastHash: lastRaw, frontier: r.tree.Frontier()}); err != nil {
-		// The old file and the hashes kept in memory still hold every
-		// event since its header: recovery stays possible.
-		r.log.Error().Err(err).Msg("tree state not saved")
-	}
+	r.treeFile.schedule(treeState{host: r.host.ID, size: size, lastHash: lastRaw, frontier: slices.Clone(r.tree.Frontier())})
 }
 
 // checkpointLoop signs a checkpoint every interval when events were

@@ -572,3 +572,82 @@ func BenchmarkEmitParallel(b *testing.B) {
 		}
 	})
 }
+
+// The tree state file is written behind the chain, so a crash can leave
+// it one checkpoint behind the spool: recovery marks the tree at the
+// newest checkpoint the spool holds, and the next checkpoint extends that
+// one.
+func TestTreeStateBehindCheckpoint(t *testing.T) {
+	pub, priv := newKey(t)
+	dir := t.TempDir()
+	sp := openSpool(t, dir, spool.Options{})
+	opts := Options{Host: host, Key: priv, Spool: sp, Logger: zerolog.Nop(), CheckpointInterval: time.Hour, CheckpointEvents: 5}
+	rec, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 { // the checkpoint at 5
+		if err := rec.EmitSync(context.Background(), query(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The state at 5, once the writer has written it (flush waits for it).
+	rec.mu.Lock()
+	if err := rec.treeFile.flush(); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Unlock()
+	atFive, err := os.ReadFile(filepath.Join(dir, TreeFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 7 { // the checkpoint at 10; 11 and 12 only in the spool
+		if err := rec.EmitSync(context.Background(), query(5+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crashed := t.TempDir()
+	copyDir(t, dir, crashed)
+	os.Remove(filepath.Join(crashed, "lock"))
+	if err := os.WriteFile(filepath.Join(crashed, TreeFileName), atFive, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rec.Close()
+
+	sp2 := openSpool(t, crashed, spool.Options{})
+	opts.Spool = sp2
+	rec2, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq, _ := rec2.Head(); seq != 12 {
+		t.Fatalf("recovered head seq %d, want 12", seq)
+	}
+	if m := rec2.tree.MarkSize(); m != 10 {
+		t.Fatalf("recovered tree marked at %d, want the spool's last checkpoint, 10", m)
+	}
+	for i := range 3 {
+		if err := rec2.Emit(query(12 + i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec2.Close()
+	r := sp2.NewReader()
+	defer r.Close()
+	evs, cps := drainAll(t, sp2, r, 15)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	if rec, err := r.Next(ctx); err == nil {
+		if cp, err := event.DecodeCheckpoint(rec.Data); err == nil {
+			cps = append(cps, cp)
+		}
+	}
+	var sizes []uint64
+	for _, cp := range cps {
+		sizes = append(sizes, cp.Size)
+	}
+	if !slices.Equal(sizes, []uint64{5, 10, 15}) {
+		t.Fatalf("checkpoint sizes %v, want 5, 10, 15", sizes)
+	}
+	verifyCheckpoints(t, pub, evs, cps)
+}

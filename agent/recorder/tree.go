@@ -10,6 +10,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
+
+	"github.com/rs/zerolog"
 
 	"github.com/wardenhq/warden/pkg/event"
 )
@@ -28,7 +31,10 @@ var treeMagic = []byte("WTREE02\n")
 // 0); uint32 LE count and that many 32-byte hashes of the compact range at
 // that size; then raw 32-byte event hashes after that size. At each
 // checkpoint the file is replaced (write, fsync, rename) by one holding
-// only the new header. The hashes of the events sealed since are kept in
+// only the new header. The replacement runs in the background, off the
+// chain lock, since its two fsyncs would stall every producer: until it
+// lands, the old file and the spool (which still holds every event since
+// the old header, and the checkpoint) rebuild the same tree. The hashes of the events sealed since are kept in
 // memory, not written one by one: they are in the spool, which the
 // recorder reads at start (Recorder.recoverHead), and they are appended to
 // the file (and synced) only before the spool deletes a segment, the one
@@ -36,9 +42,19 @@ var treeMagic = []byte("WTREE02\n")
 // by a crash is cut off when the file is read.
 type treeFile struct {
 	path string
-	f    *os.File // open for appending
-	// buf holds the raw hashes sealed since the file was last written.
+	// buf holds the raw hashes sealed since the newest state, written or
+	// pending. The recorder's mu guards it.
 	buf []byte
+
+	// io orders the file's writes and guards f and next.
+	io sync.Mutex
+	f  *os.File // open for appending
+	// next is the newest checkpoint's state while it is not written yet.
+	next *treeState
+	wake chan struct{}
+	stop chan struct{}
+	done chan struct{}
+	log  zerolog.Logger
 }
 
 // treeState is what a tree file holds.
@@ -114,17 +130,64 @@ func readTree(path string) (st treeState, ok bool, err error) {
 	return st, true, nil
 }
 
-// openTree writes st as the whole file (see rewrite) and opens it for
-// appending.
-func openTree(path string, st treeState) (*treeFile, error) {
-	t := &treeFile{path: path}
+// openTree writes st as the whole file (see rewrite), opens it for
+// appending and starts the writer of later states.
+func openTree(path string, st treeState, log zerolog.Logger) (*treeFile, error) {
+	t := &treeFile{path: path, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), log: log}
 	if err := t.rewrite(st); err != nil {
 		return nil, err
 	}
+	go t.writer()
 	return t, nil
 }
 
+// schedule makes st, a checkpoint's state, the file's next content. The
+// recorder calls it with its mu held: the hashes kept so far are covered
+// by st, and the ones sealed from now on follow it.
+func (t *treeFile) schedule(st treeState) {
+	t.io.Lock()
+	t.next = &st
+	t.io.Unlock()
+	t.buf = t.buf[:0]
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+// writer writes scheduled states in the background. A newer state
+// supersedes one not yet written; one that fails stays scheduled, for the
+// next flush or state to retry.
+func (t *treeFile) writer() {
+	defer close(t.done)
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-t.wake:
+		}
+		t.io.Lock()
+		if err := t.writeNextLocked(); err != nil {
+			t.log.Error().Err(err).Msg("tree state not saved; the old state and the spool still hold the tree")
+		}
+		t.io.Unlock()
+	}
+}
+
+// writeNextLocked writes the scheduled state, if any. Called with io held.
+func (t *treeFile) writeNextLocked() error {
+	if t.next == nil {
+		return nil
+	}
+	if err := t.rewrite(*t.next); err != nil {
+		return err
+	}
+	t.next = nil
+	return nil
+}
+
 // rewrite replaces the file with st, durably, and reopens it for appends.
+// Called with io held, or before the writer runs.
 func (t *treeFile) rewrite(st treeState) error {
 	var b bytes.Buffer
 	b.Write(treeMagic)
@@ -175,15 +238,21 @@ func (t *treeFile) rewrite(st treeState) error {
 		return fmt.Errorf("tree state: %w", err)
 	}
 	t.f = tmp
-	t.buf = t.buf[:0]
 	return nil
 }
 
 // add keeps one sealed event's raw hash in memory until flush.
 func (t *treeFile) add(h []byte) { t.buf = append(t.buf, h...) }
 
-// flush appends the hashes kept in memory to the file and syncs it.
+// flush appends the hashes kept in memory to the file and syncs it,
+// after the scheduled state: the hashes follow that state, not the old
+// one. The recorder calls it with its mu held.
 func (t *treeFile) flush() error {
+	t.io.Lock()
+	defer t.io.Unlock()
+	if err := t.writeNextLocked(); err != nil {
+		return err
+	}
 	if len(t.buf) == 0 {
 		return nil
 	}
@@ -200,7 +269,16 @@ func (t *treeFile) flush() error {
 	return nil
 }
 
+// close stops the writer, writes a state still scheduled (the last
+// checkpoint's, at Close) and closes the file.
 func (t *treeFile) close() {
+	close(t.stop)
+	<-t.done
+	t.io.Lock()
+	defer t.io.Unlock()
+	if err := t.writeNextLocked(); err != nil {
+		t.log.Error().Err(err).Msg("tree state not saved at close; the spool still holds the tree")
+	}
 	if t.f != nil {
 		t.f.Close()
 		t.f = nil
