@@ -317,7 +317,13 @@ func csvSafe(s string) string {
 // sessionList lists sessions, per person and per host.
 func (s *Server) sessionList(w http.ResponseWriter, r *http.Request, c *idtoken.Claims) {
 	p := s.base(r, c, "Sessions", "sessions")
-	f, fv, err := parseFilter(r.URL.Query(), s.now(), "person", "host", "since")
+	q := r.URL.Query()
+	if !q.Has("since") {
+		// Grouping reads every session event of the window: bound it by
+		// default (the form shows it and takes a longer one).
+		q.Set("since", defaultSessionsSince)
+	}
+	f, fv, err := parseFilter(q, s.now(), "person", "host", "since")
 	p.Filter = fv
 	if err != nil {
 		p.Error = err.Error()
@@ -344,6 +350,9 @@ func (s *Server) sessionList(w http.ResponseWriter, r *http.Request, c *idtoken.
 	}
 	s.render(w, r, http.StatusOK, "sessions", p)
 }
+
+// defaultSessionsSince is the sessions page's window when none is asked.
+const defaultSessionsSince = "7d"
 
 // maxTimeline bounds a session page.
 const maxTimeline = 5000
