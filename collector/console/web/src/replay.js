@@ -14,30 +14,41 @@
   var speed = document.getElementById("replay-speed");
   var idle = document.getElementById("replay-idle");
   var player = null;
+  var playing = false;
 
+  // create makes a player at time at (seconds), showing that frame, and
+  // playing if play.
   function create(at, play) {
     var opts = {
       speed: parseFloat(speed.value) || 1,
       fit: "width",
       preload: true,
       autoPlay: play,
-      startAt: at || 0,
     };
+    if (at > 0) {
+      opts.startAt = at;
+      opts.poster = "npt:" + at;
+    }
     if (idle.checked) {
       opts.idleTimeLimit = 2;
     }
     if (player) {
       player.dispose();
     }
+    playing = play;
     player = window.AsciinemaPlayer.create(el.dataset.cast, el, opts);
+    player.addEventListener("play", function () { playing = true; });
+    player.addEventListener("playing", function () { playing = true; });
+    player.addEventListener("pause", function () { playing = false; });
+    player.addEventListener("ended", function () { playing = false; });
   }
 
   function recreate() {
-    var at = 0;
-    if (player) {
-      at = player.getCurrentTime() || 0;
-    }
-    create(at, at > 0);
+    var play = playing;
+    // getCurrentTime answers a promise (asciinema-player 3.x).
+    Promise.resolve(player ? player.getCurrentTime() : 0).then(function (at) {
+      create(typeof at === "number" && isFinite(at) ? at : 0, play);
+    });
   }
 
   new MutationObserver(function () {
