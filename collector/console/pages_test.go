@@ -232,3 +232,39 @@ func TestIntegrityShowsViolations(t *testing.T) {
 		t.Fatalf("integrity with a violation: %d\n%s", st, page)
 	}
 }
+
+// Every script and style sheet the pages name is embedded and served
+// with a type the browser runs under nosniff, without a session.
+func TestAssetsServed(t *testing.T) {
+	e := newEnv(t)
+	for path, typ := range map[string]string{
+		"/static/console.js":              "text/javascript",
+		"/static/replay.js":               "text/javascript",
+		"/static/asciinema-player.min.js": "text/javascript",
+		"/static/console.css":             "text/css",
+		"/static/asciinema-player.css":    "text/css",
+	} {
+		resp, err := http.Get(e.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), typ) {
+			t.Errorf("GET %s: %d %q, want 200 %s", path, resp.StatusCode, resp.Header.Get("Content-Type"), typ)
+		}
+	}
+	// And the templates name no other file.
+	entries, err := templateFS.ReadDir("templates")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := regexp.MustCompile(`(?:src|href)="/static/([^"]+)"`)
+	for _, en := range entries {
+		b, _ := templateFS.ReadFile("templates/" + en.Name())
+		for _, m := range ref.FindAllStringSubmatch(string(b), -1) {
+			if _, err := distFS.Open("web/dist/" + m[1]); err != nil {
+				t.Errorf("%s names /static/%s, which web/dist lacks", en.Name(), m[1])
+			}
+		}
+	}
+}
