@@ -45,7 +45,7 @@ func (in *Ingester) checkpoint(ctx context.Context, d decoded) (store.Checkpoint
 		row.Accepted = true
 		return row, nil, nil, false, nil
 	}
-	probs, covs, accepted, dup, err := in.trees.checkpoint(ctx, cp, pub, time.Now())
+	probs, covs, accepted, dup, err := in.trees.checkpoint(ctx, cp, pub, d.msgTime)
 	if err != nil || dup {
 		return row, nil, nil, dup, err
 	}
@@ -114,12 +114,12 @@ func (in *Ingester) retry(ctx context.Context, what string, fn func() error) err
 }
 
 // checkLate raises checkpoint_late for hosts whose events stayed
-// uncovered too long.
-func (in *Ingester) checkLate(ctx context.Context) error {
+// uncovered too long. idle says that no message is waiting to be stored.
+func (in *Ingester) checkLate(ctx context.Context, idle bool) error {
 	if in.cfg.ChainCheck != ChainFull {
 		return nil
 	}
-	ps := in.trees.overdue(time.Now())
+	ps := in.trees.overdue(in.clock.now(time.Now(), idle))
 	if len(ps) == 0 {
 		return nil
 	}
@@ -191,4 +191,39 @@ func (in *Ingester) treeViolation(p treeProblem, d *decoded, e *event.Event) sto
 		sseq = d.streamSeq
 	}
 	return store.Record{Event: v, Raw: raw, StreamSeq: sseq}
+}
+
+// streamClock tells the time in the stream's terms. Lateness is measured
+// in JetStream timestamps (when a message reached the stream), not by
+// when the collector got to it: a collector catching up on a backlog
+// reads events and their checkpoints long after they arrived, but the
+// agent was no later than the stream shows. Only the main loop uses it.
+type streamClock struct {
+	// last is the newest stream timestamp stored, at collector time at;
+	// caughtUp says the consumer had nothing after that message.
+	last, at time.Time
+	caughtUp bool
+}
+
+// saw records a stored message.
+func (c *streamClock) saw(d decoded, now time.Time) {
+	if d.msgTime.After(c.last) {
+		c.last, c.at = d.msgTime, now
+	}
+	c.caughtUp = d.pending == 0
+}
+
+// now is the stream's present: the newest stored timestamp while messages
+// wait, advanced by the time elapsed since once the collector is caught
+// up (so that silence counts too). Elapsed time is measured on the
+// collector's clock and added to the server's, so clock skew between the
+// two does not matter.
+func (c *streamClock) now(wall time.Time, idle bool) time.Time {
+	switch {
+	case c.last.IsZero():
+		return wall
+	case c.caughtUp && idle:
+		return c.last.Add(wall.Sub(c.at))
+	}
+	return c.last
 }

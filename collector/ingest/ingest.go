@@ -100,6 +100,8 @@ type Ingester struct {
 
 	// trees checks checkpoints against the stored events (ChainFull only).
 	trees *trees
+	// clock measures checkpoint lateness (main loop only).
+	clock streamClock
 
 	mu    sync.Mutex
 	stats collectorclient.IngestStats
@@ -264,7 +266,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 					}
 				}
 			}
-			if err := in.checkLate(ctx); err != nil {
+			if err := in.checkLate(ctx, len(ready) == 0 && len(msgs) == 0); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -341,7 +343,8 @@ type decoded struct {
 	msg       jetstream.Msg
 	subject   string
 	streamSeq uint64
-	msgTime   time.Time
+	msgTime   time.Time // when the message reached the stream
+	pending   uint64    // messages after it the consumer had yet to deliver
 	ev        *event.Event
 	cp        *event.Checkpoint // a checkpoint message instead of an event
 	isCP      bool              // published on a checkpoint subject
@@ -386,7 +389,9 @@ func (in *Ingester) store(ctx context.Context, ds []decoded) error {
 				Str("detail", p.Detail).Msg("integrity violation")
 		}
 	}
+	now := time.Now()
 	for _, d := range ds {
+		in.clock.saw(d, now)
 		received++
 		if d.err != nil {
 			kind := Malformed
@@ -428,7 +433,7 @@ func (in *Ingester) store(ctx context.Context, ds []decoded) error {
 		// leaf at that seq of the host's Merkle log.
 		head := seqAfter != seqBefore || hashAfter != hashBefore || hasKind(probs, event.Reorder)
 		if head && !seen && e.Schema == event.Schema && in.cfg.ChainCheck == ChainFull {
-			ps, cs, err := in.trees.leaf(ctx, e, time.Now())
+			ps, cs, err := in.trees.leaf(ctx, e, d.msgTime)
 			if err != nil {
 				return fmt.Errorf("ingest: %w", err)
 			}
@@ -524,7 +529,7 @@ func (in *Ingester) decodeAll(msgs []jetstream.Msg) []decoded {
 				m := msgs[i]
 				d := decoded{msg: m, subject: m.Subject()}
 				if meta, err := m.Metadata(); err == nil {
-					d.streamSeq, d.msgTime = meta.Sequence.Stream, meta.Timestamp
+					d.streamSeq, d.msgTime, d.pending = meta.Sequence.Stream, meta.Timestamp, meta.NumPending
 				} else {
 					d.msgTime = time.Now()
 				}

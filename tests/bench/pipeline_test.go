@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/wardenhq/warden/agent/spool"
 	"github.com/wardenhq/warden/collector"
 	"github.com/wardenhq/warden/collector/natsembed"
+	"github.com/wardenhq/warden/collector/store"
 	"github.com/wardenhq/warden/pkg/devidp"
 	"github.com/wardenhq/warden/pkg/event"
 	"github.com/wardenhq/warden/pkg/idtoken"
@@ -147,19 +149,20 @@ func TestBenchPipeline(t *testing.T) {
 	pubCtx, stopPub := context.WithCancel(context.Background())
 	pub := publish.New(sp, publish.Options{URL: ns.ClientURL(), HostID: "bench-agent", Logger: zerolog.Nop()})
 	pubDone := make(chan error, 1)
-	start = time.Now()
+	start, cpu0 := time.Now(), processCPU()
 	go func() { pubDone <- pub.Run(pubCtx) }()
 	waitStored(t, c, stored+int64(n))
 	spoolRate := float64(n) / time.Since(start).Seconds()
+	spoolCPU := float64((processCPU() - cpu0).Microseconds()) / float64(n)
 	stopPub()
 	<-pubDone
 
 	h := c.Ingester().Stats()
 	if h.Violations != 0 {
-		t.Errorf("benchmark events raised %d integrity violations", h.Violations)
+		t.Errorf("benchmark events raised %d integrity violations: %s", h.Violations, violations(t, c))
 	}
-	line := fmt.Sprintf("BENCH pipeline: %d events: agent spool->collector store %.0f events/s; JetStream publish->stored %.0f events/s (raw JetStream publish+consume+ack %.0f events/s; ratio %.2f); publish->queryable latency p50=%s p99=%s (%d samples)",
-		n, spoolRate, pipeRate, rawRate, pipeRate/rawRate, p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), len(lat))
+	line := fmt.Sprintf("BENCH pipeline: %d events: agent spool->collector store %.0f events/s (%.1f µs CPU/event, publisher+NATS+collector); JetStream publish->stored %.0f events/s (raw JetStream publish+consume+ack %.0f events/s; ratio %.2f); publish->queryable latency p50=%s p99=%s (%d samples)",
+		n, spoolRate, spoolCPU, pipeRate, rawRate, pipeRate/rawRate, p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), len(lat))
 	fmt.Println(line)
 	t.Log(line)
 }
@@ -382,6 +385,23 @@ func sealedMsg(t *testing.T, s *event.Signer) (*nats.Msg, *event.Event) {
 	m.Data = b
 	m.Header.Set(nats.MsgIdHdr, e.ID)
 	return m, e
+}
+
+// violations describes the first few integrity violations stored.
+func violations(t *testing.T, c *collector.Collector) string {
+	rows, err := c.Store().Query(context.Background(), store.Filter{Types: []string{string(event.IntegrityViolation)}, Limit: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range rows {
+		e, err := r.Event()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%v: %v", e.Data["problem"], e.Data["detail"]))
+	}
+	return strings.Join(out, "; ")
 }
 
 func envInt(t *testing.T, name string, def int) int {
