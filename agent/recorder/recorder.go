@@ -311,7 +311,7 @@ func (r *Recorder) recoverHead(treePath string) error {
 			return fmt.Errorf("recorder: mark the tree at checkpoint %d: %w", cpMax, err)
 		}
 	}
-	tf, err := openTree(treePath, st, r.log)
+	tf, err := openTree(treePath, st, r.interval, r.log)
 	if err != nil {
 		return fmt.Errorf("recorder: %w", err)
 	}

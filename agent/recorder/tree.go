@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -32,9 +33,11 @@ var treeMagic = []byte("WTREE02\n")
 // that size; then raw 32-byte event hashes after that size. At each
 // checkpoint the file is replaced (write, fsync, rename) by one holding
 // only the new header. The replacement runs in the background, off the
-// chain lock, since its two fsyncs would stall every producer: until it
-// lands, the old file and the spool (which still holds every event since
-// the old header, and the checkpoint) rebuild the same tree. The hashes of the events sealed since are kept in
+// chain lock, since its two fsyncs would stall every producer, and at most
+// once per checkpoint interval, since under load checkpoints come every
+// 1,000 events, several a second: until it lands, the old file and the
+// spool (which still holds every event since the old header, and the
+// checkpoints) rebuild the same tree. The hashes of the events sealed since are kept in
 // memory, not written one by one: they are in the spool, which the
 // recorder reads at start (Recorder.recoverHead), and they are appended to
 // the file (and synced) only before the spool deletes a segment, the one
@@ -55,6 +58,8 @@ type treeFile struct {
 	stop chan struct{}
 	done chan struct{}
 	log  zerolog.Logger
+	// every is the least time between two background writes.
+	every time.Duration
 }
 
 // treeState is what a tree file holds.
@@ -132,8 +137,8 @@ func readTree(path string) (st treeState, ok bool, err error) {
 
 // openTree writes st as the whole file (see rewrite), opens it for
 // appending and starts the writer of later states.
-func openTree(path string, st treeState, log zerolog.Logger) (*treeFile, error) {
-	t := &treeFile{path: path, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), log: log}
+func openTree(path string, st treeState, every time.Duration, log zerolog.Logger) (*treeFile, error) {
+	t := &treeFile{path: path, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), log: log, every: every}
 	if err := t.rewrite(st); err != nil {
 		return nil, err
 	}
@@ -155,22 +160,30 @@ func (t *treeFile) schedule(st treeState) {
 	}
 }
 
-// writer writes scheduled states in the background. A newer state
-// supersedes one not yet written; one that fails stays scheduled, for the
-// next flush or state to retry.
+// writer writes scheduled states in the background, then rests for the
+// interval. A newer state supersedes one not yet written; one that fails
+// stays scheduled, for the next flush or state to retry.
 func (t *treeFile) writer() {
 	defer close(t.done)
+	rest := time.NewTimer(0)
+	defer rest.Stop()
 	for {
 		select {
 		case <-t.stop:
 			return
 		case <-t.wake:
 		}
+		select {
+		case <-t.stop:
+			return
+		case <-rest.C:
+		}
 		t.io.Lock()
 		if err := t.writeNextLocked(); err != nil {
 			t.log.Error().Err(err).Msg("tree state not saved; the old state and the spool still hold the tree")
 		}
 		t.io.Unlock()
+		rest.Reset(t.every)
 	}
 }
 
