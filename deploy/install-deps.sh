@@ -20,6 +20,7 @@ packages=(
 	curl ca-certificates ruby     # demo, Vagrantfile syntax check
 	redis-server xrdp freerdp2-x11 xvfb # e2e: real Redis 7 and RDP server, FreeRDP client (headless under Xvfb)
 	nginx-light                   # e2e and bench: the HTTP codec against a real nginx (ab, from apache2-utils, benches it)
+	chromium fonts-dejavu-core fonts-liberation # e2e: the console in headless Chromium (chromedp), screenshots with real fonts
 )
 missing=()
 for p in "${packages[@]}"; do
