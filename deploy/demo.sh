@@ -8,7 +8,11 @@
 # The demo attaches its BPF programs to a cgroup subtree of its own and runs
 # its shells there, so nothing else on this host is affected. In production
 # wardend attaches to the cgroup2 root (cgroup_root: "").
-# Everything it starts is stopped and removed on exit.
+#
+# At the end it prints the web console's URL and keeps the dev IdP, the
+# collector and wardend running until Ctrl-C. DEMO_EXIT=1 (for scripts)
+# ends right after the last step instead. Either way, everything it
+# started is stopped and removed on exit.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,6 +43,8 @@ step() { printf '\033[36m$ %s\033[0m\n' "$*"; }
 
 cleanup() {
 	set +e
+	# A second Ctrl-C must not cut the cleanup short.
+	trap '' INT TERM
 	bold "cleaning up"
 	# Leave the demo cgroup before removing it.
 	echo $$ > "$cg2/cgroup.procs" 2>/dev/null
@@ -144,10 +150,11 @@ warden-collector enroll demo-host --nats-auth "$work/nats-auth" --out "$work/age
 	--agent-key "$agentpub" --agent-keys "$work/collector-keys" --nats-url nats://127.0.0.1:4222 2>"$work/enroll.log" | sed 's/^/    /'
 
 bold "3. warden-collector with embedded NATS (127.0.0.1:4222), API on 127.0.0.1:8181"
-# The API serves only verified people: tokens of the dev IdP; group soc reads.
+# The API (and the web console on the same port) serves only verified
+# people: tokens of the dev IdP; groups soc and dba read.
 warden-collector --embedded-nats --nats-listen 127.0.0.1:4222 --nats-store "$work/nats" \
 	--store "$work/events.db" --listen 127.0.0.1:8181 --agent-keys "$work/collector-keys" --nats-auth "$work/nats-auth" \
-	--oidc-issuer http://127.0.0.1:5556 --oidc-client-id warden --readers soc >"$work/collector.log" 2>&1 &
+	--oidc-issuer http://127.0.0.1:5556 --oidc-client-id warden --readers soc,dba >"$work/collector.log" 2>&1 &
 pids+=($!)
 wait_for collector curl -sf http://127.0.0.1:8181/healthz
 export WARDEN_COLLECTOR=http://127.0.0.1:8181
@@ -260,3 +267,30 @@ warden-collector soc-creds sam --nats-auth "$work/nats-auth" --out "$work/sam.cr
 echo "SOC: read-only NATS creds in $work/sam.creds; tail live with"
 echo "  nats --server nats://127.0.0.1:4222 --creds $work/sam.creds sub 'warden.events.>'"
 echo "while the demo runs (anonymous clients are refused)."
+
+bold "10. the web console: http://127.0.0.1:8181/"
+cat <<EOF
+Open http://127.0.0.1:8181/ in a browser on this host. It sends you to the dev
+IdP (NOT FOR PRODUCTION), which lists its users: pick one to sign in, no password.
+  sam  (group soc: --readers)  the live stream, search, sessions, lineage, replay, integrity
+  bob  (group dba: --readers)  the same, and Approve/Deny on the reviews dba decides
+  alice, mallory               not readers: the console refuses them, as the API does
+From another machine, forward both ports first (the IdP redirects the browser):
+  ssh -L 8181:127.0.0.1:8181 -L 5556:127.0.0.1:5556 root@THIS-HOST
+EOF
+if [ "${DEMO_EXIT:-0}" = 1 ]; then
+	exit 0
+fi
+echo
+echo "The dev IdP, warden-collector and wardend keep running; press Ctrl-C to stop and clean up."
+# The EXIT trap cleans up; Ctrl-C or a TERM only has to end the loop.
+trap 'exit 0' INT TERM
+while sleep 1; do
+	for pid in "${pids[@]}"; do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "demo: a service stopped (pid $pid); see $work/*.log" >&2
+			tail -n 20 "$work"/*.log >&2 || true
+			exit 1
+		fi
+	done
+done

@@ -59,7 +59,30 @@ func StartBrowser(t testing.TB, ns *NetNS) *Browser {
 	nsenter := testenv.RequireCommand(t, "nsenter")
 	chromium := testenv.RequireCommand(t, "chromium")
 	b := &Browser{t: t, Dir: artifactDir(t)}
+	// Now and then Chromium dies while starting on a loaded machine
+	// (crashpad's complaints and nothing else): a fresh start does it.
+	const attempts = 3
+	for i := 1; ; i++ {
+		err := b.start(ns, nsenter, chromium)
+		if err == nil {
+			break
+		}
+		if i == attempts {
+			t.Fatalf("start chromium (%d attempts): %v", attempts, err)
+		}
+		t.Logf("start chromium, attempt %d of %d: %v", i, attempts, err)
+		time.Sleep(time.Second)
+	}
+	v, _ := exec.Command(chromium, "--version").Output()
+	t.Logf("%s running; screenshots in %s", bytes.TrimSpace(v), b.Dir)
+	return b
+}
+
+// start starts Chromium with a fresh profile and opens its first tab.
+func (b *Browser) start(ns *NetNS, nsenter, chromium string) error {
+	t := b.t
 	profile := t.TempDir()
+	b.out = lockedBuffer{}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium),
 		chromedp.Flag("headless", true),
@@ -92,25 +115,29 @@ func StartBrowser(t testing.TB, ns *NetNS) *Browser {
 		ctxOpts = append(ctxOpts, chromedp.WithDebugf(t.Logf))
 	}
 	root, cancelRoot := chromedp.NewContext(alloc, ctxOpts...)
-	b.root = root
-	t.Cleanup(func() {
+	stop := func() {
 		cancelRoot()
 		cancelAlloc()
 		// Chromium's helpers (zygote, renderers) may outlive the browser
 		// and write into the profile that t.TempDir removes next.
 		killProfileUsers(profile)
+	}
+	// The first run starts the browser; the root context's tab lives as
+	// long as the browser.
+	start := time.Now()
+	if err := chromedp.Do(root); err != nil {
+		stop()
+		return fmt.Errorf("%w\n%s", err, b.out.withoutDBus())
+	}
+	t.Logf("chromium started in %s", time.Since(start).Round(time.Millisecond))
+	b.root = root
+	t.Cleanup(func() {
+		stop()
 		if t.Failed() {
 			t.Logf("chromium output (D-Bus complaints left out):\n%s", b.out.withoutDBus())
 		}
 	})
-	// The first run starts the browser.
-	start := time.Now()
-	if err := chromedp.Do(root); err != nil {
-		t.Fatalf("start chromium: %v\n%s", err, b.out.String())
-	}
-	v, _ := exec.Command(chromium, "--version").Output()
-	t.Logf("%s started in %s; screenshots in %s", bytes.TrimSpace(v), time.Since(start).Round(time.Millisecond), b.Dir)
-	return b
+	return nil
 }
 
 // artifactDir is the test's artifact directory (go test -artifacts keeps
