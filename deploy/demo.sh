@@ -10,7 +10,8 @@
 # wardend attaches to the cgroup2 root (cgroup_root: "").
 #
 # At the end it prints the web console's URL and keeps the dev IdP, the
-# collector and wardend running until Ctrl-C. DEMO_EXIT=1 (for scripts)
+# collector and wardend running until Ctrl-C. DEMO_EXIT=1 (for scripts:
+# `make demo DEMO_EXIT=1`)
 # ends right after the last step instead. Either way, everything it
 # started is stopped and removed on exit.
 set -euo pipefail
