@@ -11,9 +11,8 @@
 #
 # At the end it prints the web console's URL and keeps the dev IdP, the
 # collector and wardend running until Ctrl-C. DEMO_EXIT=1 (for scripts:
-# `make demo DEMO_EXIT=1`)
-# ends right after the last step instead. Either way, everything it
-# started is stopped and removed on exit.
+# `make demo DEMO_EXIT=1`) ends right after the last step instead. Either
+# way, everything it started is stopped and removed on exit.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
