@@ -156,14 +156,27 @@ rules:
 	if !harness.Run(sam, "Approve disabled", chromedp.Evaluate[bool](fmt.Sprintf(`document.querySelector(%q).disabled`, reviewRow+` button[data-testid=approve]`))) {
 		t.Errorf("Approve is enabled for sam, who is not in the rule's approver groups")
 	}
-	status := harness.Run(sam, "POST approve as sam", chromedp.Evaluate[int](fmt.Sprintf(`fetch("/reviews/%s/approve", {
+	approve := reviewRow + ` button[data-testid=approve]`
+	ans := harness.Run(sam, "POST approve as sam", chromedp.Evaluate[struct {
+		Status int    `json:"status"`
+		Body   string `json:"body"`
+	}](fmt.Sprintf(`fetch("/reviews/%s/approve", {
 		method: "POST",
 		headers: {"Content-Type": "application/x-www-form-urlencoded"},
 		body: new URLSearchParams({reason: "not mine to approve", csrf: document.querySelector('meta[name=csrf-token]').content}),
 		redirect: "manual",
-	}).then(r => r.status)`, r.ID), chromedp.EvalAwaitPromise))
-	if status != 403 {
-		t.Errorf("sam's POST /reviews/%s/approve: HTTP %d, want 403", r.ID, status)
+	}).then(async r => ({status: r.status, body: await r.text()}))`, r.ID), chromedp.EvalAwaitPromise))
+	if ans.Status != 403 || !strings.Contains(ans.Body, "not a member of dba") {
+		t.Errorf("sam's POST /reviews/%s/approve: HTTP %d, want 403 naming the approver groups:\n%s", r.ID, ans.Status, ans.Body)
+	}
+	// The page's own form, its button enabled by hand: what sam sees is
+	// the server's refusal.
+	sam.Do("submit the form anyway", chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector(%q).disabled = false`, approve)),
+		chromedp.SendKeys(chromedp.CSS(reviewRow+` [name=reason]`), "let me"),
+		chromedp.Click(chromedp.CSS(approve)),
+		chromedp.Poll[chromedp.Void](`location.pathname.endsWith("/approve") && document.readyState === "complete"`))
+	if text := harness.Run(sam, "the refusal", chromedp.Text(chromedp.CSS(`body`))); !strings.Contains(text, "not a member of dba") {
+		t.Errorf("sam's Approve through the form: the page says\n%s", text)
 	}
 	sam.Shot("reader-refused")
 	if still := rv.pending(t, "alice", "unbounded-writes"); still.ID != r.ID {
