@@ -169,9 +169,9 @@ rules:
 	if ans.Status != 403 || !strings.Contains(ans.Body, "not a member of dba") {
 		t.Errorf("sam's POST /reviews/%s/approve: HTTP %d, want 403 naming the approver groups:\n%s", r.ID, ans.Status, ans.Body)
 	}
-	// The page's own form, its button enabled by hand: what sam sees is
-	// the server's refusal.
-	sam.Do("submit the form anyway", chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector(%q).disabled = false`, approve)),
+	// The page's own form, its controls enabled by hand: what sam sees
+	// is the server's refusal.
+	sam.Do("submit the form anyway", chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelectorAll(%q).forEach(el => el.disabled = false)`, reviewRow+` [disabled]`)),
 		chromedp.SendKeys(chromedp.CSS(reviewRow+` [name=reason]`), "let me"),
 		chromedp.Click(chromedp.CSS(approve)),
 		chromedp.Poll[chromedp.Void](`location.pathname.endsWith("/approve") && document.readyState === "complete"`))
