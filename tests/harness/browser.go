@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/wardenhq/warden/tests/testenv"
@@ -177,6 +178,20 @@ func (p *Page) Do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	if err := chromedp.Do(ctx, steps...); err != nil {
 		p.fail(what, err)
 	}
+}
+
+// Response runs steps that load a page, such as a click on a submit
+// button, and returns the HTTP response of the document they load,
+// failing the test as Do does.
+func (p *Page) Response(what string, steps ...chromedp.Action[chromedp.Void]) *network.Response {
+	p.b.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, stepTimeout)
+	defer cancel()
+	resp, err := chromedp.RunResponse(ctx, steps...)
+	if err != nil {
+		p.fail(what, err)
+	}
+	return resp
 }
 
 // Run runs one action on the page and returns its value, failing the
