@@ -156,6 +156,7 @@ rules:
 	if !harness.Run(sam, "Approve disabled", chromedp.Evaluate[bool](fmt.Sprintf(`document.querySelector(%q).disabled`, reviewRow+` button[data-testid=approve]`))) {
 		t.Errorf("Approve is enabled for sam, who is not in the rule's approver groups")
 	}
+	sam.Shot("reader-view")
 	approve := reviewRow + ` button[data-testid=approve]`
 	ans := harness.Run(sam, "POST approve as sam", chromedp.Evaluate[struct {
 		Status int    `json:"status"`
@@ -212,6 +213,11 @@ rules:
 	if ev.Data["outcome"] != "approved" || !strings.Contains(fmt.Sprint(ev.Data), "ticket 4711") {
 		t.Errorf("review.decided of %s: %v", r.ID, ev.Data)
 	}
+
+	// 7. The agent on the integrity page, its chain head and checkpoint.
+	bob.Do("integrity", chromedp.Navigate(console+"/integrity"),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid=agent-row][data-host=`+harness.HostID+`]`)))
+	bob.Shot("integrity")
 }
 
 // signIn clicks sub's button on the dev IdP's sign-in page and checks
