@@ -211,7 +211,12 @@ func (p *Page) fail(what string, err error) {
 	p.b.t.Helper()
 	shot := p.Shot("failed-" + what)
 	loc, _ := p.location()
-	p.b.t.Fatalf("browser (%s) at %s: %s: %v (screenshot %s)", p.Name, loc, what, err, shot)
+	// The page's text too: without go test -artifacts the screenshot is
+	// gone with the test's temporary files, and a CI log keeps only this.
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	defer cancel()
+	text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText.slice(0, 3000) : ""`))
+	p.b.t.Fatalf("browser (%s) at %s: %s: %v (screenshot %s)\npage text:\n%s", p.Name, loc, what, err, shot, text)
 }
 
 func (p *Page) location() (string, error) {
