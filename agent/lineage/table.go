@@ -74,12 +74,13 @@ func RefOf(r loader.ImageRef) Ref {
 // ticks since boot, identical for /proc and the kernel's events, so the id
 // of a process does not depend on how the agent learnt about it.
 func ExecID(hostID string, r Ref) string {
-	if r.Image == 0 {
-		return procinfo.ExecID(hostID, int(r.PID), r.StartTicks)
+	var buf [128]byte
+	raw := procinfo.AppendExecName(buf[:0], hostID, int(r.PID), r.StartTicks)
+	if r.Image != 0 {
+		raw = append(raw, ':')
+		raw = strconv.AppendUint(raw, uint64(r.Image), 10)
 	}
-	raw := procinfo.ExecID(hostID, int(r.PID), r.StartTicks)
-	dec, _ := base64.RawURLEncoding.DecodeString(raw)
-	return base64.RawURLEncoding.EncodeToString(fmt.Appendf(dec, ":%d", r.Image))
+	return base64.RawURLEncoding.EncodeToString(raw)
 }
 
 // Kernel reads and marks the kernel's per-process lineage records. The

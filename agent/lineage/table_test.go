@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wardenhq/warden/agent/procinfo"
 	"github.com/wardenhq/warden/bpf/loader"
 )
 
@@ -39,6 +40,10 @@ func TestExecIDFormat(t *testing.T) {
 	got := decode(t, ExecID("h1", Ref{PID: 42, StartTicks: 1234}))
 	if !strings.HasPrefix(got, "h1:") || !strings.HasSuffix(got, ":42:1234") {
 		t.Fatalf("image 0: %q", got)
+	}
+	// Named as /proc's reader names it (seeding, the login shell).
+	if id := ExecID("h1", Ref{PID: 42, StartTicks: 1234}); id != procinfo.ExecID("h1", 42, 1234) {
+		t.Fatalf("image 0 %q, procinfo names it %q", id, procinfo.ExecID("h1", 42, 1234))
 	}
 	got2 := decode(t, ExecID("h1", Ref{PID: 42, StartTicks: 1234, Image: 3}))
 	if got2 != got+":3" {

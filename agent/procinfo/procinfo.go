@@ -58,8 +58,21 @@ func ReadStat(pid int) (Stat, error) {
 // ExecID names one process image uniquely across hosts, boots and pid
 // reuse: host, boot, pid and start time.
 func ExecID(hostID string, pid int, startTime uint64) string {
-	raw := fmt.Sprintf("%s:%s:%d:%d", hostID, bootID(), pid, startTime)
-	return base64.RawURLEncoding.EncodeToString([]byte(raw))
+	var buf [128]byte
+	return base64.RawURLEncoding.EncodeToString(AppendExecName(buf[:0], hostID, pid, startTime))
+}
+
+// AppendExecName appends the name ExecID encodes, "host:bootid:pid:start",
+// to dst. The process table names an image for every kernel event, so this
+// avoids fmt.
+func AppendExecName(dst []byte, hostID string, pid int, startTime uint64) []byte {
+	dst = append(dst, hostID...)
+	dst = append(dst, ':')
+	dst = append(dst, bootID()...)
+	dst = append(dst, ':')
+	dst = strconv.AppendInt(dst, int64(pid), 10)
+	dst = append(dst, ':')
+	return strconv.AppendUint(dst, startTime, 10)
 }
 
 // Image returns the binary and arguments process pid runs now.
