@@ -139,11 +139,7 @@ static __always_inline struct lineage_event *new_event(__u32 kind, struct task_s
 }
 
 // send copies the used part of e into the ring buffer, or counts the loss.
-// flags is 0 (wake the agent if it waits) or BPF_RB_NO_WAKEUP: forks and
-// exits do not wake it, the exec that follows a fork (or the agent's
-// poll, every 50 ms, or an attribution's flush) picks them up. That saves
-// the agent two of three wakeups per process in a busy session.
-static __always_inline void send(struct lineage_event *e, __u32 lost, __u32 lost_session, __u64 flags)
+static __always_inline void send(struct lineage_event *e, __u32 lost, __u32 lost_session)
 {
 	__u32 used = e->path_len + e->args_len;
 	if (used > LINEAGE_PATH_MAX + LINEAGE_ARGS_MAX)
@@ -151,7 +147,7 @@ static __always_inline void send(struct lineage_event *e, __u32 lost, __u32 lost
 	// Stamped last, right before the copy, so event times follow ring order
 	// closely; the agent relies on that to know which events it has seen.
 	e->time_ns = bpf_ktime_get_boot_ns();
-	if (bpf_ringbuf_output(&lineage_events, e, offsetof(struct lineage_event, data) + used, flags)) {
+	if (bpf_ringbuf_output(&lineage_events, e, offsetof(struct lineage_event, data) + used, 0)) {
 		count(lost);
 		if (e->session_cgroup_id)
 			count(lost_session);
@@ -214,7 +210,7 @@ int BPF_PROG(lineage_fork, struct task_struct *parent, struct task_struct *child
 	e->self.image = 0;
 	e->self.start_ns = BPF_CORE_READ(child, start_boottime);
 	e->parent = pref;
-	send(e, LINEAGE_C_FORK_LOST, LINEAGE_C_FORK_LOST_SESSION, BPF_RB_NO_WAKEUP);
+	send(e, LINEAGE_C_FORK_LOST, LINEAGE_C_FORK_LOST_SESSION);
 	return 0;
 }
 
@@ -302,7 +298,7 @@ int BPF_PROG(lineage_exec, struct task_struct *p, pid_t old_pid, struct linux_bi
 		else
 			e->flags |= LINEAGE_F_ARGS_TRUNCATED;
 	}
-	send(e, LINEAGE_C_EXEC_LOST, LINEAGE_C_EXEC_LOST_SESSION, 0);
+	send(e, LINEAGE_C_EXEC_LOST, LINEAGE_C_EXEC_LOST_SESSION);
 	return 0;
 }
 
@@ -330,6 +326,6 @@ int BPF_PROG(lineage_exit, struct task_struct *p, bool group_dead)
 	e->parent.tgid = 0;
 	e->parent.image = 0;
 	e->parent.start_ns = 0;
-	send(e, LINEAGE_C_EXIT_LOST, LINEAGE_C_EXIT_LOST_SESSION, BPF_RB_NO_WAKEUP);
+	send(e, LINEAGE_C_EXIT_LOST, LINEAGE_C_EXIT_LOST_SESSION);
 	return 0;
 }

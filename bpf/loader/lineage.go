@@ -416,9 +416,7 @@ func (l *Lineage) Events() (*LineageReader, error) {
 }
 
 // SetDeadline makes Read return os.ErrDeadlineExceeded once t has passed
-// and the ring is empty. The zero time waits forever. Forks and exits do
-// not wake a waiting reader (the next exec does), so a reader that must
-// see them promptly sets a deadline and reads again after it, or Flushes.
+// and the ring is empty. The zero time waits forever.
 func (r *LineageReader) SetDeadline(t time.Time) { r.rd.SetDeadline(t) }
 
 // Read blocks for the next event and decodes it into ev. It returns
