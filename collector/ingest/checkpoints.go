@@ -114,12 +114,13 @@ func (in *Ingester) retry(ctx context.Context, what string, fn func() error) err
 }
 
 // checkLate raises checkpoint_late for hosts whose events stayed
-// uncovered too long. idle says that no message is waiting to be stored.
-func (in *Ingester) checkLate(ctx context.Context, idle bool) error {
+// uncovered too long. wall is the collector's time, idle says that no
+// message is waiting to be stored.
+func (in *Ingester) checkLate(ctx context.Context, wall time.Time, idle bool) error {
 	if in.cfg.ChainCheck != ChainFull {
 		return nil
 	}
-	ps := in.trees.overdue(in.clock.now(time.Now(), idle))
+	ps := in.trees.overdue(in.clock.now(wall, idle))
 	if len(ps) == 0 {
 		return nil
 	}

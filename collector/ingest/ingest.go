@@ -266,7 +266,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 					}
 				}
 			}
-			if err := in.checkLate(ctx, len(ready) == 0 && len(msgs) == 0); err != nil {
+			if err := in.checkLate(ctx, time.Now(), len(ready) == 0 && len(msgs) == 0); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}

@@ -24,6 +24,10 @@ type benchMsg struct {
 	subject string
 	data    []byte
 	seq     uint64
+	// at is when it reached the stream (zero: now); pending how many
+	// messages the consumer had yet to deliver after it.
+	at      time.Time
+	pending uint64
 }
 
 func (m *benchMsg) Subject() string { return m.subject }
@@ -31,12 +35,16 @@ func (m *benchMsg) Data() []byte    { return m.data }
 func (m *benchMsg) Ack() error      { return nil }
 func (m *benchMsg) Nak() error      { return nil }
 func (m *benchMsg) Metadata() (*jetstream.MsgMetadata, error) {
-	return &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: m.seq}, Timestamp: time.Now()}, nil
+	at := m.at
+	if at.IsZero() {
+		at = time.Now()
+	}
+	return &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: m.seq}, Timestamp: at, NumPending: m.pending}, nil
 }
 
 // benchStream is one host's sealed events with a signed checkpoint after
 // every 1,000, as an agent publishes them.
-func benchStream(b *testing.B, host string, n int, key ed25519.PrivateKey) []jetstream.Msg {
+func benchStream(b testing.TB, host string, n int, key ed25519.PrivateKey) []jetstream.Msg {
 	signer := event.NewSigner(nil, 0, "")
 	log := event.NewMerkleLog()
 	ns, err := event.NewNoteSigner(host, key)
