@@ -153,11 +153,13 @@ rules:
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid=signin-sam]`)))
 	signIn(t, sam, "sam", "sam@corp.example", "/reviews")
 	sam.Do("the pending review", chromedp.WaitVisible(chromedp.CSS(reviewRow)))
-	if !harness.Run(sam, "Approve disabled", chromedp.Evaluate[bool](fmt.Sprintf(`document.querySelector(%q).disabled`, reviewRow+` button[data-testid=approve]`))) {
-		t.Errorf("Approve is enabled for sam, who is not in the rule's approver groups")
+	approve := reviewRow + ` button[data-testid=approve]`
+	for _, button := range []string{approve, reviewRow + ` button[data-testid=deny]`} {
+		if !harness.Run(sam, "buttons disabled", chromedp.Evaluate[bool](fmt.Sprintf(`document.querySelector(%q).disabled`, button))) {
+			t.Errorf("%s is enabled for sam, who is not in the rule's approver groups", button)
+		}
 	}
 	sam.Shot("reader-view")
-	approve := reviewRow + ` button[data-testid=approve]`
 	ans := harness.Run(sam, "POST approve as sam", chromedp.Evaluate[struct {
 		Status int    `json:"status"`
 		Body   string `json:"body"`
@@ -196,7 +198,7 @@ rules:
 		chromedp.WaitVisible(chromedp.CSS(reviewRow)),
 		chromedp.SendKeys(chromedp.CSS(reviewRow+` [name=reason]`), "ticket 4711, cleanup is fine"))
 	bob.Shot("review-pending")
-	bob.Do("click Approve", chromedp.Click(chromedp.CSS(reviewRow+` button[data-testid=approve]`)))
+	bob.Do("click Approve", chromedp.Click(chromedp.CSS(approve)))
 	out = held.wait(t, 30*time.Second)
 	if !strings.Contains(out, "DELETE 3") {
 		t.Fatalf("the held psql after bob's approval:\n%s", out)
