@@ -63,54 +63,25 @@ func (in *Ingester) checkpoint(ctx context.Context, d decoded) (store.Checkpoint
 	return row, probs, covs, false, nil
 }
 
-// storeTrees stores the batch's checkpoints, then records coverage found
-// for earlier ones and marks the events that a checkpoint does not cover.
-// It runs after the batch's events are stored, so the marks reach them.
-func (in *Ingester) storeTrees(ctx context.Context, cps []store.Checkpoint, covs []covered, notCovered []treeProblem) error {
+// batchOf is what one batch writes: its events, its checkpoints, the
+// coverage found for earlier checkpoints (those of this batch carry their
+// own), and the marks on events that a checkpoint does not cover, applied
+// after the batch's events are in so that they reach them.
+func batchOf(recs []store.Record, cps []store.Checkpoint, covs []covered, notCovered []treeProblem) store.Batch {
+	b := store.Batch{Events: recs, Checkpoints: cps}
 	inBatch := map[string]bool{}
 	for _, c := range cps {
 		inBatch[c.ID] = c.Covered
 	}
-	return in.retry(ctx, "store checkpoints", func() error {
-		if err := in.cfg.Store.InsertCheckpoints(ctx, cps); err != nil {
-			return err
+	for _, c := range covs {
+		if !inBatch[c.id] {
+			b.Covered = append(b.Covered, store.Covered{ID: c.id, Frontier: c.frontier})
 		}
-		for _, c := range covs {
-			if inBatch[c.id] {
-				continue
-			}
-			if err := in.cfg.Store.MarkCovered(ctx, c.id, c.frontier); err != nil {
-				return err
-			}
-		}
-		for _, p := range notCovered {
-			if err := in.cfg.Store.MarkEvents(ctx, p.HostID, p.From, p.To, string(p.Kind)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// retry runs fn until it succeeds or ctx ends, like insert.
-func (in *Ingester) retry(ctx context.Context, what string, fn func() error) error {
-	backoff := 100 * time.Millisecond
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		in.mu.Lock()
-		in.stats.LastError = err.Error()
-		in.mu.Unlock()
-		in.log.Error().Err(err).Dur("retry_in", backoff).Msg(what)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("ingest: %s: %w", what, err)
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
+	for _, p := range notCovered {
+		b.Marks = append(b.Marks, store.Mark{HostID: p.HostID, From: p.From, To: p.To, Kind: string(p.Kind)})
+	}
+	return b
 }
 
 // checkLate raises checkpoint_late for hosts whose events stayed

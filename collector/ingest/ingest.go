@@ -461,11 +461,8 @@ func (in *Ingester) store(ctx context.Context, ds []decoded) error {
 		}
 	}
 
-	stored, err := in.insert(ctx, recs)
+	stored, err := in.write(ctx, batchOf(recs, cps, covs, notCovered))
 	if err != nil {
-		return err
-	}
-	if err := in.storeTrees(ctx, cps, covs, notCovered); err != nil {
 		return err
 	}
 	for _, d := range ds {
@@ -490,9 +487,15 @@ func (in *Ingester) store(ctx context.Context, ds []decoded) error {
 // verifier has already moved past these events, and a redelivery would be
 // seen as replays.
 func (in *Ingester) insert(ctx context.Context, recs []store.Record) (int, error) {
+	return in.write(ctx, store.Batch{Events: recs})
+}
+
+// write stores a batch in one transaction, retrying it like insert.
+func (in *Ingester) write(ctx context.Context, b store.Batch) (int, error) {
+	recs := b.Events
 	backoff := 100 * time.Millisecond
 	for {
-		n, err := in.cfg.Store.Insert(ctx, recs)
+		n, err := in.cfg.Store.Write(ctx, b)
 		if err == nil {
 			return n, nil
 		}

@@ -55,14 +55,11 @@ type Checkpoint struct {
 // InsertCheckpoints stores checkpoints; one already stored (a redelivery)
 // is left as it is.
 func (s *Store) InsertCheckpoints(ctx context.Context, cps []Checkpoint) error {
-	if len(cps) == 0 {
-		return nil
-	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("store: begin: %w", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	_, err := s.Write(ctx, Batch{Checkpoints: cps})
+	return err
+}
+
+func (s *Store) insertCheckpoints(ctx context.Context, tx *sql.Tx, cps []Checkpoint) error {
 	now := time.Now().UnixNano()
 	for _, c := range cps {
 		_, err := tx.ExecContext(ctx, s.d.rebind(`INSERT INTO checkpoints
@@ -75,16 +72,18 @@ func (s *Store) InsertCheckpoints(ctx context.Context, cps []Checkpoint) error {
 			return fmt.Errorf("store: insert checkpoint %s: %w", c.ID, err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: commit %d checkpoints: %w", len(cps), err)
-	}
 	return nil
 }
 
 // MarkCovered records that the stored events of a host hash to a stored
 // checkpoint's root, with the compact range at its size.
 func (s *Store) MarkCovered(ctx context.Context, id string, frontier [][]byte) error {
-	if _, err := s.db.ExecContext(ctx, s.d.rebind(`UPDATE checkpoints SET covered = 1, frontier = ? WHERE id = ?`), joinHashes(frontier), id); err != nil {
+	_, err := s.Write(ctx, Batch{Covered: []Covered{{ID: id, Frontier: frontier}}})
+	return err
+}
+
+func (s *Store) markCovered(ctx context.Context, tx *sql.Tx, id string, frontier [][]byte) error {
+	if _, err := tx.ExecContext(ctx, s.d.rebind(`UPDATE checkpoints SET covered = 1, frontier = ? WHERE id = ?`), joinHashes(frontier), id); err != nil {
 		return fmt.Errorf("store: mark checkpoint %s covered: %w", id, err)
 	}
 	return nil
@@ -93,7 +92,12 @@ func (s *Store) MarkCovered(ctx context.Context, id string, frontier [][]byte) e
 // MarkEvents adds a problem kind to the integrity of a host's chain events
 // with seq in [from, to].
 func (s *Store) MarkEvents(ctx context.Context, hostID string, from, to uint64, kind string) error {
-	_, err := s.db.ExecContext(ctx, s.d.rebind(`UPDATE events SET integrity = CASE WHEN integrity = '' THEN ? ELSE integrity || ',' || ? END
+	_, err := s.Write(ctx, Batch{Marks: []Mark{{HostID: hostID, From: from, To: to, Kind: kind}}})
+	return err
+}
+
+func (s *Store) markEvents(ctx context.Context, tx *sql.Tx, hostID string, from, to uint64, kind string) error {
+	_, err := tx.ExecContext(ctx, s.d.rebind(`UPDATE events SET integrity = CASE WHEN integrity = '' THEN ? ELSE integrity || ',' || ? END
 		WHERE host_id = ? AND chain_head = 1 AND seq >= ? AND seq <= ?`), kind, kind, hostID, int64(from), int64(to))
 	if err != nil {
 		return fmt.Errorf("store: mark events %d-%d of host %s %s: %w", from, to, hostID, kind, err)

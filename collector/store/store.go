@@ -97,7 +97,42 @@ type Record struct {
 // stored is skipped (redelivery after a lost ack), which makes ingestion
 // idempotent. It returns how many rows were new.
 func (s *Store) Insert(ctx context.Context, recs []Record) (int, error) {
-	if len(recs) == 0 {
+	return s.Write(ctx, Batch{Events: recs})
+}
+
+// Batch is what the ingester writes for one batch of messages.
+type Batch struct {
+	Events      []Record
+	Checkpoints []Checkpoint
+	// Covered are checkpoints stored earlier that the stored events were
+	// now found to hash to.
+	Covered []Covered
+	// Marks flag ranges of a host's chain events, after Events are in.
+	Marks []Mark
+}
+
+// Covered records a stored checkpoint as covered, with the compact range
+// of the tree at its size.
+type Covered struct {
+	ID       string
+	Frontier [][]byte
+}
+
+// Mark adds problem Kind to the chain events of HostID with seq in
+// [From, To].
+type Mark struct {
+	HostID   string
+	From, To uint64
+	Kind     string
+}
+
+// Write stores a batch in one transaction, so that one commit (one fsync)
+// serves the events and the checkpoints that came with them: events
+// first (skipping ids already stored), then checkpoints (skipping ids
+// already stored), then coverage and marks. It returns how many event
+// rows were new.
+func (s *Store) Write(ctx context.Context, b Batch) (int, error) {
+	if len(b.Events) == 0 && len(b.Checkpoints) == 0 && len(b.Covered) == 0 && len(b.Marks) == 0 {
 		return 0, nil
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -110,8 +145,33 @@ func (s *Store) Insert(ctx context.Context, recs []Record) (int, error) {
 	if err := s.d.lock(ctx, tx, lockEvents); err != nil {
 		return 0, err
 	}
+	n, err := s.insertEvents(ctx, tx, b.Events)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.insertCheckpoints(ctx, tx, b.Checkpoints); err != nil {
+		return 0, err
+	}
+	for _, c := range b.Covered {
+		if err := s.markCovered(ctx, tx, c.ID, c.Frontier); err != nil {
+			return 0, err
+		}
+	}
+	for _, m := range b.Marks {
+		if err := s.markEvents(ctx, tx, m.HostID, m.From, m.To, m.Kind); err != nil {
+			return 0, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("store: commit %d events, %d checkpoints: %w", len(b.Events), len(b.Checkpoints), err)
+	}
+	return n, nil
+}
+
+// insertEvents inserts recs in tx and returns how many were new.
+func (s *Store) insertEvents(ctx context.Context, tx *sql.Tx, recs []Record) (int, error) {
 	now := time.Now().UnixNano()
-	total, n := len(recs), 0
+	n := 0
 	// Multi-row statements: one round trip (PostgreSQL) and one statement
 	// step (SQLite) per insertChunk rows instead of per row. The full-size
 	// statement is prepared once per transaction; the tail gets its own.
@@ -146,9 +206,6 @@ func (s *Store) Insert(ctx context.Context, recs []Record) (int, error) {
 			return 0, fmt.Errorf("store: insert events: rows affected: %w", err)
 		}
 		n += int(k)
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("store: commit %d events: %w", total, err)
 	}
 	return n, nil
 }
