@@ -50,9 +50,13 @@ lint:
 
 # Everything, as root: unit, kernel and end-to-end tests; then the
 # collector suite again on PostgreSQL (a server the test harness starts).
+# What tests save with t.ArtifactDir (the console test's screenshots, one
+# per step) is kept under $(ARTIFACTS).
+ARTIFACTS ?= test-artifacts
 test: deps
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 45m ./...
+	mkdir -p $(ARTIFACTS)
+	$(GO) test -count=1 -timeout 45m -artifacts -outputdir $(abspath $(ARTIFACTS)) ./...
 	WARDEN_TEST_STORE=postgres $(GO) test -count=1 -timeout 15m ./collector/...
 
 # Only what runs without root.
