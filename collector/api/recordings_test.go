@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,36 +17,13 @@ import (
 	"github.com/wardenhq/warden/tests/harness"
 )
 
-// memRecordings is a recording store in memory.
-type memRecordings struct {
-	mu   sync.Mutex
-	objs map[string][]byte
-}
-
-func (m *memRecordings) Put(_ context.Context, name string, data []byte) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.objs[name] = bytes.Clone(data)
-	return nil
-}
-
-func (m *memRecordings) Get(_ context.Context, name string) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b, ok := m.objs[name]
-	if !ok {
-		return nil, fmt.Errorf("%s: %w", name, recording.ErrNotFound)
-	}
-	return bytes.Clone(b), nil
-}
-
 func TestRecordingServedOnlyWhenItMatchesItsEvent(t *testing.T) {
 	st, err := store.Open(harness.StoreLocation(t, t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	recs := &memRecordings{objs: map[string][]byte{}}
+	recs := recording.NewMemoryStore()
 	w := recording.NewWriter(recs, "ssh-A", recording.Header{Width: 80, Height: 24}, recording.WriterOptions{ChunkSize: 32})
 	w.Output([]byte("hello-warden from a recorded shell\r\n"))
 	sum, err := w.Close()
@@ -93,13 +68,25 @@ func TestRecordingServedOnlyWhenItMatchesItsEvent(t *testing.T) {
 		t.Fatalf("ssh-B partial: %d %v", rw.Code, rw.Header())
 	}
 	// A chunk changed in the object store: refused, not served.
-	recs.mu.Lock()
-	recs.objs[recording.ChunkName("ssh-A", 1)][0] ^= 0x20
-	recs.mu.Unlock()
+	flipFirstByte(t, recs, recording.ChunkName("ssh-A", 1))
 	if rw := get("ssh-A", ""); rw.Code != http.StatusConflict || bytes.Contains(rw.Body.Bytes(), []byte("hello-warden")) {
 		t.Fatalf("tampered ssh-A: %d %q", rw.Code, rw.Body.String())
 	}
 	if rw := get("ssh-none", ""); rw.Code != http.StatusNotFound {
 		t.Fatalf("unknown recording: %d", rw.Code)
+	}
+}
+
+// flipFirstByte changes one byte of a stored object, as tampering in the
+// object store would.
+func flipFirstByte(t *testing.T, s recording.Store, name string) {
+	t.Helper()
+	b, err := s.Get(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x20
+	if err := s.Put(context.Background(), name, b); err != nil {
+		t.Fatal(err)
 	}
 }

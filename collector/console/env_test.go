@@ -1,10 +1,8 @@
 package console
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"html"
 	"io"
 	"net/http"
@@ -62,7 +60,7 @@ type env struct {
 	st       *store.Store
 	notifier *api.Notifier
 	svc      *reviews.Service
-	recs     *memRecordings
+	recs     *recording.MemoryStore
 	clock    *clock
 	base     string
 }
@@ -73,7 +71,7 @@ func newEnv(t *testing.T) *env { return newEnvWith(t, nil) }
 // API's verifier), for tests of what the console does with a token.
 func newEnvWith(t *testing.T, wrap func(Verifier) Verifier) *env {
 	t.Helper()
-	e := &env{t: t, notifier: api.NewNotifier(), recs: &memRecordings{objs: map[string][]byte{}}, clock: &clock{}}
+	e := &env{t: t, notifier: api.NewNotifier(), recs: recording.NewMemoryStore(), clock: &clock{}}
 	idpSrv := httptest.NewUnstartedServer(nil)
 	var err error
 	e.idp, err = devidp.New(devidp.Options{Issuer: "http://" + idpSrv.Listener.Addr().String(), ClientID: "warden"})
@@ -289,27 +287,4 @@ func (e *env) openReview(requester string, approvers ...string) *review.Review {
 		e.t.Fatal(err)
 	}
 	return r
-}
-
-// memRecordings is a recording object store in memory.
-type memRecordings struct {
-	mu   sync.Mutex
-	objs map[string][]byte
-}
-
-func (m *memRecordings) Put(_ context.Context, name string, data []byte) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.objs[name] = bytes.Clone(data)
-	return nil
-}
-
-func (m *memRecordings) Get(_ context.Context, name string) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b, ok := m.objs[name]
-	if !ok {
-		return nil, fmt.Errorf("%s: %w", name, recording.ErrNotFound)
-	}
-	return bytes.Clone(b), nil
 }

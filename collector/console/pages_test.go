@@ -165,9 +165,14 @@ func TestReplayHashVerdict(t *testing.T) {
 		t.Fatalf("no replay link on the live row:\n%s", page)
 	}
 	// One changed byte in the object store.
-	e.recs.mu.Lock()
-	e.recs.objs[recording.ChunkName("ssh-A", 1)][0] ^= 0x20
-	e.recs.mu.Unlock()
+	b0, err := e.recs.Get(context.Background(), recording.ChunkName("ssh-A", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b0[0] ^= 0x20
+	if err := e.recs.Put(context.Background(), recording.ChunkName("ssh-A", 1), b0); err != nil {
+		t.Fatal(err)
+	}
 	st, page = b.get("/replay/" + end.ID)
 	if st != http.StatusOK || !strings.Contains(page, `<span data-testid="replay-hash">hash MISMATCH</span>`) || strings.Contains(page, `data-testid="replay-player"`) {
 		t.Fatalf("tampered replay: %d\n%s", st, page)

@@ -203,27 +203,9 @@ func (p *IdP) redeemCode(w http.ResponseWriter, f url.Values) {
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "code_verifier does not match the code_challenge (PKCE S256)")
 		return
 	}
-	opts := IssueOptions{Sub: ac.user.Sub, Email: ac.user.Email, Name: ac.user.Name, Groups: nonNil(ac.user.Groups)}
+	var claims map[string]any
 	if ac.req.Nonce != "" {
-		opts.Claims = map[string]any{"nonce": ac.req.Nonce}
+		claims = map[string]any{"nonce": ac.req.Nonce}
 	}
-	idTok, err := p.Issue(opts)
-	if err != nil {
-		oauthError(w, http.StatusInternalServerError, "server_error", err.Error())
-		return
-	}
-	access, err := randomToken()
-	if err != nil {
-		oauthError(w, http.StatusInternalServerError, "server_error", err.Error())
-		return
-	}
-	p.log.Info().Str("sub", ac.user.Sub).Msg("authorization code flow: ID token issued")
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, map[string]any{
-		"access_token": access,
-		"token_type":   "Bearer",
-		"expires_in":   int64(time.Hour / time.Second),
-		"id_token":     idTok,
-		"scope":        ac.req.Scope,
-	})
+	p.writeTokens(w, ac.user, claims, ac.req.Scope, "authorization code flow")
 }

@@ -119,25 +119,7 @@ func (p *IdP) handleToken(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, http.StatusBadRequest, res.errCode, res.desc)
 		return
 	}
-	idTok, err := p.issueFor(res.user, 0)
-	if err != nil {
-		oauthError(w, http.StatusInternalServerError, "server_error", err.Error())
-		return
-	}
-	access, err := randomToken()
-	if err != nil {
-		oauthError(w, http.StatusInternalServerError, "server_error", err.Error())
-		return
-	}
-	p.log.Info().Str("sub", res.user.Sub).Msg("device flow: ID token issued")
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, map[string]any{
-		"access_token": access,
-		"token_type":   "Bearer",
-		"expires_in":   int64(time.Hour / time.Second),
-		"id_token":     idTok,
-		"scope":        "openid profile email groups",
-	})
+	p.writeTokens(w, res.user, nil, "openid profile email groups", "device flow")
 }
 
 // devTokenRequest is the JSON body of POST /dev/token.
@@ -373,3 +355,28 @@ button{margin:.2em 0}
 {{end}}
 </body></html>
 `))
+
+// writeTokens answers a token request that succeeded with an ID token for u
+// (with extra claims, such as the nonce) and an opaque access token, as
+// RFC 6749 §5.1 describes. flow names the grant in the log.
+func (p *IdP) writeTokens(w http.ResponseWriter, u User, claims map[string]any, scope, flow string) {
+	idTok, err := p.Issue(IssueOptions{Sub: u.Sub, Email: u.Email, Name: u.Name, Groups: nonNil(u.Groups), Claims: claims})
+	if err != nil {
+		oauthError(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	access, err := randomToken()
+	if err != nil {
+		oauthError(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	p.log.Info().Str("sub", u.Sub).Msg(flow + ": ID token issued")
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, map[string]any{
+		"access_token": access,
+		"token_type":   "Bearer",
+		"expires_in":   int64(time.Hour / time.Second),
+		"id_token":     idTok,
+		"scope":        scope,
+	})
+}

@@ -53,29 +53,6 @@ func (r *recorder) ofType(t event.Type) []*event.Event {
 	return out
 }
 
-// memStore is a recording store in memory.
-type memStore struct {
-	mu   sync.Mutex
-	objs map[string][]byte
-}
-
-func (m *memStore) Put(_ context.Context, name string, data []byte) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.objs[name] = bytes.Clone(data)
-	return nil
-}
-
-func (m *memStore) Get(_ context.Context, name string) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b, ok := m.objs[name]
-	if !ok {
-		return nil, fmt.Errorf("%s: %w", name, recording.ErrNotFound)
-	}
-	return bytes.Clone(b), nil
-}
-
 // target is an SSH server standing in for the target: it trusts userCA,
 // answers exec with "ran: CMD" and exit status 0, and a shell by echoing
 // its input, and remembers every exec and certificate KeyId it saw.
@@ -190,7 +167,7 @@ type harness struct {
 	t      *testing.T
 	tg     *target
 	rec    *recorder
-	store  *memStore
+	store  *recording.MemoryStore
 	client *ssh.Client
 	ca     *HostCA
 	done   chan error
@@ -243,7 +220,7 @@ func startRev(t *testing.T, tp policy.Target, rules []policy.Rule, clientCfg fun
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, tg: tg, rec: &recorder{}, store: &memStore{objs: map[string][]byte{}}, ca: ca, done: make(chan error, 1)}
+	h := &harness{t: t, tg: tg, rec: &recorder{}, store: recording.NewMemoryStore(), ca: ca, done: make(chan error, 1)}
 	att := &proxy.Attribution{
 		Kernel:       loader.ConnInfo{OrigDst: netip.MustParseAddrPort("10.0.1.7:22")},
 		Target:       event.Target{Name: targetName, Protocol: policy.ProtocolSSH, Address: "10.0.1.7:22"},
