@@ -1,6 +1,9 @@
 package store
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // The schema, version by version. Both dialects have the same tables,
 // columns and indexes; only the types differ (SQLite's INTEGER is 64-bit,
@@ -66,6 +69,7 @@ var sqliteMigrations = []migration{
 	}},
 	{3, []string{retentionAnchors("INTEGER")}},
 	{4, checkpointsDDL},
+	{5, listingIndexes("")},
 }
 
 var postgresMigrations = []migration{
@@ -122,6 +126,38 @@ var postgresMigrations = []migration{
 	}},
 	{3, []string{retentionAnchors("BIGINT")}},
 	{4, checkpointsDDL},
+	{5, listingIndexes("rowid")},
+}
+
+// listingFilters are the single-value filters of event listings (console
+// Live and Search, /v1/events, follow), each with an index per listing
+// order.
+var listingFilters = []string{"type", "sub", "email", "target", "host_id"}
+
+// listingIndexes replaces the (filter, time) indexes of version 1 with
+// (filter, id) and (filter, rowid): a listing of one type (or user, target,
+// host) in the order it is asked for (by id, or by insertion when
+// following) then walks its index and stops at the limit, instead of
+// sorting every matching row first (seconds for a common type on a large
+// store). Time ranges are the index's residual filter. rowid is the
+// column to name after the filter: PostgreSQL's identity column; none in
+// SQLite, whose indexes end in the rowid implicitly.
+func listingIndexes(rowid string) []string {
+	var out []string
+	for _, c := range []string{"type", "sub", "email", "target"} {
+		out = append(out, `DROP INDEX IF EXISTS events_`+c)
+	}
+	for _, c := range listingFilters {
+		name := strings.TrimSuffix(c, "_id")
+		byRow := c
+		if rowid != "" {
+			byRow += ", " + rowid
+		}
+		out = append(out,
+			`CREATE INDEX events_`+name+`_id ON events(`+c+`, id)`,
+			`CREATE INDEX events_`+name+`_row ON events(`+byRow+`)`)
+	}
+	return out
 }
 
 // retentionAnchors is the table where retention records, per host, the

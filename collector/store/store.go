@@ -372,6 +372,28 @@ const rowColumns = `rowid, id, time, type, host_id, session_id, target, exec_id,
 // Query returns the events matching f, ordered by id (ascending unless
 // f.Desc), or by insertion when f.ByRow.
 func (s *Store) Query(ctx context.Context, f Filter) ([]Row, error) {
+	q, args := s.querySQL(f)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: query events: %w", err)
+	}
+	defer rows.Close()
+	var out []Row
+	for rows.Next() {
+		r, err := scanRow(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: query events: %w", err)
+	}
+	return out, nil
+}
+
+// querySQL is Query's statement, in the store's dialect, and its arguments.
+func (s *Store) querySQL(f Filter) (string, []any) {
 	var where []string
 	var args []any
 	if len(f.Types) > 0 {
@@ -427,23 +449,7 @@ func (s *Store) Query(ctx context.Context, f Filter) ([]Row, error) {
 	if f.Limit > 0 {
 		q += fmt.Sprintf(" LIMIT %d", f.Limit)
 	}
-	rows, err := s.db.QueryContext(ctx, s.d.rebind(q), args...)
-	if err != nil {
-		return nil, fmt.Errorf("store: query events: %w", err)
-	}
-	defer rows.Close()
-	var out []Row
-	for rows.Next() {
-		r, err := scanRow(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: query events: %w", err)
-	}
-	return out, nil
+	return s.d.rebind(q), args
 }
 
 // Get returns the event with the given id, or ErrNotFound.
