@@ -12,9 +12,9 @@ import (
 )
 
 // TestListingsWalkAnIndex checks, from the database's own query plan, that
-// a listing filtered on one type, target or host, in either order it is
-// asked for (by id; by insertion, as console Live and following do), walks
-// an index in that order and stops at the limit, instead of sorting every
+// a listing filtered on one type, target or host by id, and on one type
+// by insertion (as console Live and following do), walks an index in that
+// order and stops at the limit, instead of sorting every
 // matching row (seconds for a common type on a large store). A plan, not a
 // timing: the same on any machine.
 func TestListingsWalkAnIndex(t *testing.T) {
@@ -32,39 +32,35 @@ func TestListingsWalkAnIndex(t *testing.T) {
 		if _, err := st.Insert(ctx, recs); err != nil {
 			t.Fatal(err)
 		}
-		filters := []struct {
+		// The (filter, order) pairs migration 5 serves from an index in
+		// order; by insertion only for type, the filter matching the most rows.
+		cases := []struct {
 			name, index string
 			f           store.Filter
 		}{
-			{"type", "events_type", store.Filter{Types: []string{"db.query"}}},
-			{"target", "events_target", store.Filter{Target: "db-1"}},
-			{"host", "events_host", store.Filter{HostID: "host-2"}},
-			{"type+since", "events_type", store.Filter{Types: []string{"db.query"}, Since: t0.Add(time.Minute)}},
+			{"type/id", "events_type_id", store.Filter{Types: []string{"db.query"}}},
+			{"type/row", "events_type_row", store.Filter{Types: []string{"db.query"}, ByRow: true}},
+			{"target/id", "events_target_id", store.Filter{Target: "db-1"}},
+			{"host/id", "events_host_id", store.Filter{HostID: "host-2"}},
 		}
-		for _, c := range filters {
-			for _, byRow := range []bool{false, true} {
-				for _, desc := range []bool{false, true} {
-					f := c.f
-					f.ByRow, f.Desc, f.Limit = byRow, desc, 50
-					index := c.index + "_id"
-					if byRow {
-						index = c.index + "_row"
-					}
-					name := fmt.Sprintf("%s/byRow=%v/desc=%v", c.name, byRow, desc)
-					plan, err := st.Plan(ctx, f)
-					if err != nil {
-						t.Fatalf("%s: %v", name, err)
-					}
-					if !strings.Contains(plan, index) || sorts(plan) {
-						t.Errorf("%s: the plan does not walk %s in order:\n%s", name, index, plan)
-					}
-					rows, err := st.Query(ctx, f)
-					if err != nil {
-						t.Fatalf("%s: %v", name, err)
-					}
-					if len(rows) != 50 {
-						t.Errorf("%s: %d rows, want 50", name, len(rows))
-					}
+		for _, c := range cases {
+			for _, desc := range []bool{false, true} {
+				f := c.f
+				f.Desc, f.Limit = desc, 50
+				name := fmt.Sprintf("%s/desc=%v", c.name, desc)
+				plan, err := st.Plan(ctx, f)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				if !strings.Contains(plan, c.index) || sorts(plan) {
+					t.Errorf("%s: the plan does not walk %s in order:\n%s", name, c.index, plan)
+				}
+				rows, err := st.Query(ctx, f)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				if len(rows) != 50 {
+					t.Errorf("%s: %d rows, want 50", name, len(rows))
 				}
 			}
 		}
