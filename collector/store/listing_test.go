@@ -26,7 +26,14 @@ func TestListingsWalkAnIndex(t *testing.T) {
 			typ := []event.Type{event.NetConnect, event.ProcessExec, "db.query"}[i%3]
 			e := &event.Event{Schema: event.Schema, ID: fmt.Sprintf("01J%023d", i), Time: t0.Add(time.Duration(i) * time.Second),
 				Type: typ, Host: event.Host{ID: fmt.Sprintf("host-%d", i%4)}, Seq: uint64(i/4 + 1),
-				Target: &event.Target{Name: fmt.Sprintf("db-%d", i%5)}}
+				Target: &event.Target{Name: fmt.Sprintf("db-%d", i%5)}, Identity: &event.Identity{}}
+			// alice is the sub of every 6th, the email of every 10th.
+			if i%6 == 0 {
+				e.Identity.Sub = "alice"
+			}
+			if i%10 == 0 {
+				e.Identity.Email = "alice"
+			}
 			recs = append(recs, store.Record{Event: e, Raw: []byte(`{}`)})
 		}
 		if _, err := st.Insert(ctx, recs); err != nil {
@@ -62,6 +69,34 @@ func TestListingsWalkAnIndex(t *testing.T) {
 				if len(rows) != 50 {
 					t.Errorf("%s: %d rows, want 50", name, len(rows))
 				}
+			}
+		}
+		// A user is a sub or an email: two index walks, merged.
+		var want []string
+		for i := 499; i >= 0; i-- {
+			if i%6 == 0 || i%10 == 0 {
+				want = append(want, recs[i].Event.ID)
+			}
+		}
+		for _, limit := range []int{10, 1000} {
+			f := store.Filter{User: "alice", Desc: true, Limit: limit}
+			plan, err := st.Plan(ctx, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(plan, "events_sub_id") || !strings.Contains(plan, "events_email_id") {
+				t.Errorf("user: the plan does not walk events_sub_id and events_email_id:\n%s", plan)
+			}
+			rows, err := st.Query(ctx, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, r := range rows {
+				got = append(got, r.ID)
+			}
+			if w := want[:min(limit, len(want))]; strings.Join(got, ",") != strings.Join(w, ",") {
+				t.Errorf("user alice, limit %d: got %d events %v, want %d %v", limit, len(got), got, len(w), w)
 			}
 		}
 		// Following: rows after a cursor, oldest first.

@@ -402,10 +402,6 @@ func (s *Store) querySQL(f Filter) (string, []any) {
 			args = append(args, t)
 		}
 	}
-	if f.User != "" {
-		where = append(where, "(sub = ? OR email = ?)")
-		args = append(args, f.User, f.User)
-	}
 	for _, c := range []struct{ col, val string }{
 		{"target", f.Target}, {"host_id", f.HostID}, {"session_id", f.SessionID}, {"exec_id", f.ExecID},
 	} {
@@ -434,10 +430,6 @@ func (s *Store) querySQL(f Filter) (string, []any) {
 		where = append(where, "rowid > ?")
 		args = append(args, f.AfterRow)
 	}
-	q := "SELECT " + rowColumns + " FROM events"
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
 	order := "id"
 	if f.ByRow {
 		order = "rowid"
@@ -445,11 +437,34 @@ func (s *Store) querySQL(f Filter) (string, []any) {
 	if f.Desc {
 		order += " DESC"
 	}
-	q += " ORDER BY " + order
+	tail := " ORDER BY " + order
 	if f.Limit > 0 {
-		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+		tail += fmt.Sprintf(" LIMIT %d", f.Limit)
 	}
-	return s.d.rebind(q), args
+	sel := func(cond string) string {
+		conds := where
+		if cond != "" {
+			conds = append([]string{cond}, where...)
+		}
+		q := "SELECT " + rowColumns + " FROM events"
+		if len(conds) > 0 {
+			q += " WHERE " + strings.Join(conds, " AND ")
+		}
+		return q + tail
+	}
+	switch {
+	case f.User == "":
+		return s.d.rebind(sel("")), args
+	case f.Limit > 0 && !f.ByRow:
+		// A user is a sub or an email. "sub = ? OR email = ?" reads both
+		// indexes and sorts every match; the union of the first Limit rows
+		// from each, in order, is the same answer from two bounded walks.
+		q := "SELECT * FROM (SELECT * FROM (" + sel("sub = ?") + ") AS s UNION SELECT * FROM (" + sel("email = ?") + ") AS e) AS u" + tail
+		both := append(append(append([]any{f.User}, args...), f.User), args...)
+		return s.d.rebind(q), both
+	default:
+		return s.d.rebind(sel("(sub = ? OR email = ?)")), append([]any{f.User, f.User}, args...)
+	}
 }
 
 // Get returns the event with the given id, or ErrNotFound.
