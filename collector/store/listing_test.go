@@ -12,7 +12,7 @@ import (
 )
 
 // TestListingsWalkAnIndex checks, from the database's own query plan, that
-// a listing filtered on one type, target or host by id, and on one type
+// a listing filtered on one type, target or user by id, and on one type
 // by insertion (as console Live and following do), walks an index in that
 // order and stops at the limit, instead of sorting every
 // matching row (seconds for a common type on a large store). A plan, not a
@@ -48,7 +48,6 @@ func TestListingsWalkAnIndex(t *testing.T) {
 			{"type/id", "events_type_id", store.Filter{Types: []string{"db.query"}}},
 			{"type/row", "events_type_row", store.Filter{Types: []string{"db.query"}, ByRow: true}},
 			{"target/id", "events_target_id", store.Filter{Target: "db-1"}},
-			{"host/id", "events_host_id", store.Filter{HostID: "host-2"}},
 		}
 		for _, c := range cases {
 			for _, desc := range []bool{false, true} {

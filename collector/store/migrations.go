@@ -137,7 +137,8 @@ var postgresMigrations = []migration{
 //     events carry an id minted from the message time, not their time);
 //   - target, sub and email, which match far fewer rows, trade (X, time)
 //     for (X, id): time ranges become the index's residual filter;
-//   - host_id gets (host_id, id); its events_chain index serves the rest.
+//   - host_id keeps only events_chain (host_id, chain_head, seq): one
+//     host's events are sorted, as before.
 //
 // rowid is the column to name after type: PostgreSQL's identity column;
 // none in SQLite, whose indexes end in the rowid implicitly.
@@ -155,7 +156,6 @@ func listingIndexes(rowid string) []string {
 		`CREATE INDEX events_sub_id ON events(sub, id)`,
 		`DROP INDEX events_email`,
 		`CREATE INDEX events_email_id ON events(email, id)`,
-		`CREATE INDEX events_host_id ON events(host_id, id)`,
 	}
 }
 
