@@ -150,11 +150,11 @@ func listingIndexes(rowid string) []string {
 	return []string{
 		`CREATE INDEX events_type_id ON events(type, id)`,
 		`CREATE INDEX events_type_row ON events(` + byRow + `)`,
-		`DROP INDEX events_target`,
+		`DROP INDEX IF EXISTS events_target`,
 		`CREATE INDEX events_target_id ON events(target, id)`,
-		`DROP INDEX events_sub`,
+		`DROP INDEX IF EXISTS events_sub`,
 		`CREATE INDEX events_sub_id ON events(sub, id)`,
-		`DROP INDEX events_email`,
+		`DROP INDEX IF EXISTS events_email`,
 		`CREATE INDEX events_email_id ON events(email, id)`,
 	}
 }
