@@ -65,8 +65,8 @@ func TestMigrationsAreVersioned(t *testing.T) {
 				}
 				v, err := st.SchemaVersion(context.Background())
 				st.Close()
-				if err != nil || v != 4 {
-					t.Fatalf("schema version %d (%v), want 4", v, err)
+				if err != nil || v != 5 {
+					t.Fatalf("schema version %d (%v), want 5", v, err)
 				}
 			}
 		})
