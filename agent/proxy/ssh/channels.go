@@ -141,6 +141,13 @@ type pair struct {
 	fromClient bool
 	session    bool
 
+	// answering is held while a request from a is forwarded and its
+	// answer relayed back, and by what b's requests and close relay to a:
+	// a target may answer exec, print, exit and close before the answer
+	// has reached the client, which then sees the channel close under its
+	// request (ssh: "EOF") and loses the exit status.
+	answering sync.Mutex
+
 	mu      sync.Mutex
 	pty     *ptyReq
 	started bool   // shell, exec or subsystem forwarded
@@ -190,7 +197,9 @@ func (p *pair) relay(aReqs, bReqs <-chan *ssh.Request) {
 		}
 		// b closed: what it sent is relayed before a closes.
 		downDone.Wait()
+		p.answering.Lock()
 		p.a.Close()
+		p.answering.Unlock()
 	}()
 	for r := range aReqs {
 		p.fromA(r)
@@ -248,7 +257,9 @@ func (t tapWriter) Write(b []byte) (int, error) {
 func (p *pair) fromB(r *ssh.Request) {
 	switch r.Type {
 	case "exit-status", "exit-signal", "eow@openssh.com", "keepalive@openssh.com":
+		p.answering.Lock()
 		ok, err := p.a.SendRequest(r.Type, r.WantReply, r.Payload)
+		p.answering.Unlock()
 		if r.WantReply {
 			r.Reply(ok && err == nil, nil)
 		}
@@ -310,6 +321,8 @@ func (p *pair) fromA(r *ssh.Request) {
 
 // forward sends r to the twin and relays the answer.
 func (p *pair) forward(r *ssh.Request) {
+	p.answering.Lock()
+	defer p.answering.Unlock()
 	ok, err := p.b.SendRequest(r.Type, r.WantReply, r.Payload)
 	if r.WantReply {
 		r.Reply(ok && err == nil, nil)
