@@ -45,29 +45,8 @@ func TestLineageKernel(t *testing.T) {
 	if err := cgroupv2.Create(session); err != nil {
 		t.Fatal(err)
 	}
-	pins := filepath.Join(t.TempDir(), "pins")
-	// Runs last: a failed load must not leave the private bpffs mounted.
-	t.Cleanup(func() { unix.Unmount(pins, 0) })
-	l, err := LoadLineage(LineageOptions{PinDir: pins})
-	if err != nil {
-		t.Fatalf("load lineage: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := l.Uninstall(); err != nil {
-			t.Errorf("uninstall: %v", err)
-		}
-	})
-	sessionsID, _ := cgroupv2.ID(sessions)
+	l, rd := startLineage(t, sessions)
 	sessionID, _ := cgroupv2.ID(session)
-	level := uint32(strings.Count(strings.TrimPrefix(sessions, mustMount(t)), "/"))
-	if err := l.SetSessionsCgroup(sessionsID, level); err != nil {
-		t.Fatal(err)
-	}
-	rd, err := l.Events()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rd.Close()
 
 	long := strings.Repeat("x", 2000)
 	cmd := testenv.CommandIn(t, session, "/bin/sh", "-c", `exec /bin/sh -c "sleep 0.3" `+long)
@@ -166,27 +145,7 @@ func TestLineageFilter(t *testing.T) {
 	if err := cgroupv2.Create(outside); err != nil {
 		t.Fatal(err)
 	}
-	pins := filepath.Join(t.TempDir(), "pins")
-	t.Cleanup(func() { unix.Unmount(pins, 0) })
-	l, err := LoadLineage(LineageOptions{PinDir: pins})
-	if err != nil {
-		t.Fatalf("load lineage: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := l.Uninstall(); err != nil {
-			t.Errorf("uninstall: %v", err)
-		}
-	})
-	sessionsID, _ := cgroupv2.ID(sessions)
-	level := uint32(strings.Count(strings.TrimPrefix(sessions, mustMount(t)), "/"))
-	if err := l.SetSessionsCgroup(sessionsID, level); err != nil {
-		t.Fatal(err)
-	}
-	rd, err := l.Events()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rd.Close()
+	l, rd := startLineage(t, sessions)
 
 	// Each shell sleeps first (forked before it is marked, so unseen),
 	// then runs a child and execs a last image.
@@ -294,22 +253,7 @@ func waitChild(t *testing.T, pid uint32) {
 func TestLineageThreadExec(t *testing.T) {
 	python := testenv.RequireCommand(t, "python3")
 	root := testenv.Cgroup(t)
-	pins := filepath.Join(t.TempDir(), "pins")
-	t.Cleanup(func() { unix.Unmount(pins, 0) })
-	l, err := LoadLineage(LineageOptions{PinDir: pins})
-	if err != nil {
-		t.Fatalf("load lineage: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := l.Uninstall(); err != nil {
-			t.Errorf("uninstall: %v", err)
-		}
-	})
-	rd, err := l.Events()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rd.Close()
+	l, rd := startLineage(t, "")
 
 	// The thread starts once the process reads a line, after it was marked.
 	const script = `import os, sys, threading
@@ -387,4 +331,36 @@ t.join()
 	if threadExec == nil || threadExec.Path != "/bin/true" || threadExec.Self.Image != 1 {
 		t.Fatalf("thread exec of the tracked process: %+v", threadExec)
 	}
+}
+
+// startLineage loads the lineage programs with a private pin directory and
+// opens their events, all undone when the test ends. sessions, unless "",
+// is the cgroup whose children the programs treat as login sessions.
+func startLineage(t *testing.T, sessions string) (*Lineage, *LineageReader) {
+	t.Helper()
+	pins := filepath.Join(t.TempDir(), "pins")
+	// Runs last: a failed load must not leave the private bpffs mounted.
+	t.Cleanup(func() { unix.Unmount(pins, 0) })
+	l, err := LoadLineage(LineageOptions{PinDir: pins})
+	if err != nil {
+		t.Fatalf("load lineage: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := l.Uninstall(); err != nil {
+			t.Errorf("uninstall: %v", err)
+		}
+	})
+	if sessions != "" {
+		id, _ := cgroupv2.ID(sessions)
+		level := uint32(strings.Count(strings.TrimPrefix(sessions, mustMount(t)), "/"))
+		if err := l.SetSessionsCgroup(id, level); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rd, err := l.Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rd.Close() })
+	return l, rd
 }
