@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -14,33 +13,20 @@ import (
 	"unicode/utf8"
 )
 
-// memStore is a Store in memory; fail makes Put fail for names it holds.
+// memStore is a MemoryStore whose Put fails for the names in fail, which
+// a test sets before it uses the store.
 type memStore struct {
-	mu   sync.Mutex
-	objs map[string][]byte
+	*MemoryStore
 	fail map[string]bool
 }
 
-func newMem() *memStore { return &memStore{objs: map[string][]byte{}, fail: map[string]bool{}} }
+func newMem() *memStore { return &memStore{MemoryStore: NewMemoryStore(), fail: map[string]bool{}} }
 
-func (m *memStore) Put(_ context.Context, name string, data []byte) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (m *memStore) Put(ctx context.Context, name string, data []byte) error {
 	if m.fail[name] {
 		return errors.New("store down")
 	}
-	m.objs[name] = bytes.Clone(data)
-	return nil
-}
-
-func (m *memStore) Get(_ context.Context, name string) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b, ok := m.objs[name]
-	if !ok {
-		return nil, fmt.Errorf("%s: %w", name, ErrNotFound)
-	}
-	return bytes.Clone(b), nil
+	return m.MemoryStore.Put(ctx, name, data)
 }
 
 // clock is a fake clock that moves one millisecond per call.
