@@ -28,6 +28,9 @@ import (
 // credential injection, statement checks, masking and db.query recording
 // all on (with the collector running, and stopped). It prints TPS and the
 // p99 latency computed from pgbench's per-transaction log, and the ratios.
+// The relay and Warden with the collector stopped (the target's pair) run
+// WARDEN_BENCH_ROUNDS times (default 3), alternating, and count by their
+// medians.
 func TestBenchPgbench(t *testing.T) {
 	requireBench(t)
 	testenv.RequireRoot(t)
@@ -51,7 +54,11 @@ func TestBenchPgbench(t *testing.T) {
 	}
 	// Profiling is opt-in on the agent (pprof: true); the bench profiles
 	// the agent alone to split its CPU per statement by component.
-	agentOpts := harness.AgentOptions{Config: "pprof: true\n"}
+	// The spool holds what wardend records while the collector is stopped:
+	// about 0.8 GB over three rounds here, more than the 1 GiB default
+	// leaves once the earlier phases are in it; a full spool would refuse
+	// statements (audit_failure: deny).
+	agentOpts := harness.AgentOptions{Config: "pprof: true\nspool_max_bytes: 8589934592\n"}
 	e.StartAgentWith(fmt.Sprintf(`targets:
   - name: bench-db
     protocol: postgres
@@ -116,16 +123,6 @@ masking:
 	direct := e.NSCommand("bash", "-c", args(pg.Port, "direct"))
 	direct.Env = append(os.Environ(), "PGPASSWORD=bench-secret")
 	dTPS, dP99, _ := run("direct", direct, agentPID)
-	relayed := e.NSCommand("bash", "-c", args(relayPort, "relay"))
-	relayed.Env = append(os.Environ(), "PGPASSWORD=bench-secret")
-	// The relay runs in this test process; nothing else here is busy. Its
-	// CPU profile is the baseline the gap by component is measured from.
-	relayProf := filepath.Join(logDir, "relay.pprof")
-	profiling := startSelfProfile(t, relayProf)
-	rTPS, rP99, rCPU := run("relay", relayed, os.Getpid())
-	if profiling {
-		pprof.StopCPUProfile()
-	}
 	// PgBouncer 1.18 in session mode, started here: what a pooler in the
 	// path costs, the stretch target.
 	bouncerPort, bouncerPID := startPgBouncer(t, e, pg.Port, "app", "bench-secret")
@@ -138,29 +135,62 @@ masking:
 
 	// The collector, its NATS server and SQLite share these 2 cores with
 	// PostgreSQL, pgbench and wardend; on a real deployment they run
-	// elsewhere. Measure once more with them stopped: wardend still parses,
-	// masks, signs and spools every statement (the spool drains when the
-	// collector is back), so this is the agent's own cost.
+	// elsewhere. The target is measured with them stopped: wardend still
+	// parses, masks, signs and spools every statement (the spool drains
+	// when the collector is back), so this is the agent's own cost.
+	//
+	// The machine's speed drifts by a third between minutes here, so the
+	// relay and Warden alternate over rounds and the ratio is taken of
+	// their medians: a slow minute then slows both.
 	e.StopCollector()
-	alone := e.Command(harness.Shell{UID: 65534, GID: 65534, Script: fmt.Sprintf("warden login --token-file %s >/dev/null && %s", token, args(pg.Port, "warden-alone"))})
-	// A CPU profile of wardend while pgbench runs through it alone
-	// (WARDEN_BENCH_PPROF keeps it).
+	rounds := envInt(t, "WARDEN_BENCH_ROUNDS", 3)
+	var rTPSs, rP99s, rCPUs, aTPSs, aP99s, aCPUs []float64
+	// CPU profiles of the relay (it runs in this test process; nothing
+	// else here is busy) and of wardend, from the middle round: the gap by
+	// component is measured between them (WARDEN_BENCH_PPROF keeps
+	// wardend's).
+	relayProf := filepath.Join(logDir, "relay.pprof")
 	profPath := os.Getenv("WARDEN_BENCH_PPROF")
 	if profPath == "" {
 		profPath = filepath.Join(logDir, "wardend.pprof")
 	}
-	var profiled sync.WaitGroup
-	profiled.Add(1)
-	go func() {
-		defer profiled.Done()
-		profileAgent(t, e, profPath, seconds)
-	}()
-	aTPS, aP99, aCPU := run("warden-alone", alone, agentPID)
-	profiled.Wait()
-	if parts, err := componentBreakdown(profPath, aCPU); err != nil {
-		t.Errorf("CPU by component: %v", err)
-	} else {
-		fmt.Printf("BENCH wardend CPU per statement by component, collector stopped (%.0f µs in all, the relay %.0f µs): %s\n", aCPU, rCPU, parts)
+	profiling, profiled := false, false
+	for i := range rounds {
+		middle := i == rounds/2
+		relayed := e.NSCommand("bash", "-c", args(relayPort, fmt.Sprintf("relay-%d", i)))
+		relayed.Env = append(os.Environ(), "PGPASSWORD=bench-secret")
+		if middle {
+			profiling = startSelfProfile(t, relayProf)
+		}
+		tps, p99, cpu := run(fmt.Sprintf("relay-%d", i), relayed, os.Getpid())
+		if middle && profiling {
+			pprof.StopCPUProfile()
+		}
+		rTPSs, rP99s, rCPUs = append(rTPSs, tps), append(rP99s, p99), append(rCPUs, cpu)
+
+		alone := e.Command(harness.Shell{UID: 65534, GID: 65534, Script: fmt.Sprintf("warden login --token-file %s >/dev/null && %s", token, args(pg.Port, fmt.Sprintf("warden-alone-%d", i)))})
+		var wg sync.WaitGroup
+		if middle {
+			profiled = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				profileAgent(t, e, profPath, seconds)
+			}()
+		}
+		tps, p99, cpu = run(fmt.Sprintf("warden-alone-%d", i), alone, agentPID)
+		wg.Wait()
+		aTPSs, aP99s, aCPUs = append(aTPSs, tps), append(aP99s, p99), append(aCPUs, cpu)
+		fmt.Printf("BENCH pgbench round %d of %d, collector stopped: relay %.0f tps, warden %.0f tps, %.2fx\n", i+1, rounds, rTPSs[i], aTPSs[i], aTPSs[i]/rTPSs[i])
+	}
+	rTPS, rP99, rCPU := medianF(rTPSs), medianF(rP99s), medianF(rCPUs)
+	aTPS, aP99, aCPU := medianF(aTPSs), medianF(aP99s), medianF(aCPUs)
+	if profiled {
+		if parts, err := componentBreakdown(profPath, aCPU); err != nil {
+			t.Errorf("CPU by component: %v", err)
+		} else {
+			fmt.Printf("BENCH wardend CPU per statement by component, collector stopped (%.0f µs in all, the relay %.0f µs): %s\n", aCPU, rCPU, parts)
+		}
 	}
 	if profiling {
 		if parts, err := componentBreakdown(relayProf, rCPU); err != nil {
@@ -176,11 +206,11 @@ masking:
 	}
 	e.StartCollector()
 
-	fmt.Printf("BENCH pgbench -S -c 8 -j 2 -T %s: direct %.0f tps p99 %.3f ms; relay %.0f tps p99 %.3f ms; warden %.0f tps p99 %.3f ms; "+
+	fmt.Printf("BENCH pgbench -S -c 8 -j 2 -T %s: direct %.0f tps p99 %.3f ms; relay %.0f tps p99 %.3f ms (median of %d); warden %.0f tps p99 %.3f ms; "+
 		"warden/direct tps %.2f p99 %.2fx; warden/relay tps %.2f p99 %.2fx; "+
-		"warden with the collector stopped %.0f tps p99 %.3f ms, /relay tps %.2f p99 %.2fx; "+
+		"warden with the collector stopped %.0f tps p99 %.3f ms (median of %d), /relay tps %.2f p99 %.2fx; "+
 		"CPU per transaction: relay %.0f µs, wardend %.0f µs (%.0f µs with the collector stopped)\n",
-		seconds, dTPS, dP99, rTPS, rP99, wTPS, wP99, wTPS/dTPS, wP99/dP99, wTPS/rTPS, wP99/rP99, aTPS, aP99, aTPS/rTPS, aP99/rP99,
+		seconds, dTPS, dP99, rTPS, rP99, rounds, wTPS, wP99, wTPS/dTPS, wP99/dP99, wTPS/rTPS, wP99/rP99, aTPS, aP99, rounds, aTPS/rTPS, aP99/rP99,
 		rCPU, wCPU, aCPU)
 	verdict := func(ok bool) string {
 		if ok {
