@@ -80,7 +80,7 @@ FUZZ := ./pkg/protocol/postgres/:FuzzMessages:160000x ./pkg/masking/:FuzzMask:14
 	./pkg/protocol/http/:FuzzCanonical:200000x ./pkg/protocol/http/:FuzzCheckHead:100000x \
 	./pkg/protocol/redis/:FuzzRESP:150000x ./pkg/protocol/rdp/:FuzzX224:100000x \
 	./pkg/sshcmd/:FuzzPrograms:150000x ./agent/recording/:FuzzChunks:20000x ./agent/recording/:FuzzParseCast:100000x \
-	./agent/proxy/ssh/:FuzzSFTPTap:60000x
+	./agent/proxy/ssh/:FuzzSFTPTap:60000x ./collector/ingest/:FuzzDecode:100000x
 fuzz:
 	@set -e; for t in $(FUZZ); do \
 		pkg=$${t%%:*}; rest=$${t#*:}; name=$${rest%%:*}; n=$${rest#*:}; \

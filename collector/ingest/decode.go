@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	fastjson "github.com/segmentio/encoding/json"
+
 	"github.com/wardenhq/warden/pkg/event"
 )
 
@@ -27,8 +29,15 @@ type wireEvent struct {
 // cannot do without. The returned event has no Data; the message's bytes
 // are what is stored.
 func decode(data []byte) (*event.Event, error) {
+	return decodeWith(fastjson.Unmarshal, data)
+}
+
+// decodeWith is decode with the JSON decoder unmarshal. The ingester uses
+// segmentio/encoding's, which keeps encoding/json's semantics at a quarter
+// of its cost (FuzzDecode compares the two).
+func decodeWith(unmarshal func([]byte, any) error, data []byte) (*event.Event, error) {
 	var w wireEvent
-	if err := json.Unmarshal(data, &w); err != nil {
+	if err := unmarshal(data, &w); err != nil {
 		return nil, fmt.Errorf("not a JSON event: %w", err)
 	}
 	// event.Event's map[string]any takes an object or null, nothing else.

@@ -69,3 +69,28 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	})
 }
+
+// FuzzDecode: on any input, the ingester's decoder accepts and rejects as
+// the same decoder on encoding/json does, and reads every field alike.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(decodeSample))
+	f.Add([]byte(strings.Replace(decodeSample, `"seq":7`, `"Seq":7,"seq":8`, 1)))
+	f.Add([]byte(strings.Replace(decodeSample, `"host":{"id":"h1","name":"h1"}`, `"host":{"id":"h\u00e9\ud800"},"host":{"name":"n"}`, 1)))
+	f.Add([]byte(strings.Replace(decodeSample, `"pid":3`, `"pid":4294967296`, 1)))
+	f.Add([]byte(strings.Replace(decodeSample, `"schema"`, `"SCHEMA"`, 1)))
+	f.Add([]byte(strings.Replace(decodeSample, `"seq":7`, `"seq":7.0`, 1)))
+	f.Add([]byte(strings.Replace(decodeSample, `"name":"h1"`, "\"name\":\"h\xff\xfe1\"", 1)))
+	f.Add([]byte(strings.Replace(decodeSample, `"identity":{`, `"identity":{"sub":"x"},"identity":{`, 1)))
+	f.Add([]byte(strings.Replace(decodeSample, `"identity":{"sub":"alice"`, `"identity":null,"x":{"sub":"alice"`, 1)))
+	f.Add([]byte(strings.Replace(decodeSample, `"time":"2026-01-02T03:04:05.123456789Z"`, `"time":"2026-01-02T03:04:05+01:00"`, 1)))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		want, wantErr := decodeWith(json.Unmarshal, msg)
+		got, err := decode(msg)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("decode error %v, on encoding/json %v, on %q", err, wantErr, msg)
+		}
+		if err == nil && !reflect.DeepEqual(*got, *want) {
+			t.Fatalf("decoded\n%+v\nwant\n%+v\non %q", *got, *want, msg)
+		}
+	})
+}
