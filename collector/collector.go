@@ -236,11 +236,14 @@ func New(ctx context.Context, cfg Config) (c *Collector, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("JetStream: %w", err)
 	}
-	stream, err := natsembed.EnsureStream(ctx, js, cfg.StreamReplicas)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := natsembed.EnsureCommandStream(ctx, js, cfg.StreamReplicas); err != nil {
+	var stream jetstream.Stream
+	if err := whileClusterForms(ctx, c.log, func() (err error) {
+		if stream, err = natsembed.EnsureStream(ctx, js, cfg.StreamReplicas); err != nil {
+			return err
+		}
+		_, err = natsembed.EnsureCommandStream(ctx, js, cfg.StreamReplicas)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	kill := api.KillConfig{Killers: cfg.Killers, Commands: natsembed.CommandPublisher{JS: js}, Collector: cfg.Name}
@@ -640,4 +643,52 @@ func (c *Collector) watchRevocations(ctx context.Context) error {
 		}
 		c.log.Info().Str("file", path).Msg("NATS account reloaded: revocations applied")
 	}
+}
+
+// clusterSettle bounds how long New waits for a JetStream cluster that is
+// still forming.
+const clusterSettle = 60 * time.Second
+
+// whileClusterForms runs step until it succeeds, and retries it while the
+// JetStream cluster is still forming: no meta leader yet, or fewer peers
+// joined than the streams' replicas need. A collector started together
+// with its NATS cluster (one boot, one systemd target) then waits for it
+// instead of exiting. Any other error, or one that outlasts
+// clusterSettle, is returned.
+func whileClusterForms(ctx context.Context, log zerolog.Logger, step func() error) error {
+	deadline := time.Now().Add(clusterSettle)
+	backoff := 200 * time.Millisecond
+	for {
+		err := step()
+		if err == nil || !clusterForming(err) || time.Now().After(deadline) {
+			return err
+		}
+		log.Warn().Err(err).Dur("retry_in", backoff).Msg("JetStream cluster not ready yet; waiting for it")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// JetStream's error codes for a cluster that cannot place or serve a
+// request yet (nats-server's JSClusterNoPeersErrF and
+// JSClusterNotAvailErr).
+const (
+	codeNoSuitablePeers     = 10005
+	codeClusterNotAvailable = 10008
+)
+
+// clusterForming reports whether err is one a forming cluster answers.
+func clusterForming(err error) bool {
+	var jsErr jetstream.JetStreamError
+	if errors.As(err, &jsErr) && jsErr.APIError() != nil {
+		switch jsErr.APIError().ErrorCode {
+		case codeNoSuitablePeers, codeClusterNotAvailable:
+			return true
+		}
+	}
+	return errors.Is(err, nats.ErrNoResponders)
 }
