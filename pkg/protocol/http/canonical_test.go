@@ -80,6 +80,7 @@ func TestCheckHead(t *testing.T) {
 		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n", "obs-fold"},
 		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n", "unreadable request headers"},
 		{"POST / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n", "bare CR"},
+		{"POST / HTTP/1.1\r\nHost: a\r\n\r\nContent-Length: 5\r\n\r\n", "data after the blank line"},
 	}
 	for _, tt := range bad {
 		_, err := CheckHead([]byte(tt.head))

@@ -69,13 +69,21 @@ func CheckHead(head []byte) (Head, error) {
 	if bytes.Contains(head, []byte("\n ")) || bytes.Contains(head, []byte("\n\t")) {
 		return h, ambiguous("a header folded onto the next line (obs-fold)")
 	}
-	tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(head)))
+	rd := bytes.NewReader(head)
+	br := bufio.NewReader(rd)
+	tp := textproto.NewReader(br)
 	if _, err := tp.ReadLine(); err != nil {
 		return h, ambiguous("unreadable request line")
 	}
 	hdr, err := tp.ReadMIMEHeader()
 	if err != nil {
 		return h, ambiguous("unreadable request headers: %v", err)
+	}
+	if br.Buffered()+rd.Len() > 0 {
+		// Lines after the blank line were not checked as headers; a
+		// reader that took them for headers would frame the body
+		// differently.
+		return h, ambiguous("data after the blank line that ends the request head")
 	}
 	for k := range hdr {
 		if !token(k) {
