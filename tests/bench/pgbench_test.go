@@ -143,7 +143,7 @@ masking:
 	// relay and Warden alternate over rounds and the ratio is taken of
 	// their medians: a slow minute then slows both.
 	e.StopCollector()
-	rounds := envInt(t, "WARDEN_BENCH_ROUNDS", 3)
+	rounds := envInt(t, "WARDEN_BENCH_ROUNDS", 3) // positive: envInt refuses anything else
 	var rTPSs, rP99s, rCPUs, aTPSs, aP99s, aCPUs []float64
 	// CPU profiles of the relay (it runs in this test process; nothing
 	// else here is busy) and of wardend, from the middle round: the gap by
@@ -154,7 +154,7 @@ masking:
 	if profPath == "" {
 		profPath = filepath.Join(logDir, "wardend.pprof")
 	}
-	profiling, profiled := false, false
+	profiling := false
 	for i := range rounds {
 		middle := i == rounds/2
 		relayed := e.NSCommand("bash", "-c", args(relayPort, fmt.Sprintf("relay-%d", i)))
@@ -171,7 +171,6 @@ masking:
 		alone := e.Command(harness.Shell{UID: 65534, GID: 65534, Script: fmt.Sprintf("warden login --token-file %s >/dev/null && %s", token, args(pg.Port, fmt.Sprintf("warden-alone-%d", i)))})
 		var wg sync.WaitGroup
 		if middle {
-			profiled = true
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -185,12 +184,10 @@ masking:
 	}
 	rTPS, rP99, rCPU := medianF(rTPSs), medianF(rP99s), medianF(rCPUs)
 	aTPS, aP99, aCPU := medianF(aTPSs), medianF(aP99s), medianF(aCPUs)
-	if profiled {
-		if parts, err := componentBreakdown(profPath, aCPU); err != nil {
-			t.Errorf("CPU by component: %v", err)
-		} else {
-			fmt.Printf("BENCH wardend CPU per statement by component, collector stopped (%.0f µs in all, the relay %.0f µs): %s\n", aCPU, rCPU, parts)
-		}
+	if parts, err := componentBreakdown(profPath, aCPU); err != nil {
+		t.Errorf("CPU by component: %v", err)
+	} else {
+		fmt.Printf("BENCH wardend CPU per statement by component, collector stopped (%.0f µs in all, the relay %.0f µs): %s\n", aCPU, rCPU, parts)
 	}
 	if profiling {
 		if parts, err := componentBreakdown(relayProf, rCPU); err != nil {
