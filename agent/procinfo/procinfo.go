@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 var bootID = sync.OnceValue(func() string {
@@ -78,7 +79,16 @@ func AppendExecName(dst []byte, hostID string, pid int, startTime uint64) []byte
 // Image returns the binary and arguments process pid runs now.
 func Image(pid int) (string, []string) {
 	bin, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	cmdline := fmt.Sprintf("/proc/%d/cmdline", pid)
+	data, err := os.ReadFile(cmdline)
+	// Inside execve, between installing the new image (its exe already
+	// shows) and laying out its arguments, a process reads as an empty
+	// command line: not even the NUL of an empty argv[0]. That lasts
+	// microseconds; read again briefly rather than record no arguments.
+	for i := 0; err == nil && len(data) == 0 && bin != "" && i < 50; i++ {
+		time.Sleep(100 * time.Microsecond)
+		data, err = os.ReadFile(cmdline)
+	}
 	args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
 	if len(args) == 1 && args[0] == "" {
 		args = []string{}
